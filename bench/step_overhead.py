@@ -1,0 +1,87 @@
+"""Cost of NetAug's dynamic (weight-sharing) layers against plain static layers of the same widths.
+
+One NetAug step runs forward+backward of the base and of one sampled augmented sub-network. This
+script times that on the augmented model, and the same two passes on plain static networks of
+exactly those widths (built with `export`), interleaved so that machine noise hits both alike.
+
+    python bench/step_overhead.py            # CPU, MobileNetV2-Tiny, batch 128, 32 px
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netaug.augment import augment, width_multipliers  # noqa: E402
+from netaug.models import build_model  # noqa: E402
+from netaug.train.runtime import configure_threads  # noqa: E402
+
+
+def passes(models_and_inputs: list[nn.Module], x: torch.Tensor, y: torch.Tensor, configs=None) -> float:
+    """Seconds for forward+backward of each model in turn (setting each config first, if given)."""
+    start = time.perf_counter()
+    for i, model in enumerate(models_and_inputs):
+        if configs is not None:
+            model.set_active(configs[i])
+        nn.functional.cross_entropy(model(x), y).backward()
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", default="mobilenetv2_tiny")
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--res", type=int, default=32)
+    p.add_argument("--r", type=float, default=3.0)
+    p.add_argument("--s", type=int, default=2)
+    p.add_argument("--configs", type=int, default=6, help="sampled augmented sub-networks")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per sub-network (median kept)")
+    p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    args = p.parse_args()
+
+    threads = configure_threads()
+    torch.manual_seed(0)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    base = build_model(args.model, 10, 3, resolution=args.res)
+    mults = width_multipliers(args.r, args.s)
+    aug = augment(base, mults, mults).to(memory_format=fmt).train()
+    x = torch.randn(args.batch, 3, args.res, args.res).contiguous(memory_format=fmt)
+    y = torch.randint(0, 10, (args.batch,))
+    gen = torch.Generator().manual_seed(0)
+    configs = [aug.config("random", gen) for _ in range(args.configs)]
+    static_base = aug.export("min").to(memory_format=fmt).train()
+
+    dynamic, static = [], []
+    for config in configs:
+        static_aug = aug.export(config).to(memory_format=fmt).train()
+        for _ in range(2):  # warm-up of both paths
+            passes([aug, aug], x, y, ["min", config])
+            passes([static_base, static_aug], x, y)
+        d, s = [], []
+        for _ in range(args.repeats):
+            d.append(passes([aug, aug], x, y, ["min", config]))
+            s.append(passes([static_base, static_aug], x, y))
+        dynamic.append(statistics.median(d))
+        static.append(statistics.median(s))
+        aug.zero_grad(set_to_none=True)
+        static_base.zero_grad(set_to_none=True)
+
+    t_dyn, t_static = statistics.mean(dynamic), statistics.mean(static)
+    print(f"setup: {args.model}, batch {args.batch}, {args.res}px, r={args.r:g} s={args.s}, "
+          f"{args.configs} sampled sub-networks x {args.repeats} repeats, {threads} threads, "
+          f"channels_last={args.channels_last}, torch {torch.__version__}")
+    print(f"netaug step (dynamic layers, base + 1 augmented, fwd+bwd): {t_dyn * 1000:.1f} ms")
+    print(f"same passes on static modules of those widths:            {t_static * 1000:.1f} ms")
+    print(f"ratio: {t_dyn / t_static:.2f}")
+
+
+if __name__ == "__main__":
+    main()

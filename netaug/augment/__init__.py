@@ -1,0 +1,14 @@
+"""NetAug's augmented models: dynamic ops, the weight-sharing twin of a base model, BN recalibration."""
+
+from netaug.augment.network import (
+    AugmentedNet,
+    SubnetConfig,
+    augment,
+    recalibrate_bn,
+    slice_state_dict,
+    spec_for,
+)
+from netaug.augment.widths import widen, width_multipliers
+
+__all__ = ["AugmentedNet", "SubnetConfig", "augment", "recalibrate_bn", "slice_state_dict", "spec_for", "widen",
+           "width_multipliers"]

@@ -1,0 +1,69 @@
+"""Dynamic layers: each holds a max-size weight and computes with its leading channels.
+
+The input width is read from the tensor; the output width of convs is `active_out`, set by the
+network's `set_active`. Constructor signatures match `netaug.models.layers.Ops`, so a dynamic
+network is the same module tree as a static one, with the same state_dict keys.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class DynamicConv2d(nn.Conv2d):
+    """Dense conv computing with weight[:active_out, :in_width]."""
+
+    def __init__(self, max_in: int, max_out: int, kernel: int, stride: int) -> None:
+        super().__init__(max_in, max_out, kernel, stride, kernel // 2, bias=False)
+        self.active_out = max_out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight
+        if self.active_out != weight.shape[0] or x.shape[1] != weight.shape[1]:
+            weight = weight[: self.active_out, : x.shape[1]]
+        return F.conv2d(x, weight, None, self.stride, self.padding)
+
+
+class DynamicDepthwiseConv2d(nn.Conv2d):
+    """Depthwise conv over the input's channels, using weight[:in_width]."""
+
+    def __init__(self, max_ch: int, kernel: int, stride: int) -> None:
+        super().__init__(max_ch, max_ch, kernel, stride, kernel // 2, groups=max_ch, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        weight = self.weight if c == self.weight.shape[0] else self.weight[:c]
+        return F.conv2d(x, weight, None, self.stride, self.padding, groups=c)
+
+
+class DynamicBatchNorm2d(nn.BatchNorm2d):
+    """BatchNorm over the input's channels; running statistics of the leading channels are updated in place."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        c = x.shape[1]
+        if c == self.num_features:
+            return super().forward(x)
+        if self.training and self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+        else:
+            factor = 0.0
+        use_batch_stats = self.training or not self.track_running_stats
+        running_mean = self.running_mean[:c] if self.running_mean is not None else None
+        running_var = self.running_var[:c] if self.running_var is not None else None
+        return F.batch_norm(x, running_mean, running_var, self.weight[:c], self.bias[:c],
+                            use_batch_stats, factor, self.eps)
+
+
+class DynamicLinear(nn.Linear):
+    """Linear layer over the input's features, using weight[:, :in_width] (outputs are fixed)."""
+
+    def __init__(self, max_in: int, out_features: int) -> None:
+        super().__init__(max_in, out_features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = x.shape[1]
+        weight = self.weight if f == self.weight.shape[1] else self.weight[:, :f]
+        return F.linear(x, weight, self.bias)

@@ -1,0 +1,212 @@
+"""The augmented twin of a base model: one weight-sharing network whose "min" sub-network is the base.
+
+Width groups: the stem, each stage (blocks of a stage share their output width, so residuals keep
+input width equal to output width) and the feature conv. Each middle (expanded) width of a block
+is augmented on its own. A sub-network configuration is a plain, hashable, JSON-serialisable value
+
+    ((width multiplier per width group, ...), (expand multiplier per block, ...))
+
+and multiplier 1 everywhere is the base model. Depthwise-separable blocks have no middle width:
+their expand multiplier is always 1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+
+import torch
+import torch.nn as nn
+
+from netaug.augment.dynamic_ops import DynamicBatchNorm2d, DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear
+from netaug.augment.widths import widen
+from netaug.models.layers import Ops
+from netaug.models.network import InvertedResidualNet
+from netaug.models.spec import BlockSpec, NetSpec
+
+SubnetConfig = tuple[tuple[float, ...], tuple[float, ...]]
+ConfigLike = str | SubnetConfig | Sequence
+
+DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicBatchNorm2d, linear=DynamicLinear)
+
+
+def spec_for(base: NetSpec, config: SubnetConfig) -> NetSpec:
+    """The static structure of sub-network `config` of the augmented twin of `base`."""
+    widths, expands = config
+    stem = widen(base.stem_ch, widths[0])
+    blocks, in_ch = [], stem
+    for b, e in zip(base.blocks, expands):
+        out = widen(b.out_ch, widths[b.stage + 1])
+        mid = None if b.mid_ch is None else widen(b.mid_ch, e)
+        blocks.append(BlockSpec(in_ch, out, mid, b.kernel, b.stride, b.residual, b.stage))
+        in_ch = out
+    feature = widen(base.feature_ch, widths[-1])
+    return NetSpec(base.in_channels, stem, base.stem_stride, tuple(blocks), feature, base.num_classes, base.dropout)
+
+
+def slice_state_dict(full: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """For each key of `target`, the leading slice of `full[key]` with target's shape (copied)."""
+    out = {}
+    for key, t in target.items():
+        src = full[key]
+        out[key] = src[tuple(slice(0, n) for n in t.shape)].clone() if t.dim() else src.clone()
+    return out
+
+
+class AugmentedNet(InvertedResidualNet):
+    """The largest augmented model; `set_active` picks a sub-network, `export` gives a static base."""
+
+    def __init__(self, base_spec: NetSpec, base_cls: type[InvertedResidualNet],
+                 width_mults: Sequence[float], expand_mults: Sequence[float]) -> None:
+        self.base_spec = base_spec
+        self.base_cls = base_cls
+        self.width_mults = tuple(sorted({float(m) for m in width_mults}))
+        self.expand_mults = tuple(sorted({float(m) for m in expand_mults}))
+        if not self.width_mults or self.width_mults[0] != 1.0 or not self.expand_mults or self.expand_mults[0] != 1.0:
+            raise ValueError("width_mults and expand_mults must start at 1 (the base model)")
+        self.num_width_groups = base_spec.num_stages + 2
+        super().__init__(spec_for(base_spec, self.config("max")), DYNAMIC_OPS)
+        self.active: SubnetConfig = self.config("min")
+        self.set_active("min")
+
+    # ------------------------------------------------------------------ configurations
+    def expand_choices(self, block: int) -> tuple[float, ...]:
+        return (1.0,) if self.base_spec.blocks[block].mid_ch is None else self.expand_mults
+
+    def config(self, kind: str, generator: torch.Generator | None = None) -> SubnetConfig:
+        """"min" (the base), "max", "random" (uniform per group and block) or "min_w" (base widths,
+        random expands)."""
+        n_blocks = len(self.base_spec.blocks)
+
+        def pick(choices: tuple[float, ...]) -> float:
+            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+        if kind == "min":
+            return (1.0,) * self.num_width_groups, (1.0,) * n_blocks
+        if kind == "max":
+            return ((self.width_mults[-1],) * self.num_width_groups,
+                    tuple(self.expand_choices(i)[-1] for i in range(n_blocks)))
+        if kind in ("random", "min_w"):
+            widths = ((1.0,) * self.num_width_groups if kind == "min_w"
+                      else tuple(pick(self.width_mults) for _ in range(self.num_width_groups)))
+            return widths, tuple(pick(self.expand_choices(i)) for i in range(n_blocks))
+        raise ValueError(f"unknown sub-network kind {kind!r} (min, max, random, min_w, or a config)")
+
+    def normalize(self, config: ConfigLike, generator: torch.Generator | None = None) -> SubnetConfig:
+        """Resolve a kind or a (JSON-decoded) config into a validated `SubnetConfig`."""
+        if isinstance(config, str):
+            return self.config(config, generator)
+        try:
+            widths, expands = (tuple(float(v) for v in part) for part in config)
+        except (TypeError, ValueError):
+            raise ValueError(f"not a sub-network config: {config!r}") from None
+        if len(widths) != self.num_width_groups or len(expands) != len(self.base_spec.blocks):
+            raise ValueError(f"config needs {self.num_width_groups} widths and {len(self.base_spec.blocks)} "
+                             f"expands, got {len(widths)} and {len(expands)}")
+        if any(w < 1 or w > self.width_mults[-1] for w in widths):
+            raise ValueError(f"width multipliers must lie in [1, {self.width_mults[-1]}]: {widths}")
+        for i, e in enumerate(expands):
+            if e < 1 or e > self.expand_choices(i)[-1]:
+                raise ValueError(f"expand multiplier {e} of block {i} is outside [1, {self.expand_choices(i)[-1]}]")
+        return widths, expands
+
+    def set_active(self, config: ConfigLike = "min", generator: torch.Generator | None = None) -> SubnetConfig:
+        """Activate a sub-network; returns the resolved config (log it: it is plain JSON)."""
+        config = self.normalize(config, generator)
+        spec = spec_for(self.base_spec, config)
+        self.stem.conv.active_out = spec.stem_ch
+        for block, b in zip(self.blocks, spec.blocks):
+            if block.expand is not None:
+                block.expand.conv.active_out = b.mid_ch
+            block.project.conv.active_out = b.out_ch
+        self.feature_mix.conv.active_out = spec.feature_ch
+        self.active = config
+        return config
+
+    def active_spec(self) -> NetSpec:
+        return spec_for(self.base_spec, self.active)
+
+    # ------------------------------------------------------------------ export
+    def export(self, config: ConfigLike = "min") -> InvertedResidualNet:
+        """A plain static network (the base model's class) computing what sub-network `config` computes."""
+        spec = spec_for(self.base_spec, self.normalize(config))
+        net = self.base_cls(spec).to(next(self.parameters()).device)
+        net.load_state_dict(slice_state_dict(self.state_dict(), net.state_dict()))
+        return net.train(self.training)
+
+    # ------------------------------------------------------------------ channel sorting
+    @torch.no_grad()
+    def sort_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """Reorder each block's augmented middle channels by importance, most important first.
+
+        Importance of a middle channel is the L1 norm of the projection-conv weights that read it.
+        The base's own middle channels (the first `mid_ch`) stay where they are, so the base model
+        is untouched; every tensor indexed by those channels (expand conv rows, both BatchNorms with
+        their running statistics, depthwise filters, projection columns, and the optimizer's
+        per-parameter state such as momentum) is permuted alike, so every sub-network whose middle
+        width keeps the base's channels computes a function drawn from the same weights, and the
+        max sub-network computes exactly the same function.
+        """
+        for block, b in zip(self.blocks, self.base_spec.blocks):
+            if block.expand is None:
+                continue
+            keep = b.mid_ch
+            importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+            tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
+            perm = torch.cat([torch.arange(keep, device=tail.device), tail])
+            tensors: list[tuple[torch.Tensor, int]] = [(block.expand.conv.weight, 0),
+                                                       (block.depthwise.conv.weight, 0),
+                                                       (block.project.conv.weight, 1)]
+            for bn in (block.expand.bn, block.depthwise.bn):
+                tensors += [(bn.weight, 0), (bn.bias, 0), (bn.running_mean, 0), (bn.running_var, 0)]
+            for tensor, dim in tensors:
+                _permute_(tensor, perm, dim)
+                state = optimizer.state.get(tensor) if optimizer is not None else None
+                for value in (state or {}).values():
+                    if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
+                        _permute_(value, perm, dim)
+
+
+def _permute_(tensor: torch.Tensor, perm: torch.Tensor, dim: int) -> None:
+    tensor.copy_(tensor.index_select(dim, perm))
+
+
+def augment(base: InvertedResidualNet, width_mults: Sequence[float],
+            expand_mults: Sequence[float] | None = None) -> AugmentedNet:
+    """Build the largest augmented model of `base`, whose "min" sub-network holds base's weights."""
+    aug = AugmentedNet(base.spec, type(base), width_mults, expand_mults if expand_mults is not None else [1.0])
+    device = next(base.parameters()).device
+    aug.to(device)
+    own = aug.state_dict()
+    base_state = base.state_dict()
+    with torch.no_grad():
+        for key, value in base_state.items():
+            target = own[key]
+            if value.dim() == 0:
+                target.copy_(value)
+            else:
+                target[tuple(slice(0, n) for n in value.shape)].copy_(value)
+    return aug.train(base.training)
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
+    """Recompute BatchNorm running statistics of the active sub-network from `batches`.
+
+    Statistics are reset and re-estimated as a cumulative average (momentum None), so after one
+    batch they are exactly that batch's mean and unbiased variance. Channels outside the active
+    sub-network are reset too: recalibrate again before evaluating another sub-network.
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    momenta = [bn.momentum for bn in bns]
+    was_training = model.training
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None
+    model.train()
+    try:
+        for x in batches:
+            model(x)
+    finally:
+        for bn, momentum in zip(bns, momenta):
+            bn.momentum = momentum
+        model.train(was_training)

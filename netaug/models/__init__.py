@@ -1,0 +1,95 @@
+"""Base models: `build_model(name, num_classes, in_channels, **kw)`.
+
+Small-input option: at 64 px or less (or with `small_input=True`) the stem and the first strided
+stage run at stride 1, as CIFAR variants of MobileNetV2 do, so a 32 px image ends at 4x4 rather
+than 1x1 before global pooling.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from netaug.errors import UserError
+from netaug.models.network import InvertedResidualNet, MobileNetV2, ProxylessNASMobile
+from netaug.models.profile import count_params, profile_macs
+from netaug.models.spec import BlockSpec, NetSpec, make_divisible, stage_blocks
+
+__all__ = ["BlockSpec", "InvertedResidualNet", "MobileNetV2", "NetSpec", "ProxylessNASMobile", "build_model",
+           "count_params", "model_names", "profile_macs", "resolve_small_input"]
+
+# (expand ratio t, channels c, blocks n, stride s) of MobileNetV2.
+MBV2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
+               (6, 320, 1, 1)]
+# ProxylessNAS-Mobile: per-stage (expand ratios, kernel sizes, blocks, stride, channels), then the head.
+PROXYLESS_STAGES = [([3, 3], [5, 3], 2, 2, 32), ([3, 3, 3, 3], [7, 3, 5, 5], 4, 2, 40),
+                    ([6, 3, 3, 3], [7, 5, 5, 5], 4, 2, 80), ([6, 3, 3, 3], [5, 5, 5, 5], 4, 1, 96),
+                    ([6, 6, 3, 3], [7, 7, 7, 7], 4, 2, 192)]
+SMALL_INPUT_MAX_RESOLUTION = 64
+
+
+def resolve_small_input(small_input: bool | None, resolution: int | None) -> bool:
+    """`None` means automatic: small-input layout at 64 px or less."""
+    if small_input is not None:
+        return small_input
+    return resolution is not None and resolution <= SMALL_INPUT_MAX_RESOLUTION
+
+
+def mobilenetv2_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0, small_input: bool = False,
+                     dropout: float = 0.0, feature_ch: int | None = None) -> NetSpec:
+    stem = make_divisible(32 * width_mult)
+    blocks: list[BlockSpec] = []
+    in_ch, first_strided = stem, True
+    for stage, (t, c, n, s) in enumerate(MBV2_STAGES):
+        if small_input and s == 2 and first_strided:
+            s, first_strided = 1, False
+        out = make_divisible(c * width_mult)
+        blocks += stage_blocks(in_ch, out, n, s, stage, [t] * n, [3] * n)
+        in_ch = out
+    if feature_ch is None:
+        feature_ch = make_divisible(1280 * max(1.0, width_mult))
+    return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), feature_ch, num_classes, dropout)
+
+
+def mobilenetv2_tiny_spec(num_classes: int, in_channels: int = 3, small_input: bool = False,
+                          dropout: float = 0.0) -> NetSpec:
+    """MCUNet/NetAug MobileNetV2-Tiny: MBV2 at width 0.35 whose head is 56 -> 112 -> 448."""
+    return mobilenetv2_spec(num_classes, in_channels, 0.35, small_input, dropout, feature_ch=448)
+
+
+def proxylessnas_mobile_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0,
+                             small_input: bool = False, dropout: float = 0.0) -> NetSpec:
+    stem = make_divisible(32 * width_mult)
+    first = make_divisible(16 * width_mult)
+    blocks = stage_blocks(stem, first, 1, 1, 0, [1], [3])
+    in_ch = first
+    for stage, (expands, kernels, n, s, c) in enumerate(PROXYLESS_STAGES, start=1):
+        if small_input and stage == 1:
+            s = 1
+        out = make_divisible(c * width_mult)
+        blocks += stage_blocks(in_ch, out, n, s, stage, expands, kernels)
+        in_ch = out
+    head = make_divisible(320 * width_mult)
+    blocks += stage_blocks(in_ch, head, 1, 1, len(PROXYLESS_STAGES) + 1, [6], [7])
+    feature_ch = max(make_divisible(1280 * width_mult), 1280)
+    return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), feature_ch, num_classes, dropout)
+
+
+_REGISTRY: dict[str, tuple[type[InvertedResidualNet], Callable[..., NetSpec]]] = {
+    "mobilenetv2_tiny": (MobileNetV2, mobilenetv2_tiny_spec),
+    "mobilenetv2": (MobileNetV2, mobilenetv2_spec),
+    "proxylessnas_mobile": (ProxylessNASMobile, proxylessnas_mobile_spec),
+}
+
+
+def model_names() -> list[str]:
+    return list(_REGISTRY)
+
+
+def build_model(name: str, num_classes: int, in_channels: int = 3, *, resolution: int | None = None,
+                small_input: bool | None = None, **kw) -> InvertedResidualNet:
+    """Build a base model by name. `resolution` lets `small_input=None` pick the layout automatically."""
+    if name not in _REGISTRY:
+        raise UserError(f"model.name: unknown model {name!r} (known: {', '.join(_REGISTRY)})")
+    cls, make_spec = _REGISTRY[name]
+    spec = make_spec(num_classes, in_channels, small_input=resolve_small_input(small_input, resolution), **kw)
+    return cls(spec)

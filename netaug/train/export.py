@@ -1,0 +1,40 @@
+"""Saving and loading an exported base model: its state_dict plus everything needed to rebuild it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from netaug.data import DataSplits
+from netaug.errors import UserError
+from netaug.models import InvertedResidualNet, MobileNetV2, NetSpec, ProxylessNASMobile
+
+CLASSES = {cls.__name__: cls for cls in (MobileNetV2, ProxylessNASMobile, InvertedResidualNet)}
+
+
+def save_exported(path: str | Path, model: InvertedResidualNet, data: DataSplits, extra: dict | None = None) -> None:
+    """Write `model` with its class, spec and input normalisation (to a temporary name, then rename)."""
+    path = Path(path)
+    payload = {
+        "class": type(model).__name__,
+        "spec": model.spec.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "input": {"channels": data.in_channels, "resolution": data.resolution,
+                  "mean": list(data.mean), "std": list(data.std)},
+        **(extra or {}),
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_exported(path: str | Path) -> tuple[InvertedResidualNet, dict]:
+    """Rebuild an exported model (in eval mode) and return it with the saved payload."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"no such exported model: {path}")
+    payload = torch.load(path, map_location="cpu", weights_only=True)
+    model = CLASSES[payload["class"]](NetSpec.from_dict(payload["spec"]))
+    model.load_state_dict(payload["state_dict"])
+    return model.eval(), payload

@@ -1,0 +1,178 @@
+"""Augmented models: prefix weights, export, sampling, channel sorting, BN recalibration, MACs."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import torch.nn as nn
+
+from netaug.augment import augment, recalibrate_bn, spec_for, width_multipliers
+from netaug.models import build_model, profile_macs
+
+
+def test_width_multipliers():
+    assert width_multipliers(3, 2) == [1.0, 2.0, 3.0]
+    assert width_multipliers(2.2, 2) == [1.0, 1.6, 2.2]
+    assert width_multipliers(2, 4) == [1.0, 1.25, 1.5, 1.75, 2.0]
+    assert width_multipliers(1, 3) == [1.0]
+    with pytest.raises(ValueError):
+        width_multipliers(0.5, 2)
+    with pytest.raises(ValueError):
+        width_multipliers(2, 0)
+
+
+@pytest.fixture(params=["mobilenetv2_tiny", "proxylessnas_mobile"])
+def pair(request):
+    torch.manual_seed(0)
+    base = build_model(request.param, 10, 3, resolution=32, **({"width_mult": 0.35}
+                                                               if request.param != "mobilenetv2_tiny" else {}))
+    mults = width_multipliers(3, 2)
+    return base, augment(base, mults, mults)
+
+
+def test_base_weights_are_the_leading_slice_of_the_augmented_weights(pair):
+    base, aug = pair
+    big = aug.state_dict()
+    for key, value in base.state_dict().items():
+        assert big[key].shape >= value.shape or big[key].dim() == 0
+        assert torch.equal(big[key][tuple(slice(0, n) for n in value.shape)] if value.dim() else big[key], value), key
+    assert sum(p.numel() for p in aug.parameters()) > 4 * sum(p.numel() for p in base.parameters())
+
+
+def test_min_subnetwork_equals_the_base_and_max_is_wider(pair):
+    base, aug = pair
+    x = torch.randn(4, 3, 32, 32)
+    base.eval(), aug.eval()
+    aug.set_active("min")
+    assert torch.equal(aug(x), base(x))
+    aug.set_active("max")
+    assert aug.active_spec() == aug.spec
+    assert aug.active_spec().feature_ch == 3 * base.spec.feature_ch
+
+
+def test_residual_blocks_keep_input_width_equal_to_output_width(pair):
+    _, aug = pair
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(20):
+        spec = spec_for(aug.base_spec, aug.set_active("random", gen))
+        for b in spec.blocks:
+            if b.residual:
+                assert b.in_ch == b.out_ch
+        assert aug(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_random_config_is_reproducible_hashable_and_json(pair):
+    _, aug = pair
+    a = [aug.set_active("random", torch.Generator().manual_seed(7)) for _ in range(2)]
+    assert a[0] == a[1] and hash(a[0]) == hash(a[1])
+    others = {aug.config("random", torch.Generator().manual_seed(s)) for s in range(10)}
+    assert len(others) > 5
+    decoded = json.loads(json.dumps(a[0]))
+    assert aug.set_active(decoded) == a[0]
+    min_w = aug.config("min_w", torch.Generator().manual_seed(1))
+    assert set(min_w[0]) == {1.0} and set(min_w[1]) > {1.0}
+    with pytest.raises(ValueError):
+        aug.set_active(((9.0,) * aug.num_width_groups, a[0][1]))
+
+
+def test_export_after_training_steps_matches_the_min_subnetwork():
+    torch.manual_seed(0)
+    base = build_model("mobilenetv2_tiny", 10, 1, resolution=16)
+    aug = augment(base, [1, 2, 3], [1, 2, 3])
+    opt = torch.optim.SGD(aug.parameters(), lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(16, 1, 16, 16), torch.randint(0, 10, (16,))
+    for _ in range(3):
+        opt.zero_grad()
+        aug.set_active("min")
+        nn.functional.cross_entropy(aug(x), y).backward()
+        aug.set_active("random", gen)
+        nn.functional.cross_entropy(aug(x), y).backward()
+        opt.step()
+    aug.set_active("min")
+    exported = aug.export().eval()
+    assert type(exported) is type(base) and exported.spec == base.spec
+    aug.eval()
+    diff = (exported(x) - aug(x)).abs().max().item()
+    assert diff <= 1e-5, diff
+    assert not torch.equal(exported.stem.conv.weight, base.stem.conv.weight)  # it did train
+
+
+def test_channel_sorting_keeps_max_and_base_functions_and_permutes_momentum():
+    torch.manual_seed(0)
+    base = build_model("mobilenetv2_tiny", 10, 1, resolution=16)
+    aug = augment(base, [1, 2, 3], [1, 2, 3])
+    opt = torch.optim.SGD(aug.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 1, 16, 16)
+    aug.set_active("max")
+    aug(x).square().mean().backward()
+    opt.step()  # creates momentum buffers
+    with torch.no_grad():  # make the importance order non-trivial
+        for block in aug.blocks:
+            block.project.conv.weight.mul_(torch.rand_like(block.project.conv.weight))
+    block = aug.blocks[3]
+    keep = aug.base_spec.blocks[3].mid_ch
+    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    momentum_before = opt.state[block.depthwise.conv.weight]["momentum_buffer"].clone()
+    dw_before = block.depthwise.conv.weight.clone()
+    aug.eval()
+    outs = {}
+    for kind in ("max", "min"):
+        aug.set_active(kind)
+        outs[kind] = aug(x)
+    aug.sort_channels(opt)
+    for kind in ("max", "min"):
+        aug.set_active(kind)
+        assert torch.allclose(aug(x), outs[kind], atol=1e-5, rtol=1e-4), kind
+    after = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.equal(after[:keep], importance[:keep])  # the base's channels stay in place
+    assert bool((after[keep:-1] >= after[keep + 1:]).all())  # the rest sorted, most important first
+    # The same permutation moved the depthwise filters and their momentum together.
+    perm = [int((dw_before == w).flatten(1).all(1).nonzero()[0]) for w in block.depthwise.conv.weight]
+    momentum_after = opt.state[block.depthwise.conv.weight]["momentum_buffer"]
+    assert torch.equal(momentum_after, momentum_before[perm])
+
+
+def test_bn_recalibration_gives_the_exact_batch_statistics_of_the_active_subnetwork():
+    torch.manual_seed(0)
+    aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2], [1, 2])
+    widths, expands = aug.config("max")
+    aug.set_active((widths, expands[:2] + (1.0,) + expands[3:]))  # block 2 at its base middle width
+    bn = aug.blocks[2].depthwise.bn
+    seen = {}
+
+    def keep_input(module, inputs, output) -> None:  # returns None, so the output is left alone
+        seen.setdefault("x", inputs[0].detach().clone())
+
+    hook = bn.register_forward_hook(keep_input)
+    x = torch.randn(32, 1, 16, 16)
+    aug.eval()
+    recalibrate_bn(aug, [x])
+    hook.remove()
+    inp = seen["x"]
+    c = inp.shape[1]
+    assert c < bn.num_features  # an actual slice of the shared BN
+    assert torch.allclose(bn.running_mean[:c], inp.mean(dim=(0, 2, 3)), atol=1e-5)
+    assert torch.allclose(bn.running_var[:c], inp.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-4)
+    assert bn.momentum == 0.1 and not aug.training  # restored
+
+
+def test_macs_of_a_subnetwork_equal_those_of_its_exported_static_model(pair):
+    _, aug = pair
+    config = aug.set_active("random", torch.Generator().manual_seed(5))
+    macs_dynamic, params_dynamic = profile_macs(aug, (3, 32, 32))
+    macs_static, params_static = profile_macs(aug.export(config), (3, 32, 32))
+    assert (macs_dynamic, params_dynamic) == (macs_static, params_static)
+    aug.set_active("min")
+    assert profile_macs(aug, (3, 32, 32))[0] < macs_dynamic
+
+
+def test_channels_last_dynamic_forward_matches_contiguous(pair):
+    _, aug = pair
+    aug.eval().set_active("random", torch.Generator().manual_seed(2))
+    x = torch.randn(2, 3, 32, 32)
+    ref = aug(x)
+    aug_cl = aug.to(memory_format=torch.channels_last)
+    assert torch.allclose(aug_cl(x.contiguous(memory_format=torch.channels_last)), ref, atol=1e-5)
