@@ -20,7 +20,8 @@ from netaug.errors import UserError
 
 DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder")
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile")
-MODES = ("baseline", "netaug")
+MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
+TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
@@ -72,7 +73,8 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    mode: Literal["baseline", "netaug"] = opt("netaug", "baseline (plain) or netaug")
+    mode: Literal["baseline", "kd", "netaug", "netaug_kd", "netaug_rkd"] = opt(
+        "netaug", "baseline, kd (online KD from the largest augmented model), netaug, netaug_kd or netaug_rkd")
     epochs: int = opt(15, "training epochs", ge=1, le=100000)
     batch_size: int = opt(64, "training batch size", ge=1)
     eval_batch_size: int = opt(512, "evaluation batch size", ge=1)
@@ -108,11 +110,22 @@ class NetAugConfig:
 
 
 @dataclass
+class RKDConfig:
+    lambda_kd: float = opt(1.0, "lambda_KD: weight of the distillation term (RKD, or Hinton KD in kd modes)", ge=0)
+    distance_weight: float = opt(1.0, "w_d: weight of distance-wise RKD", ge=0)
+    angle_weight: float = opt(2.0, "w_a: weight of angle-wise RKD", ge=0)
+    embedding: Literal["features", "logits"] = opt(
+        "features", "what RKD compares: penultimate pooled features or logits")
+    temperature: float = opt(4.0, "temperature T of Hinton KD (kd, netaug_kd)", gt=0)
+
+
+@dataclass
 class SpaceConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     netaug: NetAugConfig = field(default_factory=NetAugConfig)
+    rkd: RKDConfig = field(default_factory=RKDConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -157,3 +157,42 @@ def test_cli_trains_and_exports_a_loadable_base(tmp_path):
     data = load_data(cfg.data)
     result = evaluate(model, data.test, Batcher(payload["input"]["mean"], payload["input"]["std"]), 512)
     assert result.top1 == pytest.approx(metrics["test_base_top1"], abs=1e-9)
+
+
+@pytest.mark.parametrize("mode", ["kd", "netaug_kd", "netaug_rkd"])
+def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode):
+    """Accumulated gradient == grad of L(base) + alpha L(aug) + lambda distill + L(teacher)."""
+    from netaug.losses import kd_kl, rkd_angle, rkd_distance
+
+    fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd = 0.6, 0.8
+    trainer = Trainer(fast_cfg, digits16, mode=mode)
+    model, ce = trainer.model, trainer.criterion
+    x, y = next(trainer.batcher.batches(digits16.train, 32))
+    config = model.config("random", torch.Generator().set_state(trainer.arch_generator.get_state()))
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    model.zero_grad()
+    model.set_active("max")
+    t_feat, t_logits = model.forward_with_features(x)
+    loss = ce(t_logits, y)
+    model.set_active("min")
+    feat, logits = model.forward_with_features(x)
+    if mode == "netaug_rkd":
+        distill = rkd_distance(feat, t_feat) + 2 * rkd_angle(feat, t_feat)
+    else:
+        distill = kd_kl(logits, t_logits, fast_cfg.rkd.temperature)
+    loss = loss + ce(logits, y) + 0.8 * distill
+    if mode != "kd":
+        model.set_active(config)
+        loss = loss + 0.6 * ce(model(x), y)
+    loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    trainer.scheduler.base_lrs = [0.0, 0.0]
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 0.0
+    losses = trainer.step(x, y)
+    assert losses["teacher_loss"] > 0 and losses["distill_loss"] > 0
+    assert (losses["aug_loss"] > 0) == (mode != "kd")
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), ref[n])
+        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n

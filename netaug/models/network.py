@@ -30,6 +30,11 @@ class InvertedResidualNet(nn.Module):
             x = block(x)
         return self.feature_mix(x).mean(dim=(2, 3))
 
+    def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(penultimate embedding, logits) from one forward pass."""
+        features = self.forward_features(x)
+        return features, self.classifier(self.dropout(features))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.dropout(self.forward_features(x)))
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from netaug.config import MODES, load_space
+from netaug.config import MODES, TEACHER_MODES, load_space
 from netaug.errors import UserError, exit_on_user_error
 
 
@@ -88,12 +88,16 @@ def main(argv: list[str] | None = None) -> int:
         bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=trainer.epoch + 1, refresh=False)
 
     def on_epoch(rec) -> None:
-        for key in ("train_loss", "base_loss", "aug_loss", "lr", "epoch_s"):
+        for key in ("train_loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss", "lr", "epoch_s"):
             writer.add_scalar(f"train/{key}", getattr(rec, key), rec.epoch)
         for key, value in rec.val.items():
             writer.add_scalar(f"val/base_{key}", value, rec.epoch)
-        msg = (f"epoch {rec.epoch + 1}/{cfg.training.epochs} loss {rec.train_loss:.4f} (base {rec.base_loss:.4f}"
-               f"{f', aug {rec.aug_loss:.4f}' if trainer.augmented is not None else ''}) "
+        parts = [f"base {rec.base_loss:.4f}"]
+        if mode in trainer.AUG_MODES:
+            parts.append(f"aug {rec.aug_loss:.4f}")
+        if mode in TEACHER_MODES:
+            parts += [f"teacher {rec.teacher_loss:.4f}", f"distill {rec.distill_loss:.4f}"]
+        msg = (f"epoch {rec.epoch + 1}/{cfg.training.epochs} loss {rec.train_loss:.4f} ({', '.join(parts)}) "
                f"val top1 {rec.val['top1']:.4f} lr {rec.lr:.4f} {rec.epoch_s:.1f}s")
         tqdm.write(msg, file=sys.stdout)
 

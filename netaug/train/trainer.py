@@ -1,9 +1,18 @@
-"""The one trainer every stage reuses: baseline or NetAug training, evaluation, export, checkpoints.
+"""The one trainer every stage reuses: training modes, evaluation, export, checkpoints.
 
-Per step, `baseline` runs one forward and one backward of the base model. `netaug` runs the base
-forward/backward, then for each of `aug_samples` sampled augmented sub-networks one forward and a
-backward of alpha x its loss (gradients accumulate into the shared weights), then one optimizer
-step: the gradient is that of L = L(base) + alpha * sum_i L(aug_i).
+Forward (F) and backward (B) passes per step, then one optimizer step:
+
+| mode | passes |
+| --- | --- |
+| baseline | base F+B |
+| netaug | base F+B, then per sampled augmented model F+B of alpha * L(aug) |
+| kd | teacher (largest augmented model) F+B of its CE; base F+B of CE + lambda * KD |
+| netaug_kd | teacher F+B; base F+B of CE + lambda * KD; per sample F+B of alpha * L(aug) |
+| netaug_rkd | teacher F+B; base F+B of CE + lambda * (w_d RKD-D + w_a RKD-A); per sample F+B |
+
+Gradients of every pass accumulate in the shared weights, so the step follows the gradient of
+L = L(base) + alpha * sum_i L(aug_i) + lambda * distill + L(teacher). The teacher's outputs enter
+the distillation term detached: it learns from its own CE only.
 """
 
 from __future__ import annotations
@@ -18,8 +27,9 @@ import torch.nn as nn
 
 from netaug.augment import AugmentedNet, augment, recalibrate_bn, width_multipliers
 from netaug.augment.network import ConfigLike, SubnetConfig
-from netaug.config import SpaceConfig
+from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, make_batcher
+from netaug.losses import kd_kl, rkd_angle, rkd_distance
 from netaug.models import InvertedResidualNet, build_model
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
@@ -34,6 +44,8 @@ class EpochRecord:
     train_loss: float
     base_loss: float
     aug_loss: float
+    teacher_loss: float
+    distill_loss: float
     lr: float
     epoch_s: float
     step_s: float
@@ -47,21 +59,23 @@ def build_base(cfg: SpaceConfig, data: DataSplits) -> InvertedResidualNet:
 
 
 class Trainer:
-    """Trains a base model in `baseline` or `netaug` mode on in-memory splits."""
+    """Trains a base model in one of the modes above on in-memory splits."""
+
+    AUG_MODES = ("netaug", "netaug_kd", "netaug_rkd")
 
     def __init__(self, cfg: SpaceConfig, data: DataSplits, mode: str | None = None,
                  arch_log: Callable[[dict], None] | None = None) -> None:
         self.cfg = cfg
         self.data = data
         self.mode = mode or cfg.training.mode
-        if self.mode not in ("baseline", "netaug"):
+        if self.mode not in ("baseline", *self.AUG_MODES, *TEACHER_MODES):
             raise ValueError(f"unknown training mode {self.mode!r}")
         t = cfg.training
         seed_everything(t.seed)
         self.device = resolve_device(t.device)
         self.autocast_dtype = torch.bfloat16 if t.bf16 and self.device.type == "cuda" else None
         base = build_base(cfg, data)
-        if self.mode == "netaug":
+        if self.mode != "baseline":
             widths = width_multipliers(cfg.netaug.r, cfg.netaug.s)
             model: nn.Module = augment(base, widths, widths if cfg.netaug.augment_expand else [1.0])
         else:
@@ -90,44 +104,72 @@ class Trainer:
         start_min_w = self.cfg.training.epochs * (1 - self.cfg.netaug.min_w_fraction)
         return "min_w" if self.epoch >= start_min_w else "random"
 
-    def _forward_loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(features, float32 logits) of the active network."""
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
-            return self.criterion(self.model(x).float(), y)
+            features, logits = self.model.forward_with_features(x)
+        return features.float(), logits.float()
+
+    def distill_loss(self, features: torch.Tensor, logits: torch.Tensor,
+                     teacher: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """Hinton KD (kd, netaug_kd) or w_d RKD-D + w_a RKD-A (netaug_rkd) against the detached teacher."""
+        t_features, t_logits = teacher
+        r = self.cfg.rkd
+        if self.mode != "netaug_rkd":
+            return kd_kl(logits, t_logits, r.temperature)
+        s_emb, t_emb = (features, t_features) if r.embedding == "features" else (logits, t_logits)
+        return r.distance_weight * rkd_distance(s_emb, t_emb) + r.angle_weight * rkd_angle(s_emb, t_emb)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One optimizer step; returns the step's losses."""
+        """One optimizer step; returns the step's losses (unweighted, plus the weighted total)."""
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         aug = self.augmented
+        alpha, lam = self.cfg.netaug.aug_loss_weight, self.cfg.rkd.lambda_kd
+        teacher_loss = distill = 0.0
+        teacher = None
+        if self.mode in TEACHER_MODES:
+            aug.set_active("max")
+            t_features, t_logits = self._forward(x)
+            t_loss = self.criterion(t_logits, y)
+            t_loss.backward()
+            teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.item()
         if aug is not None:
             aug.set_active("min")
-        base_loss = self._forward_loss(x, y)
-        base_loss.backward()
+        features, logits = self._forward(x)
+        base_loss = self.criterion(logits, y)
+        total = base_loss
+        if teacher is not None:
+            distill_loss = self.distill_loss(features, logits, teacher)
+            total = total + lam * distill_loss
+            distill = distill_loss.item()
+        total.backward()
         aug_total = 0.0
-        if aug is not None and self.cfg.netaug.aug_loss_weight > 0:
+        if self.mode in self.AUG_MODES and alpha > 0:
             kind = self.aug_kind()
             for sample in range(self.cfg.netaug.aug_samples):
                 config = aug.set_active(kind, self.arch_generator)
                 if self.arch_log is not None:
                     self.arch_log({"epoch": self.epoch, "step": self.global_step, "sample": sample,
                                    "kind": kind, "config": config})
-                aug_loss = self._forward_loss(x, y)
-                (self.cfg.netaug.aug_loss_weight * aug_loss).backward()
+                aug_loss = self.criterion(self._forward(x)[1], y)
+                (alpha * aug_loss).backward()
                 aug_total += aug_loss.item()
+        if aug is not None:
             aug.set_active("min")
         self.optimizer.step()
         self.scheduler.step()
         self.global_step += 1
         base = base_loss.item()
-        return {"loss": base + self.cfg.netaug.aug_loss_weight * aug_total if aug is not None else base,
-                "base_loss": base, "aug_loss": aug_total}
+        return {"loss": base + alpha * aug_total + lam * distill + teacher_loss, "base_loss": base,
+                "aug_loss": aug_total, "teacher_loss": teacher_loss, "distill_loss": distill}
 
     def train_epoch(self, progress: Callable[[dict[str, float]], None] | None = None) -> EpochRecord:
         """One pass over the training split (shuffled, augmented, last partial batch dropped)."""
         if self.augmented is not None and self.cfg.netaug.sort_channels:
             self.augmented.sort_channels(self.optimizer)
-        sums = {"loss": 0.0, "base_loss": 0.0, "aug_loss": 0.0}
+        sums = dict.fromkeys(("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss"), 0.0)
         steps, start = 0, time.perf_counter()
         for x, y in self.batcher.batches(self.data.train, self.cfg.training.batch_size, shuffle=True,
                                          augment=self.cfg.data.augment, generator=self.batch_generator,
@@ -139,8 +181,9 @@ class Trainer:
             if progress is not None:
                 progress(losses)
         elapsed = time.perf_counter() - start
-        record = EpochRecord(self.epoch, sums["loss"] / steps, sums["base_loss"] / steps, sums["aug_loss"] / steps,
-                             self.optimizer.param_groups[0]["lr"], elapsed, elapsed / steps)
+        means = {key: value / steps for key, value in sums.items()}
+        record = EpochRecord(self.epoch, means["loss"], means["base_loss"], means["aug_loss"], means["teacher_loss"],
+                             means["distill_loss"], self.optimizer.param_groups[0]["lr"], elapsed, elapsed / steps)
         self.epoch += 1
         return record
 
