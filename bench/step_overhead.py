@@ -5,6 +5,9 @@ script times that on the augmented model, and the same two passes on plain stati
 exactly those widths (built with `export`), interleaved so that machine noise hits both alike.
 
     python bench/step_overhead.py            # CPU, MobileNetV2-Tiny, batch 128, 32 px
+
+It then times one full trainer step (all passes plus the optimizer step) of every training mode
+and prints each relative to `baseline`.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import torch.nn as nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netaug.augment import augment, width_multipliers  # noqa: E402
+from netaug.config import MODES, load_space  # noqa: E402
+from netaug.data import DataSplits, ImageSet  # noqa: E402
 from netaug.models import build_model  # noqa: E402
 from netaug.train.runtime import configure_threads  # noqa: E402
 
@@ -35,6 +40,33 @@ def passes(models_and_inputs: list[nn.Module], x: torch.Tensor, y: torch.Tensor,
     return time.perf_counter() - start
 
 
+def mode_step_times(args, modes: list[str]) -> dict[str, float]:
+    """Median seconds of one `Trainer.step` per mode, on random images of the benchmark's shape."""
+    from netaug.train import Trainer
+
+    gen = torch.Generator().manual_seed(0)
+    n = args.batch * 2
+
+    def images(k: int) -> ImageSet:
+        return ImageSet(torch.randint(0, 256, (k, 3, args.res, args.res), dtype=torch.uint8, generator=gen),
+                        torch.randint(0, 10, (k,), generator=gen))
+
+    data = DataSplits("random", images(n), images(args.batch), images(args.batch), 10, (0.5,) * 3, (0.25,) * 3, False)
+    cfg = load_space(None, [f"model.name={args.model}", f"data.resolution={args.res}",
+                            f"training.batch_size={args.batch}", f"netaug.r={args.r}", f"netaug.s={args.s}",
+                            f"training.channels_last={str(args.channels_last).lower()}"])
+    trainers = {mode: Trainer(cfg, data, mode=mode) for mode in modes}
+    x, y = next(trainers[modes[0]].batcher.batches(data.train, args.batch))
+    times: dict[str, list[float]] = {mode: [] for mode in modes}
+    for rep in range(args.repeats + 1):  # round-robin, so machine noise hits every mode alike
+        for mode, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.step(x, y)
+            if rep:  # the first round is warm-up
+                times[mode].append(time.perf_counter() - start)
+    return {mode: statistics.median(t) for mode, t in times.items()}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--model", default="mobilenetv2_tiny")
@@ -45,6 +77,8 @@ def main() -> None:
     p.add_argument("--configs", type=int, default=6, help="sampled augmented sub-networks")
     p.add_argument("--repeats", type=int, default=5, help="timed repeats per sub-network (median kept)")
     p.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
+    p.add_argument("--modes", nargs="*", default=list(MODES), choices=MODES,
+                   help="training modes to time relative to baseline (none: skip)")
     args = p.parse_args()
 
     threads = configure_threads()
@@ -81,6 +115,14 @@ def main() -> None:
     print(f"netaug step (dynamic layers, base + 1 augmented, fwd+bwd): {t_dyn * 1000:.1f} ms")
     print(f"same passes on static modules of those widths:            {t_static * 1000:.1f} ms")
     print(f"ratio: {t_dyn / t_static:.2f}")
+
+    modes = ["baseline"] + [m for m in args.modes if m != "baseline"] if args.modes else []
+    if modes:
+        step_s = mode_step_times(args, modes)
+        print("full trainer step per mode (all passes + optimizer step), median of "
+              f"{args.repeats}:")
+        for mode in modes:
+            print(f"  {mode:>10}: {step_s[mode] * 1000:8.1f} ms  {step_s[mode] / step_s['baseline']:.2f}x baseline")
 
 
 if __name__ == "__main__":

@@ -120,12 +120,20 @@ class RKDConfig:
 
 
 @dataclass
+class SharingConfig:
+    enabled: bool = opt(False, "share-then-unshare the weights of identical consecutive blocks")
+    share_fraction: float = opt(0.25, "fraction of all steps during which only the shared weights train",
+                                ge=0, le=1)
+
+
+@dataclass
 class SpaceConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     netaug: NetAugConfig = field(default_factory=NetAugConfig)
     rkd: RKDConfig = field(default_factory=RKDConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -16,12 +16,14 @@ from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
+from torch.nn.utils import parametrize
 
 from netaug.augment.dynamic_ops import DynamicBatchNorm2d, DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear
 from netaug.augment.widths import widen
 from netaug.models.layers import Ops
 from netaug.models.network import InvertedResidualNet
 from netaug.models.spec import BlockSpec, NetSpec
+from netaug.models.weight_sharing import plain_state_dict
 
 SubnetConfig = tuple[tuple[float, ...], tuple[float, ...]]
 ConfigLike = str | SubnetConfig | Sequence
@@ -130,7 +132,7 @@ class AugmentedNet(InvertedResidualNet):
         """A plain static network (the base model's class) computing what sub-network `config` computes."""
         spec = spec_for(self.base_spec, self.normalize(config))
         net = self.base_cls(spec).to(next(self.parameters()).device)
-        net.load_state_dict(slice_state_dict(self.state_dict(), net.state_dict()))
+        net.load_state_dict(slice_state_dict(plain_state_dict(self), net.state_dict()))
         return net.train(self.training)
 
     # ------------------------------------------------------------------ channel sorting
@@ -144,11 +146,12 @@ class AugmentedNet(InvertedResidualNet):
         their running statistics, depthwise filters, projection columns, and the optimizer's
         per-parameter state such as momentum) is permuted alike, so every sub-network whose middle
         width keeps the base's channels computes a function drawn from the same weights, and the
-        max sub-network computes exactly the same function.
+        max sub-network computes exactly the same function. Blocks whose weights are shared with
+        identical blocks (share-then-unshare) keep their order: one permutation cannot suit them all.
         """
         for block, b in zip(self.blocks, self.base_spec.blocks):
-            if block.expand is None:
-                continue
+            if block.expand is None or parametrize.is_parametrized(block.expand.conv):
+                continue  # no middle channels, or shared with identical blocks (share-then-unshare)
             keep = b.mid_ch
             importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
             tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep

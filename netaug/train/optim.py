@@ -11,9 +11,13 @@ from netaug.config import TrainingConfig
 
 
 def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.SGD:
-    """Weight decay on conv and linear weights only; biases and BatchNorm parameters (1-D) get none."""
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() > 1]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() <= 1]
+    """Weight decay on conv and linear weights only; biases and BatchNorm parameters (1-D) get none.
+
+    Frozen parameters are included (SGD skips those without a gradient), so that weights released
+    later (share-then-unshare) train with the same optimizer.
+    """
+    decay = [p for p in model.parameters() if p.dim() > 1]
+    no_decay = [p for p in model.parameters() if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
 

@@ -31,6 +31,7 @@ from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, make_batcher
 from netaug.losses import kd_kl, rkd_angle, rkd_distance
 from netaug.models import InvertedResidualNet, build_model
+from netaug.models.weight_sharing import is_shared, plain_state_dict, release, share_weights
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
 from netaug.train.runtime import resolve_device, seed_everything
@@ -84,6 +85,11 @@ class Trainer:
         self.model = model.to(self.device, memory_format=memory_format)
         self.batcher = make_batcher(data, cfg.data, self.device, channels_last=t.channels_last)
         self.steps_per_epoch = max(1, len(data.train) // t.batch_size)
+        self.release_step: int | None = None
+        if cfg.sharing.enabled:
+            share_weights(self.model)
+            self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
+        self.shared = self.release_step is not None  # released at the first step >= release_step
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
@@ -123,6 +129,9 @@ class Trainer:
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
         """One optimizer step; returns the step's losses (unweighted, plus the weighted total)."""
+        if self.shared and self.global_step >= self.release_step:
+            release(self.model)
+            self.shared = False
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         aug = self.augmented
@@ -232,7 +241,9 @@ class Trainer:
         """The trained base as a plain network of its own class (BatchNorm recalibrated for NetAug)."""
         aug = self.augmented
         if aug is None:
-            return copy.deepcopy(self.model).eval()
+            plain = type(self.model)(self.model.spec).to(self.device)
+            plain.load_state_dict(plain_state_dict(self.model))
+            return plain.eval()
         aug.set_active("min")
         recalibrate_bn(aug, self.calibration_batches())
         return aug.export("min").eval()
@@ -244,17 +255,23 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def state_dict(self) -> dict:
-        """A snapshot (deep copy: torch's optimizer state dicts alias live tensors) for checkpoints."""
-        return copy.deepcopy({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
-                "batch_generator": self.batch_generator.get_state(),
-                "arch_generator": self.arch_generator.get_state()})
+        """A snapshot (deep copy: torch's optimizer state dicts alias live tensors) for checkpoints.
+
+        "model" holds plain materialised weights (also with share-then-unshare); "model_raw" adds
+        the shared parametrisation (w0 and the w~_i) when there is one, for an exact resume.
+        """
+        raw = self.model.state_dict() if self.release_step is not None else None
+        return copy.deepcopy({
+            "model": plain_state_dict(self.model), "model_raw": raw, "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
+            "batch_generator": self.batch_generator.get_state(), "arch_generator": self.arch_generator.get_state()})
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
+        self.model.load_state_dict(state["model_raw"] if state.get("model_raw") is not None else state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.batch_generator.set_state(state["batch_generator"])
         self.arch_generator.set_state(state["arch_generator"])
+        self.shared = is_shared(self.model)
 
