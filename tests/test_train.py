@@ -136,21 +136,23 @@ def test_checkpoint_round_trip_resumes_identically(digits16, fast_cfg):
     assert ra.train_loss == rb.train_loss and ra.lr == rb.lr
 
 
-def test_cli_trains_and_exports_a_loadable_base(tmp_path):
+@pytest.mark.parametrize("mode,extra", [("netaug", []), ("netaug_rkd", ["--set", "sharing.enabled=true"])])
+def test_cli_trains_and_exports_a_loadable_base(tmp_path, mode, extra):
     out = tmp_path / "run"
     proc = subprocess.run(
-        [sys.executable, "-m", "netaug.train", "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--mode", "netaug",
+        [sys.executable, "-m", "netaug.train", "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--mode", mode,
          "--out", str(out), "--no-progress", "--set", "training.epochs=1", "--set", "netaug.r=2",
-         "--set", "data.subset=256", "--set", "training.bn_calib_batches=2"],
+         "--set", "data.subset=256", "--set", "training.bn_calib_batches=2", *extra],
         capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "val: base top1" in proc.stdout and "largest augmented" in proc.stdout
+    assert ("distill" in proc.stdout) == (mode == "netaug_rkd")
     metrics = json.loads((out / "metrics.json").read_text())
     archs = [json.loads(line) for line in (out / "archs.jsonl").read_text().splitlines()]
     assert len(archs) == 256 // 64 and all(len(a["config"]) == 2 for a in archs)
     assert list((out / "tb").glob("events.out.tfevents.*"))
     model, payload = load_exported(out / "base.pt")
-    assert type(model).__name__ == "MobileNetV2" and payload["mode"] == "netaug"
+    assert type(model).__name__ == "MobileNetV2" and payload["mode"] == mode
     # The saved export reproduces the reported test accuracy.
     from netaug.data import Batcher, load_data
     cfg = load_space(ROOT / "spaces" / "mbv2.yaml", ["data.subset=256"])
