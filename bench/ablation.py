@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from netaug.config import MODES, load_space  # noqa: E402
 from netaug.errors import exit_on_user_error  # noqa: E402
+from netaug.io import atomic_path  # noqa: E402
 from netaug.metrics import precision_recall_f1_at_k  # noqa: E402
 
 KS = (1, 3, 5)
@@ -29,9 +30,8 @@ METRICS = ["val_top1", "test_top1"] + [f"test_{m}_at_{k}" for k in KS for m in (
 
 
 def write_parquet_atomic(df: pd.DataFrame, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, preserve_index=False), tmp)
 
 
 def run_one(cfg, data, mode: str, seed: int) -> dict:

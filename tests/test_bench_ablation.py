@@ -33,7 +33,7 @@ def test_ablation_schema_table_and_resume(tmp_path):
     assert (df["test_recall_at_5"] >= df["test_recall_at_1"] - 1e-12).all()
     assert df[[c for c in COLUMNS if c.startswith("test_")]].apply(lambda s: s.between(0, 1)).all().all()
     assert "baseline" in first.stdout and "±" in first.stdout
-    assert not list(tmp_path.glob("*.tmp"))  # written to a temporary name, then renamed
+    assert not list(tmp_path.glob("*.tmp")) and not list(tmp_path.glob(".*.tmp"))  # temp name, then renamed
     again = run(out)  # every (mode, seed) is already there: nothing is trained again
     assert again.returncode == 0 and "seed 0:" not in again.stdout
     assert pd.read_parquet(out).equals(df)

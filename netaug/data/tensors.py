@@ -54,11 +54,6 @@ class DataSplits:
     def resolution(self) -> int:
         return int(self.train.images.shape[-1])
 
-    def describe(self) -> dict:
-        return {"dataset": self.name, "num_classes": self.num_classes, "in_channels": self.in_channels,
-                "resolution": self.resolution, "mean": list(self.mean), "std": list(self.std),
-                "train": len(self.train), "val": len(self.val), "test": len(self.test)}
-
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:
     """Bilinear resize of uint8 (N, C, H, W) images to (size, size); identity when already that size."""

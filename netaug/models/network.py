@@ -36,7 +36,7 @@ class InvertedResidualNet(nn.Module):
         return features, self.classifier(self.dropout(features))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.dropout(self.forward_features(x)))
+        return self.forward_with_features(x)[1]
 
 
 class MobileNetV2(InvertedResidualNet):

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from netaug.config import MODES, TEACHER_MODES, load_space
 from netaug.errors import UserError, exit_on_user_error
+from netaug.io import atomic_path
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -32,9 +33,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def write_json(path: Path, payload: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
 
 
 @exit_on_user_error

@@ -8,6 +8,7 @@ import torch
 
 from netaug.data import DataSplits
 from netaug.errors import UserError
+from netaug.io import atomic_path
 from netaug.models import InvertedResidualNet, MobileNetV2, NetSpec, ProxylessNASMobile
 
 CLASSES = {cls.__name__: cls for cls in (MobileNetV2, ProxylessNASMobile, InvertedResidualNet)}
@@ -24,9 +25,8 @@ def save_exported(path: str | Path, model: InvertedResidualNet, data: DataSplits
                   "mean": list(data.mean), "std": list(data.std)},
         **(extra or {}),
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def load_exported(path: str | Path) -> tuple[InvertedResidualNet, dict]:
