@@ -1,0 +1,10 @@
+"""Single Path One-Shot NAS over NetAug's augmented widths: path space and inherited-weight search.
+
+The Ray Tune stages (supernet training trial, parallel candidate evaluation) build on this; see the
+SPOS issue.
+"""
+
+from netaug.spos.search import Candidate, PathEvaluator, evolution_search, uniform_search
+from netaug.spos.space import PathSpace
+
+__all__ = ["Candidate", "PathEvaluator", "PathSpace", "evolution_search", "uniform_search"]

@@ -1,0 +1,66 @@
+"""SPOS path space over a supernet: per-width-group width multipliers and per-block expand multipliers.
+
+A path is the augmented model's sub-network config (`SubnetConfig`): hashable, JSON-serialisable,
+and with every multiplier >= 1 it always contains the base model as its prefix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from netaug.augment import AugmentedNet, SubnetConfig, width_multipliers
+
+
+@dataclass(frozen=True)
+class PathSpace:
+    """The grid of paths of one (r, s): width choices per width group, expand choices per block."""
+
+    width_choices: tuple[tuple[float, ...], ...]
+    expand_choices: tuple[tuple[float, ...], ...]
+
+    @staticmethod
+    def from_rs(supernet: AugmentedNet, r: float, s: int) -> PathSpace:
+        """Widths on the s-grid up to r; expands on the same grid, capped at the supernet's largest."""
+        grid = tuple(width_multipliers(r, s))
+        if grid[-1] > supernet.width_mults[-1]:
+            raise ValueError(f"r={r} exceeds the supernet's largest width multiplier {supernet.width_mults[-1]}")
+        widths = (grid,) * supernet.num_width_groups
+        expands = tuple(tuple(m for m in grid if m <= supernet.expand_choices(i)[-1]) or (1.0,)
+                        for i in range(len(supernet.base_spec.blocks)))
+        return PathSpace(widths, expands)
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for choices in self.width_choices + self.expand_choices:
+            n *= len(choices)
+        return n
+
+    def sample(self, generator: torch.Generator) -> SubnetConfig:
+        """A path drawn uniformly: each width group and each block independently."""
+        def pick(choices: tuple[float, ...]) -> float:
+            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+        return tuple(pick(c) for c in self.width_choices), tuple(pick(c) for c in self.expand_choices)
+
+    def mutate(self, path: SubnetConfig, prob: float, generator: torch.Generator) -> SubnetConfig:
+        """Resample each choice with probability `prob`."""
+        def maybe(value: float, choices: tuple[float, ...]) -> float:
+            if float(torch.rand((), generator=generator)) < prob:
+                return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+            return value
+
+        widths, expands = path
+        return (tuple(maybe(v, c) for v, c in zip(widths, self.width_choices)),
+                tuple(maybe(v, c) for v, c in zip(expands, self.expand_choices)))
+
+    @staticmethod
+    def crossover(a: SubnetConfig, b: SubnetConfig, generator: torch.Generator) -> SubnetConfig:
+        """Each choice taken from `a` or `b` with equal probability."""
+        def mix(x: tuple[float, ...], y: tuple[float, ...]) -> tuple[float, ...]:
+            coins = torch.rand(len(x), generator=generator) < 0.5
+            return tuple(u if bool(c) else v for u, v, c in zip(x, y, coins))
+
+        return mix(a[0], b[0]), mix(a[1], b[1])
