@@ -44,9 +44,9 @@ def run_one(cfg, data, mode: str, seed: int) -> dict:
     train_s = time.perf_counter() - start
     val = trainer.evaluate("val")["base"]
     test = trainer.evaluate("test")["base"]
+    steps = len(history) * trainer.steps_per_epoch
     row = {"mode": mode, "seed": seed, "epochs": len(history), "val_top1": val.top1, "test_top1": test.top1,
-           "train_s": train_s, "mean_step_s": sum(r.epoch_s for r in history) / sum(
-               r.epoch_s / r.step_s for r in history)}
+           "train_s": train_s, "mean_step_s": sum(r.epoch_s for r in history) / steps}
     for k in KS:
         scores = precision_recall_f1_at_k(test.topk, test.labels, k, data.num_classes, "macro")
         for name, value in scores.items():

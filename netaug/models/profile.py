@@ -24,11 +24,9 @@ def profile_macs(model: nn.Module, input_shape: tuple[int, int, int]) -> tuple[i
     if hasattr(model, "export") and hasattr(model, "active"):  # an augmented model: its active sub-network
         model = model.export(model.active)
     elif any(parametrize.is_parametrized(m) for m in model.modules()):  # shared weights: count the plain net
-        from netaug.models.weight_sharing import plain_state_dict
+        from netaug.models.weight_sharing import materialize
 
-        plain = type(model)(model.spec).to(next(model.parameters()).device)
-        plain.load_state_dict(plain_state_dict(model))
-        model = plain
+        model = materialize(model)
     device = next(model.parameters()).device
     probe = copy.deepcopy(model).eval()
     x = torch.zeros(1, *input_shape, device=device)

@@ -92,6 +92,13 @@ def is_shared(model: nn.Module) -> bool:
     return any(not d.requires_grad for d in deltas(model))
 
 
+def materialize(model: InvertedResidualNet) -> InvertedResidualNet:
+    """A plain copy of `model` (same class and spec, no parametrizations) holding its materialised weights."""
+    plain = type(model)(model.spec).to(next(model.parameters()).device)
+    plain.load_state_dict(plain_state_dict(model))
+    return plain.train(model.training)
+
+
 def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
     """The state_dict of the same network without parametrizations: materialised w_i under plain keys."""
     out = {}

@@ -31,7 +31,7 @@ from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, make_batcher
 from netaug.losses import kd_kl, rkd_angle, rkd_distance
 from netaug.models import InvertedResidualNet, build_model
-from netaug.models.weight_sharing import is_shared, plain_state_dict, release, share_weights
+from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
 from netaug.train.runtime import resolve_device, seed_everything
@@ -241,9 +241,7 @@ class Trainer:
         """The trained base as a plain network of its own class (BatchNorm recalibrated for NetAug)."""
         aug = self.augmented
         if aug is None:
-            plain = type(self.model)(self.model.spec).to(self.device)
-            plain.load_state_dict(plain_state_dict(self.model))
-            return plain.eval()
+            return materialize(self.model).eval()
         aug.set_active("min")
         recalibrate_bn(aug, self.calibration_batches())
         return aug.export("min").eval()
