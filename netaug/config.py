@@ -127,6 +127,129 @@ class SharingConfig:
 
 
 @dataclass
+class ResourcesConfig:
+    cpu: float = opt(1.0, "CPUs per trial or worker (fractions allowed, e.g. 0.5)", gt=0, le=1024)
+    gpu: float | None = opt(None, "GPUs per trial or worker (fractions allowed); null: 1 when the cluster has GPUs",
+                            ge=0, le=64)
+
+
+@dataclass
+class SupernetConfig:
+    r_max: float | None = opt(
+        None, "largest per-stage width multiplier of the SPOS supernet; null: sweep.r.high, the widest r swept",
+        ge=1, le=16)
+    e_max: float = opt(3.0, "largest per-block expand multiplier of the supernet", ge=1, le=16)
+    s: int = opt(4, "supernet grid: multipliers linearly spaced from 1 to r_max (and e_max) in s + 1 points",
+                 ge=1, le=32)
+    epochs: int = opt(10, "supernet training epochs (batch size, lr and schedule come from training)", ge=1)
+    train_base: bool = opt(True, "each step also trains the base path (the prefix every path contains)")
+    max_failures: int = opt(2, "Ray Tune retries of a failed supernet trial, each from its last checkpoint", ge=0)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+@dataclass
+class SearchConfig:
+    method: Literal["uniform", "evolution"] = opt("uniform", "uniform sampling or SPOS evolution")
+    r: float | None = opt(None, "search grid width factor; null: netaug.r (must not exceed supernet.r_max)",
+                          ge=1, le=16)
+    s: int | None = opt(None, "search grid diversity factor; null: netaug.s", ge=1, le=32)
+    num_paths: int = opt(16, "uniform: distinct paths evaluated", ge=1)
+    macs_limit: float | None = opt(
+        None, "reject paths above this multiple of the base model's MACs; null: no limit", ge=1)
+    population: int = opt(16, "evolution: population size", ge=2)
+    generations: int = opt(4, "evolution: generations (the first is sampled uniformly)", ge=1)
+    parents: int = opt(4, "evolution: top-k parents kept each generation", ge=1)
+    mutation_prob: float = opt(0.1, "evolution: probability of resampling each choice", ge=0, le=1)
+    seed: int = opt(0, "seed of path sampling, mutation and crossover", ge=0)
+    workers: int = opt(2, "Ray actors evaluating candidates in parallel", ge=1, le=1024)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def check(self) -> None:
+        if self.parents > self.population:
+            raise UserError("search.parents: must not exceed search.population")
+
+
+@dataclass
+class FloatRange:
+    """An Optuna float range: uniform on [low, high], or log-uniform with `log: true`."""
+
+    low: float = opt(0.0, "lower bound")
+    high: float = opt(1.0, "upper bound")
+    log: bool = opt(False, "sample on a log scale (needs low > 0)")
+
+    def check_at(self, where: str) -> None:
+        if self.low > self.high:
+            raise UserError(f"{where}.low: must not exceed {where}.high ({self.low:g} > {self.high:g})")
+        if self.log and self.low <= 0:
+            raise UserError(f"{where}.low: a log range needs low > 0, got {self.low:g}")
+
+
+@dataclass
+class IntRange:
+    """An Optuna integer range [low, high], or a list of choices."""
+
+    low: int | None = opt(1, "lower bound (inclusive)")
+    high: int | None = opt(3, "upper bound (inclusive)")
+    choices: list[int] | None = opt(None, "explicit choices instead of low/high")
+
+    def check_at(self, where: str) -> None:
+        if self.choices is None:
+            if self.low is None or self.high is None:
+                raise UserError(f"{where}: give low and high, or choices")
+            if self.low > self.high:
+                raise UserError(f"{where}.low: must not exceed {where}.high ({self.low} > {self.high})")
+
+    def values(self) -> list[int]:
+        return list(self.choices) if self.choices is not None else list(range(self.low, self.high + 1))
+
+
+@dataclass
+class SweepConfig:
+    trials: int = opt(8, "Optuna trials (Tune samples)", ge=1, le=100000)
+    concurrency: int = opt(2, "trials running at once (ConcurrencyLimiter)", ge=1, le=1024)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+    sampler: Literal["tpe", "random", "gp"] = opt("tpe", "Optuna sampler: tpe, random or gp (seeded by sweep.seed)")
+    scheduler: Literal["asha", "none"] = opt("asha", "asha stops weak trials early on the per-epoch metric")
+    grace_period: int = opt(1, "asha: epochs before a trial can be stopped", ge=1)
+    reduction_factor: float = opt(2.0, "asha: reduction factor", gt=1)
+    epochs: int = opt(5, "training epochs of each trial", ge=1, le=100000)
+    metric: Literal["val_top1", "val_loss"] = opt("val_top1", "the base model's val metric that the sweep optimises")
+    largest: Literal["searched", "fixed"] = opt(
+        "searched", "searched: the SPOS a* of the trial's (r, s) grid is the largest augmented model; "
+        "fixed: plain NetAug (every layer at r)")
+    num_paths: int = opt(8, "paths each trial's SPOS search evaluates on its (r, s) grid", ge=1)
+    max_failures: int = opt(1, "Tune retries of a failing trial before it is recorded as errored", ge=0)
+    seed: int = opt(0, "seed of the Optuna sampler", ge=0)
+    r: FloatRange = field(default_factory=lambda: FloatRange(1.5, 3.0, False),
+                          metadata={"doc": "range of r, the width augmentation factor (>= 1)"})
+    s: IntRange = field(default_factory=lambda: IntRange(1, 3, None),
+                        metadata={"doc": "range (or choices) of s, the diversity factor (>= 1)"})
+    aug_loss_weight: FloatRange = field(default_factory=lambda: FloatRange(0.25, 2.0, True),
+                                        metadata={"doc": "range of alpha"})
+    lambda_kd: FloatRange = field(default_factory=lambda: FloatRange(0.25, 4.0, True),
+                                  metadata={"doc": "range of lambda_KD"})
+    share_fraction: FloatRange | None = opt(None, "optional range of sharing.share_fraction (turns sharing on)")
+    mode: list[Literal["netaug", "netaug_kd", "netaug_rkd"]] | None = opt(
+        None, "training modes swept as a choice; null: netaug_rkd only")
+
+    def check(self) -> None:
+        if self.r.low < 1:
+            raise UserError(f"sweep.r.low: r must be >= 1, got {self.r.low:g}")
+        if self.r.high > 16:
+            raise UserError(f"sweep.r.high: r must be <= 16, got {self.r.high:g}")
+        if min(self.s.values()) < 1:
+            raise UserError(f"sweep.s: s must be >= 1, got {min(self.s.values())}")
+        for name in ("aug_loss_weight", "lambda_kd"):
+            if getattr(self, name).low < 0:
+                raise UserError(f"sweep.{name}.low: must be >= 0, got {getattr(self, name).low:g}")
+        if self.share_fraction is not None and not 0 <= self.share_fraction.low <= self.share_fraction.high <= 1:
+            raise UserError("sweep.share_fraction: the range must lie within [0, 1]")
+
+    def modes(self) -> list[str]:
+        return list(dict.fromkeys(self.mode)) if self.mode else ["netaug_rkd"]
+
+
+@dataclass
 class SpaceConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -134,6 +257,28 @@ class SpaceConfig:
     netaug: NetAugConfig = field(default_factory=NetAugConfig)
     rkd: RKDConfig = field(default_factory=RKDConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    supernet: SupernetConfig = field(default_factory=SupernetConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+
+    def check(self) -> None:
+        if self.search.r is not None and self.search.r > self.r_max():
+            raise UserError(f"search.r: must not exceed the supernet's r_max {self.r_max():g}, got {self.search.r:g}")
+        if self.sweep.largest == "searched" and self.sweep.r.high > self.r_max():
+            raise UserError(f"sweep.r.high: must not exceed supernet.r_max={self.r_max():g}, "
+                            f"got {self.sweep.r.high:g}")
+
+    def r_max(self) -> float:
+        """The supernet's widest multiplier: supernet.r_max, or the widest r of the sweep."""
+        return self.supernet.r_max if self.supernet.r_max is not None else self.sweep.r.high
+
+    def search_grid(self) -> tuple[float, int]:
+        """(r, s) of the SPOS search: search.r/s, defaulting to netaug.r/s (checked against the supernet)."""
+        if self.search.r is None and self.netaug.r > self.r_max():
+            raise UserError(f"search.r: null takes netaug.r={self.netaug.r:g}, above the supernet's r_max "
+                            f"{self.r_max():g}; set search.r or supernet.r_max")
+        return (self.search.r if self.search.r is not None else self.netaug.r,
+                self.search.s if self.search.s is not None else self.netaug.s)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -144,6 +289,8 @@ class SpaceConfig:
 
 def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
+    if origin is list:
+        return f"list of {_type_name(typing.get_args(tp)[0])}"
     if origin is Literal:
         return " | ".join(repr(a) for a in typing.get_args(tp))
     if origin in (Union, types.UnionType):
@@ -172,6 +319,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if value not in typing.get_args(tp):
             raise UserError(f"{key}: must be one of {_type_name(tp)}, got {value!r}")
         return value
+    if origin is list:
+        if not isinstance(value, list) or not value:
+            raise UserError(f"{key}: expected a non-empty list, got {value!r}")
+        (item,) = typing.get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
     if tp is bool:
         if not isinstance(value, bool):
             raise UserError(f"{key}: expected true or false, got {value!r}")
@@ -201,8 +353,27 @@ def _check_range(value: Any, meta: dict, key: str) -> None:
             raise UserError(f"{key}: must be {sign} {meta[name]}, got {value!r}")
 
 
-def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
-    """Build dataclass `cls` from a plain mapping, validating every key against the schema."""
+def _nested_dataclass(tp: Any) -> tuple[type | None, bool]:
+    """(the dataclass of a section-typed annotation, whether the section may be null)."""
+    if dataclasses.is_dataclass(tp):
+        return tp, False
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and dataclasses.is_dataclass(args[0]):
+            return args[0], True
+    return None, False
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def from_dict(cls: type, data: Any, prefix: str = "", defaults: dict | None = None) -> Any:
+    """Build dataclass `cls` from a plain mapping, validating every key against the schema.
+
+    `defaults` (a plain mapping) replaces the class defaults of keys that `data` leaves out: a
+    section's own defaults, e.g. the range of `sweep.r` differs from that of `sweep.lambda_kd`.
+    """
     where = prefix.rstrip(".") or "space file"
     if data is None:
         data = {}
@@ -217,15 +388,29 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     for name, f in fields.items():
         key = f"{prefix}{name}"
         tp = hints[name]
-        if dataclasses.is_dataclass(tp):
-            values[name] = from_dict(tp, data.get(name), key + ".")
+        section, nullable = _nested_dataclass(tp)
+        if section is not None:
+            default = defaults[name] if defaults and name in defaults else _field_default(f)
+            if dataclasses.is_dataclass(default):
+                default = dataclasses.asdict(default)
+            given = name in data
+            if nullable and ((given and data[name] is None) or (not given and default is None)):
+                values[name] = None
+                continue
+            if given and data[name] is None:
+                raise UserError(f"{key}: expected a mapping, got null")
+            values[name] = from_dict(section, data.get(name), key + ".", default)
             continue
         if name not in data:
+            if defaults and name in defaults:
+                values[name] = defaults[name]
             continue
         value = _coerce(data[name], tp, key)
         _check_range(value, f.metadata, key)
         values[name] = value
     obj = cls(**values)
+    if hasattr(obj, "check_at"):
+        obj.check_at(prefix.rstrip("."))
     if hasattr(obj, "check"):
         obj.check()
     return obj
@@ -287,8 +472,16 @@ def describe_schema(cls: type = SpaceConfig, prefix: str = "") -> list[tuple[str
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         tp = hints[f.name]
-        if dataclasses.is_dataclass(tp):
-            rows += describe_schema(tp, f"{prefix}{f.name}.")
+        section, nullable = _nested_dataclass(tp)
+        if section is not None:
+            default = _field_default(f)
+            if default is None:  # an optional section: list its keys with the class defaults
+                rows.append((f"{prefix}{f.name}", "section or null", None, f.metadata.get("doc", "")))
+                rows += describe_schema(section, f"{prefix}{f.name}.")
+            else:
+                sub = describe_schema(section, f"{prefix}{f.name}.")
+                own = dataclasses.asdict(default)
+                rows += [(k, t, own.get(k.rsplit(".", 1)[1], d), doc) for k, t, d, doc in sub]
         else:
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((f"{prefix}{f.name}", _type_name(tp), default, f.metadata.get("doc", "")))

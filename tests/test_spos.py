@@ -11,7 +11,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from netaug.augment import augment, spec_for
 from netaug.data import Batcher
 from netaug.models import build_model, profile_macs
-from netaug.spos import PathEvaluator, PathSpace, evolution_search, uniform_search
+from netaug.spos import LocalScorer, PathEvaluator, PathSpace, evolution_search, uniform_search
 from netaug.train.evaluate import evaluate
 
 
@@ -30,7 +30,7 @@ def make_evaluator(supernet, digits16):
         r = evaluate(model, val, batcher, 512)
         return r.top1, r.loss
 
-    return PathEvaluator(supernet, (1, 16, 16), calibration, score)
+    return PathEvaluator(supernet, (1, 16, 16), LocalScorer(supernet, calibration, score))
 
 
 def test_sampled_paths_are_valid_subnetworks_containing_the_base(supernet):
@@ -83,13 +83,13 @@ def test_uniform_search_recalibrates_each_evaluation_and_is_deterministic(supern
         evaluator = make_evaluator(supernet, digits16)
         best, table = uniform_search(evaluator, space, 6, 3 * base_macs, torch.Generator().manual_seed(3))
         assert len(table) == 6 and len({c.path for c in table}) == 6
-        assert evaluator.recalibrations == 6  # one BN recalibration before each evaluation
+        assert evaluator.score.recalibrations == 6  # one BN recalibration before each evaluation
         assert all(c.macs <= 3 * base_macs for c in table)
         assert best.val_top1 == max(c.val_top1 for c in table)
         results.append((best.path, [c.row() for c in table]))
     assert results[0] == results[1]
     again, _ = uniform_search(evaluator, space, 6, 3 * base_macs, torch.Generator().manual_seed(3))
-    assert evaluator.recalibrations == 6 and again.path == results[0][0]  # cached: nothing re-evaluated
+    assert evaluator.score.recalibrations == 6 and again.path == results[0][0]  # cached: nothing re-evaluated
 
 
 def test_evolution_never_exceeds_the_macs_limit(supernet, digits16):

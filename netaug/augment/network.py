@@ -66,6 +66,7 @@ class AugmentedNet(InvertedResidualNet):
         if not self.width_mults or self.width_mults[0] != 1.0 or not self.expand_mults or self.expand_mults[0] != 1.0:
             raise ValueError("width_mults and expand_mults must start at 1 (the base model)")
         self.num_width_groups = base_spec.num_stages + 2
+        self.ceiling: SubnetConfig | None = None
         super().__init__(spec_for(base_spec, self.config("max")), DYNAMIC_OPS)
         self.active: SubnetConfig = self.config("min")
         self.set_active("min")
@@ -74,23 +75,35 @@ class AugmentedNet(InvertedResidualNet):
     def expand_choices(self, block: int) -> tuple[float, ...]:
         return (1.0,) if self.base_spec.blocks[block].mid_ch is None else self.expand_mults
 
+    def set_ceiling(self, config: ConfigLike | None) -> SubnetConfig | None:
+        """Make `config` (e.g. a searched a*) the largest augmented model: "max" returns it, and
+        "random"/"min_w" draw each choice only among the multipliers at or below it. None lifts it."""
+        self.ceiling = None if config is None else self.normalize(config)
+        return self.ceiling
+
     def config(self, kind: str, generator: torch.Generator | None = None) -> SubnetConfig:
         """"min" (the base), "max", "random" (uniform per group and block) or "min_w" (base widths,
         random expands)."""
         n_blocks = len(self.base_spec.blocks)
 
-        def pick(choices: tuple[float, ...]) -> float:
+        def pick(choices: tuple[float, ...], top: float | None = None) -> float:
+            if top is not None:
+                choices = tuple(c for c in choices if c <= top) or (1.0,)
             return choices[int(torch.randint(len(choices), (1,), generator=generator))]
 
+        top_w, top_e = self.ceiling if self.ceiling is not None else ((None,) * self.num_width_groups,
+                                                                        (None,) * n_blocks)
         if kind == "min":
             return (1.0,) * self.num_width_groups, (1.0,) * n_blocks
         if kind == "max":
+            if self.ceiling is not None:
+                return self.ceiling
             return ((self.width_mults[-1],) * self.num_width_groups,
                     tuple(self.expand_choices(i)[-1] for i in range(n_blocks)))
         if kind in ("random", "min_w"):
             widths = ((1.0,) * self.num_width_groups if kind == "min_w"
-                      else tuple(pick(self.width_mults) for _ in range(self.num_width_groups)))
-            return widths, tuple(pick(self.expand_choices(i)) for i in range(n_blocks))
+                      else tuple(pick(self.width_mults, top_w[g]) for g in range(self.num_width_groups)))
+            return widths, tuple(pick(self.expand_choices(i), top_e[i]) for i in range(n_blocks))
         raise ValueError(f"unknown sub-network kind {kind!r} (min, max, random, min_w, or a config)")
 
     def normalize(self, config: ConfigLike, generator: torch.Generator | None = None) -> SubnetConfig:

@@ -4,7 +4,7 @@ The Ray Tune stages (supernet training trial, parallel candidate evaluation) bui
 SPOS issue.
 """
 
-from netaug.spos.search import Candidate, PathEvaluator, evolution_search, uniform_search
-from netaug.spos.space import PathSpace
+from netaug.spos.search import Candidate, LocalScorer, PathEvaluator, evolution_search, uniform_search
+from netaug.spos.space import PathSpace, path_id
 
-__all__ = ["Candidate", "PathEvaluator", "PathSpace", "evolution_search", "uniform_search"]
+__all__ = ["Candidate", "LocalScorer", "PathEvaluator", "PathSpace", "evolution_search", "path_id", "uniform_search"]

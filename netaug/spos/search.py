@@ -7,7 +7,7 @@ Evaluations are cached by path, so repeated or overlapping searches reuse them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -33,37 +33,53 @@ class Candidate:
                 "val_top1": self.val_top1, "val_loss": self.val_loss, "generation": self.generation}
 
 
+Score = tuple[float, float]  # (val top-1, val loss)
+
+
+@dataclass
+class LocalScorer:
+    """Scores paths in this process: BN recalibration on fixed batches, then `evaluate` on the active path."""
+
+    supernet: AugmentedNet
+    calibration: list[torch.Tensor]
+    evaluate: Callable[[AugmentedNet], Score]  # -> (top1, loss) of the active network
+    recalibrations: int = 0
+
+    def __call__(self, paths: Sequence[SubnetConfig]) -> list[Score]:
+        scores = []
+        for path in paths:
+            self.supernet.set_active(path)
+            recalibrate_bn(self.supernet, self.calibration)
+            self.recalibrations += 1
+            scores.append(self.evaluate(self.supernet))
+        self.supernet.set_active("min")
+        return scores
+
+
 @dataclass
 class PathEvaluator:
-    """Measures paths of a supernet: MACs/params always, accuracy after BN recalibration (cached)."""
+    """Measures paths of a supernet: MACs/params here, accuracy through `score` (local or Ray workers), cached."""
 
     supernet: AugmentedNet
     input_shape: tuple[int, int, int]
-    calibration: list[torch.Tensor]
-    evaluate: Callable[[AugmentedNet], tuple[float, float]]  # -> (top1, loss) of the active network
-    cache: dict[SubnetConfig, tuple[float, float]] = field(default_factory=dict)
+    score: Callable[[Sequence[SubnetConfig]], list[Score]]
+    cache: dict[SubnetConfig, Score] = field(default_factory=dict)
     costs: dict[SubnetConfig, tuple[int, int]] = field(default_factory=dict)
-    recalibrations: int = 0
 
     def cost(self, path: SubnetConfig) -> tuple[int, int]:
         """(MACs, params) of the path's static network (cached)."""
         if path not in self.costs:
             self.supernet.set_active(path)
             self.costs[path] = profile_macs(self.supernet, self.input_shape)
+            self.supernet.set_active("min")
         return self.costs[path]
 
-    def accuracy(self, path: SubnetConfig) -> tuple[float, float]:
-        if path not in self.cache:
-            self.supernet.set_active(path)
-            recalibrate_bn(self.supernet, self.calibration)
-            self.recalibrations += 1
-            self.cache[path] = self.evaluate(self.supernet)
-        return self.cache[path]
-
-    def candidate(self, path: SubnetConfig, generation: int = 0) -> Candidate:
-        macs, params = self.cost(path)
-        top1, loss = self.accuracy(path)
-        return Candidate(path, macs, params, top1, loss, generation)
+    def candidates(self, paths: Sequence[SubnetConfig], generation: int = 0) -> list[Candidate]:
+        """Evaluate the uncached paths in one batch (parallel when `score` is), then build the rows."""
+        todo = list(dict.fromkeys(p for p in paths if p not in self.cache))
+        if todo:
+            self.cache.update(zip(todo, self.score(todo)))
+        return [Candidate(p, *self.cost(p), *self.cache[p], generation) for p in paths]
 
 
 def _best(candidates: list[Candidate]) -> Candidate:
@@ -73,17 +89,16 @@ def _best(candidates: list[Candidate]) -> Candidate:
 def uniform_search(evaluator: PathEvaluator, space: PathSpace, num_paths: int, macs_limit: float,
                    generator: torch.Generator, max_tries: int = 100) -> tuple[Candidate, list[Candidate]]:
     """Sample `num_paths` distinct paths under `macs_limit` uniformly; evaluate each; return the best and all."""
-    seen: dict[SubnetConfig, Candidate] = {}
+    paths: dict[SubnetConfig, None] = {}
     tries = 0
-    while len(seen) < num_paths and tries < max_tries * num_paths:
+    while len(paths) < num_paths and tries < max_tries * num_paths:
         tries += 1
         path = space.sample(generator)
-        if path in seen or evaluator.cost(path)[0] > macs_limit:
-            continue
-        seen[path] = evaluator.candidate(path)
-    if not seen:
+        if path not in paths and evaluator.cost(path)[0] <= macs_limit:
+            paths[path] = None
+    if not paths:
         raise ValueError(f"no path of the space fits the MACs limit {macs_limit:.0f}")
-    table = list(seen.values())
+    table = evaluator.candidates(list(paths))
     return _best(table), table
 
 
@@ -101,18 +116,21 @@ def evolution_search(evaluator: PathEvaluator, space: PathSpace, macs_limit: flo
                 return path
         return None
 
-    table: list[Candidate] = []
-    current: list[Candidate] = []
-    for _ in range(population):
-        path = draw(lambda: space.sample(generator))
-        if path is not None:
-            current.append(evaluator.candidate(path, 0))
+    table: dict[SubnetConfig, Candidate] = {}  # first evaluation of each path, in order
+
+    def evaluate(paths: list[SubnetConfig], gen: int) -> list[Candidate]:
+        out = evaluator.candidates(paths, gen)
+        for c in out:
+            table.setdefault(c.path, c)
+        return out
+
+    first = [draw(lambda: space.sample(generator)) for _ in range(population)]
+    current = evaluate([p for p in first if p is not None], 0)
     if not current:
         raise ValueError(f"no path of the space fits the MACs limit {macs_limit:.0f}")
-    table += current
     for gen in range(1, generations):
         top = sorted(current, key=lambda c: (c.val_top1, -c.val_loss), reverse=True)[:parents]
-        children: list[Candidate] = []
+        children: list[SubnetConfig] = []
         for i in range(population - len(top)):
             if i % 2 == 0:
                 parent = top[int(torch.randint(len(top), (1,), generator=generator))]
@@ -121,7 +139,7 @@ def evolution_search(evaluator: PathEvaluator, space: PathSpace, macs_limit: flo
                 a, b = (top[int(torch.randint(len(top), (1,), generator=generator))] for _ in range(2))
                 path = draw(lambda a=a, b=b: space.crossover(a.path, b.path, generator))
             if path is not None:
-                children.append(evaluator.candidate(path, gen))
-        table += children
-        current = top + children
-    return _best(table), table
+                children.append(path)
+        current = top + evaluate(children, gen)
+    rows = list(table.values())
+    return _best(rows), rows

@@ -6,6 +6,8 @@ and with every multiplier >= 1 it always contains the base model as its prefix.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 
 import torch
@@ -21,14 +23,15 @@ class PathSpace:
     expand_choices: tuple[tuple[float, ...], ...]
 
     @staticmethod
-    def from_rs(supernet: AugmentedNet, r: float, s: int) -> PathSpace:
-        """Widths on the s-grid up to r; expands on the same grid, capped at the supernet's largest."""
+    def from_rs(supernet: AugmentedNet, r: float, s: int, expand: bool = True) -> PathSpace:
+        """Widths on the s-grid up to r; expands on the same grid, capped at the supernet's largest
+        (or fixed at 1 with `expand=False`, as when NetAug does not augment expand widths)."""
         grid = tuple(width_multipliers(r, s))
         if grid[-1] > supernet.width_mults[-1]:
             raise ValueError(f"r={r} exceeds the supernet's largest width multiplier {supernet.width_mults[-1]}")
         widths = (grid,) * supernet.num_width_groups
-        expands = tuple(tuple(m for m in grid if m <= supernet.expand_choices(i)[-1]) or (1.0,)
-                        for i in range(len(supernet.base_spec.blocks)))
+        expands = tuple(tuple(m for m in grid if m <= supernet.expand_choices(i)[-1] and (expand or m == 1))
+                        or (1.0,) for i in range(len(supernet.base_spec.blocks)))
         return PathSpace(widths, expands)
 
     @property
@@ -64,3 +67,8 @@ class PathSpace:
             return tuple(u if bool(c) else v for u, v, c in zip(x, y, coins))
 
         return mix(a[0], b[0]), mix(a[1], b[1])
+
+
+def path_id(path: SubnetConfig) -> str:
+    """A short stable id of a path (the same path gets the same id in every search and run)."""
+    return hashlib.sha1(json.dumps(path).encode()).hexdigest()[:10]

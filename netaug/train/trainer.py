@@ -9,6 +9,7 @@ Forward (F) and backward (B) passes per step, then one optimizer step:
 | kd | teacher (largest augmented model) F+B of its CE; base F+B of CE + lambda * KD |
 | netaug_kd | teacher F+B; base F+B of CE + lambda * KD; per sample F+B of alpha * L(aug) |
 | netaug_rkd | teacher F+B; base F+B of CE + lambda * (w_d RKD-D + w_a RKD-A); per sample F+B |
+| supernet | SPOS: base F+B (if supernet.train_base), then one uniformly sampled path F+B of its CE |
 
 Gradients of every pass accumulate in the shared weights, so the step follows the gradient of
 L = L(base) + alpha * sum_i L(aug_i) + lambda * distill + L(teacher). The teacher's outputs enter
@@ -18,6 +19,7 @@ the distillation term detached: it learns from its own CE only.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -63,30 +65,47 @@ class Trainer:
     """Trains a base model in one of the modes above on in-memory splits."""
 
     AUG_MODES = ("netaug", "netaug_kd", "netaug_rkd")
+    SUPERNET = "supernet"
 
     def __init__(self, cfg: SpaceConfig, data: DataSplits, mode: str | None = None,
-                 arch_log: Callable[[dict], None] | None = None) -> None:
+                 arch_log: Callable[[dict], None] | None = None, base: InvertedResidualNet | None = None,
+                 largest: ConfigLike | None = None) -> None:
+        """`base` trains a given network (e.g. an SPOS path exported as a static model) instead of
+        cfg.model; `largest` (e.g. a searched a*) replaces "every layer at r" as the largest augmented
+        model: the teacher, and the ceiling of every sampled augmented model."""
+        self.mode = mode or cfg.training.mode
+        if self.mode not in ("baseline", self.SUPERNET, *self.AUG_MODES, *TEACHER_MODES):
+            raise ValueError(f"unknown training mode {self.mode!r}")
+        if self.mode == self.SUPERNET:  # the supernet has its own epoch budget; the rest of training applies
+            epochs = cfg.supernet.epochs
+            cfg = dataclasses.replace(cfg, training=dataclasses.replace(
+                cfg.training, epochs=epochs, warmup_epochs=min(cfg.training.warmup_epochs, epochs)))
         self.cfg = cfg
         self.data = data
-        self.mode = mode or cfg.training.mode
-        if self.mode not in ("baseline", *self.AUG_MODES, *TEACHER_MODES):
-            raise ValueError(f"unknown training mode {self.mode!r}")
         t = cfg.training
         seed_everything(t.seed)
         self.device = resolve_device(t.device)
         self.autocast_dtype = torch.bfloat16 if t.bf16 and self.device.type == "cuda" else None
-        base = build_base(cfg, data)
-        if self.mode != "baseline":
+        base = base if base is not None else build_base(cfg, data)
+        if self.mode == self.SUPERNET:
+            from netaug.spos.supernet import build_supernet
+
+            model: nn.Module = build_supernet(cfg, base)
+        elif self.mode != "baseline":
             widths = width_multipliers(cfg.netaug.r, cfg.netaug.s)
             model: nn.Module = augment(base, widths, widths if cfg.netaug.augment_expand else [1.0])
         else:
             model = base
+        if largest is not None:
+            if not isinstance(model, AugmentedNet):
+                raise ValueError(f"mode {self.mode} has no augmented model to bound by `largest`")
+            model.set_ceiling(largest)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.batcher = make_batcher(data, cfg.data, self.device, channels_last=t.channels_last)
         self.steps_per_epoch = max(1, len(data.train) // t.batch_size)
         self.release_step: int | None = None
-        if cfg.sharing.enabled:
+        if cfg.sharing.enabled and self.mode != self.SUPERNET:  # the supernet trains unshared
             share_weights(self.model)
             self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
         self.shared = self.release_step is not None  # released at the first step >= release_step
@@ -106,7 +125,9 @@ class Trainer:
         return self.model if isinstance(self.model, AugmentedNet) else None
 
     def aug_kind(self) -> str:
-        """"random" sub-networks, or "min_w" (base widths, random expands) in the final epochs."""
+        """"random" sub-networks, or "min_w" (base widths, random expands) in NetAug's final epochs."""
+        if self.mode == self.SUPERNET:
+            return "random"
         start_min_w = self.cfg.training.epochs * (1 - self.cfg.netaug.min_w_fraction)
         return "min_w" if self.epoch >= start_min_w else "random"
 
@@ -146,18 +167,25 @@ class Trainer:
             teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.item()
         if aug is not None:
             aug.set_active("min")
-        features, logits = self._forward(x)
-        base_loss = self.criterion(logits, y)
-        total = base_loss
-        if teacher is not None:
-            distill_loss = self.distill_loss(features, logits, teacher)
-            total = total + lam * distill_loss
-            distill = distill_loss.item()
-        total.backward()
+        base = 0.0
+        if self.mode != self.SUPERNET or self.cfg.supernet.train_base:
+            features, logits = self._forward(x)
+            base_loss = self.criterion(logits, y)
+            total = base_loss
+            if teacher is not None:
+                distill_loss = self.distill_loss(features, logits, teacher)
+                total = total + lam * distill_loss
+                distill = distill_loss.item()
+            total.backward()
+            base = base_loss.item()
         aug_total = 0.0
-        if self.mode in self.AUG_MODES and alpha > 0:
+        if self.mode == self.SUPERNET:
+            alpha, samples = 1.0, 1  # SPOS: one uniformly sampled single path per step, at full weight
+        else:
+            samples = self.cfg.netaug.aug_samples if self.mode in self.AUG_MODES else 0
+        if samples and alpha > 0:
             kind = self.aug_kind()
-            for sample in range(self.cfg.netaug.aug_samples):
+            for sample in range(samples):
                 config = aug.set_active(kind, self.arch_generator)
                 if self.arch_log is not None:
                     self.arch_log({"epoch": self.epoch, "step": self.global_step, "sample": sample,
@@ -170,7 +198,6 @@ class Trainer:
         self.optimizer.step()
         self.scheduler.step()
         self.global_step += 1
-        base = base_loss.item()
         return {"loss": base + alpha * aug_total + lam * distill + teacher_loss, "base_loss": base,
                 "aug_loss": aug_total, "teacher_loss": teacher_loss, "distill_loss": distill}
 

@@ -1,0 +1,34 @@
+"""Compact progress for Tune runs: one line per trial result instead of Tune's tables."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+from ray.tune import Callback
+
+
+class LineReporter(Callback):
+    """Prints `[stage] trial epoch k/E key value ...` for every reported result, and trial ends."""
+
+    def __init__(self, stage: str, keys: tuple[str, ...], total_epochs: int | None = None) -> None:
+        self.stage = stage
+        self.keys = keys
+        self.total = total_epochs
+        self.start = time.perf_counter()
+
+    def _print(self, text: str) -> None:
+        print(f"[{self.stage} {time.perf_counter() - self.start:7.1f}s] {text}", file=sys.stdout, flush=True)
+
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        epoch = result.get("epoch")
+        total = f"/{self.total}" if self.total else ""
+        parts = [f"{k} {result[k]:.4f}" if isinstance(result.get(k), float) else f"{k} {result.get(k)}"
+                 for k in self.keys if k in result]
+        self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts))
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        self._print(f"{trial.trial_id} done")
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._print(f"{trial.trial_id} failed (Tune retries it from its last checkpoint if failures are left)")

@@ -1,0 +1,141 @@
+"""The run's Parquet files, built from Tune's results and the trials' fragments in the storage path.
+
+trials.parquet (one row per sweep trial), epochs.parquet (one row per trial and epoch),
+predictions.parquet (per-sample top-K of the base and a*, val and test), archs.parquet (SPOS).
+Each is written to a temporary name and renamed, so readers never see half a file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from netaug.io import write_parquet
+from search.archs import ARCHS_FILE
+from search.archs import SCHEMA as ARCHS_SCHEMA
+from search.sweep_stage import EXPERIMENT, KS, PREDICTIONS_SCHEMA
+
+SWEPT = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
+TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]
+TRIALS_SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+     ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
+     ("share_fraction", pa.float64()), ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
+     ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("test_top1", pa.float64())]
+    + [(name, pa.float64()) for name in TEST_METRICS]
+    + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
+       ("wall_s", pa.float64())])
+EPOCHS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("base_loss", pa.float64()),
+    ("aug_loss", pa.float64()), ("rkd_loss", pa.float64()), ("val_top1", pa.float64()), ("lr", pa.float64()),
+    ("epoch_s", pa.float64())])
+FILES = ("trials.parquet", "epochs.parquet", "predictions.parquet", ARCHS_FILE)
+
+
+def _trial_id(result) -> str:
+    if result.metrics and result.metrics.get("trial_id"):
+        return result.metrics["trial_id"]
+    match = re.match(r"sweep_trial_([0-9a-f]+(?:_\d{5})?)_", Path(result.path).name)
+    return match.group(1) if match else Path(result.path).name
+
+
+def _error_text(error: BaseException | None) -> str | None:
+    if error is None:
+        return None
+    cause = error
+    while getattr(cause, "cause", None) is not None:  # Tune wraps the trial's exception
+        cause = cause.cause
+    lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()]
+    return lines[-1][:500] if lines else type(cause).__name__
+
+
+def trial_rows(grid, epochs: int, default_mode: str) -> tuple[list[dict], list[dict]]:
+    """(trials rows, epochs rows) from a Tune ResultGrid."""
+    trials, epoch_rows = [], []
+    for result in grid:
+        m = dict(result.metrics or {})
+        tid = _trial_id(result)
+        config = result.config or {}
+        run = int(m.get("epoch", 0) or 0)
+        status = "ERROR" if result.error is not None else "TERMINATED" if run >= epochs else "STOPPED"
+        row = {"trial_id": tid, "status": status, "error": _error_text(result.error),
+               **{k: config.get(k) for k in SWEPT}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
+               "aug_macs": m.get("aug_macs"), "epochs_run": run, "val_top1": m.get("val_top1"),
+               "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
+               "aug_test_top1": m.get("aug_test_top1"), "search_s": m.get("search_s"),
+               "step_s": m.get("step_s"), "wall_s": m.get("time_total_s")}
+        row["mode"] = row["mode"] or m.get("mode") or default_mode
+        if row["arch"] == "null":
+            row["arch"] = None
+        trials.append(row)
+        df = result.metrics_dataframe
+        if df is not None and len(df) and "epoch" in df:
+            df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
+            for rec in df.to_dict("records"):
+                epoch_rows.append({"trial_id": tid, "epoch": int(rec["epoch"]),
+                                   **{k: rec.get(k) for k in EPOCHS_SCHEMA.names[2:]}})
+    trials.sort(key=lambda r: r["trial_id"])
+    return trials, epoch_rows
+
+
+def merge_archs(run_dir: Path) -> None:
+    """archs.parquet = the search stage's rows plus every sweep trial's search (once each)."""
+    tables = []
+    main = run_dir / ARCHS_FILE
+    if main.exists():
+        tables.append(pq.read_table(main, schema=ARCHS_SCHEMA))
+    for f in sorted((run_dir / EXPERIMENT / "archs").glob("*.parquet")):
+        tables.append(pq.read_table(f, schema=ARCHS_SCHEMA))
+    if not tables:
+        return
+    table = pa.concat_tables(tables)
+    seen, keep = set(), []
+    for i, (sid, cid) in enumerate(zip(table["search_id"].to_pylist(), table["candidate_id"].to_pylist())):
+        if (sid, cid) not in seen:
+            seen.add((sid, cid))
+            keep.append(i)
+    write_parquet(table.take(keep), main)
+
+
+def write_results(grid, run_dir: Path, epochs: int, default_mode: str) -> dict[str, Path]:
+    trials, epoch_rows = trial_rows(grid, epochs, default_mode)
+    paths = {name: run_dir / name for name in FILES}
+    write_parquet(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), paths["trials.parquet"])
+    write_parquet(pa.Table.from_pylist(epoch_rows, schema=EPOCHS_SCHEMA), paths["epochs.parquet"])
+    ids = {t["trial_id"] for t in trials}
+    fragments = [pq.read_table(f, schema=PREDICTIONS_SCHEMA)
+                 for f in sorted((run_dir / EXPERIMENT / "predictions").glob("*.parquet")) if f.stem in ids]
+    predictions = pa.concat_tables(fragments) if fragments else PREDICTIONS_SCHEMA.empty_table()
+    write_parquet(predictions, paths["predictions.parquet"])
+    merge_archs(run_dir)
+    return paths
+
+
+def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
+    """The end-of-run summary: best trial, its parameters and test metrics."""
+    done = [t for t in trials if t["status"] != "ERROR" and t.get(metric) is not None]
+    errored = sum(t["status"] == "ERROR" for t in trials)
+    lines = [f"trials: {len(trials)} ({sum(t['status'] == 'TERMINATED' for t in trials)} finished, "
+             f"{sum(t['status'] == 'STOPPED' for t in trials)} stopped early, {errored} errored)"]
+    if not done:
+        return lines + ["no trial produced a result"]
+    best = (max if mode == "max" else min)(done, key=lambda t: t[metric])
+    params = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
+                       for k in SWEPT if best.get(k) is not None)
+    lines.append(f"best trial {best['trial_id']} ({best['status']}): {params}")
+    lines.append(f"  base MACs {best['base_macs'] / 1e6:.2f}M, largest augmented (a*) {best['aug_macs'] / 1e6:.2f}M"
+                 if best.get("base_macs") else "  (no MACs recorded)")
+    lines.append(f"  val top-1 {best['val_top1']:.4f}"
+                 + (f" | test top-1 {best['test_top1']:.4f}" if best.get("test_top1") is not None else ""))
+    if best.get("test_top1") is not None:
+        header = "  k  precision@k  recall@k  F1@k  (macro, test)"
+        lines.append(header)
+        for k in KS:
+            lines.append(f"  {k}  {best[f'test_precision_at_{k}']:11.4f}  {best[f'test_recall_at_{k}']:8.4f}"
+                         f"  {best[f'test_f1_at_{k}']:.4f}")
+    if best.get("arch"):
+        lines.append(f"  a* = {best['arch']}")
+    return lines

@@ -1,0 +1,108 @@
+"""Stage 1: train the SPOS supernet as one Ray Tune trial with a checkpoint every epoch.
+
+A failed or killed trial is retried from its last checkpoint (FailureConfig); an interrupted run
+continues with `--resume` (Tuner.restore). Every sampled path is logged to
+`<run>/supernet/sampled_archs.jsonl` in the run's storage path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from ray import tune
+
+from netaug.config import SpaceConfig, from_dict
+from netaug.errors import UserError
+from search.checkpoints import load_trainer_state, trainer_checkpoint
+from search.cluster import resources_for
+from search.progress import LineReporter
+
+EXPERIMENT = "supernet"
+ARCH_LOG = "sampled_archs.jsonl"
+
+
+def _keep_log_before(path: Path, step: int) -> None:
+    """After a resume, drop log lines of steps the restored checkpoint had not reached."""
+    if not path.exists():
+        return
+    lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] < step]
+    path.write_text("".join(ln + "\n" for ln in lines))
+
+
+def train_supernet(config: dict) -> None:
+    """Tune trainable: the one trainer in supernet mode, resuming from Tune's checkpoint if any."""
+    from netaug.data import load_data
+    from netaug.train.runtime import configure_threads
+    from netaug.train.trainer import Trainer
+
+    cfg: SpaceConfig = from_dict(SpaceConfig, config["space"])
+    configure_threads()
+    data = load_data(cfg.data)
+    log_path = Path(config["run_dir"]) / EXPERIMENT / ARCH_LOG
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    trainer = Trainer(cfg, data, mode=Trainer.SUPERNET)
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        trainer.load_state_dict(load_trainer_state(checkpoint))
+    start_epoch = trainer.epoch
+    _keep_log_before(log_path, trainer.global_step)
+    with open(log_path, "a", buffering=1) as log:
+        trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
+        while trainer.epoch < trainer.cfg.training.epochs:
+            record = trainer.train_epoch()
+            val = trainer.evaluate("val", [("base", "min"), ("max", "max")])
+            metrics = {"epoch": trainer.epoch, "start_epoch": start_epoch, "train_loss": record.train_loss,
+                       "base_loss": record.base_loss, "path_loss": record.aug_loss, "lr": record.lr,
+                       "epoch_s": record.epoch_s, "val_base_top1": val["base"].top1,
+                       "val_max_top1": val["max"].top1, "pid": os.getpid()}
+            with trainer_checkpoint(trainer.state_dict(), config["space"]) as ckpt:
+                tune.report(metrics, checkpoint=ckpt)
+
+
+def experiment_path(run_dir: Path) -> Path:
+    return run_dir / EXPERIMENT
+
+
+def run_supernet(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Checkpoint:
+    """Train (or finish training) the supernet; return its final checkpoint."""
+    path = experiment_path(run_dir)
+    reporter = LineReporter("supernet", ("train_loss", "val_base_top1", "val_max_top1", "epoch_s"),
+                            cfg.supernet.epochs)
+    if tune.Tuner.can_restore(str(path)):
+        if not resume:
+            raise UserError(f"--out: {run_dir} already holds a supernet run; pass --resume to continue it "
+                            "or choose a new --out")
+        tuner = tune.Tuner.restore(str(path), trainable=_trainable(cfg), resume_errored=True)
+        results = tuner.fit()
+    else:
+        trainable = _trainable(cfg)
+        tuner = tune.Tuner(
+            trainable,
+            param_space={"space": cfg.to_dict(), "run_dir": str(run_dir)},
+            run_config=tune.RunConfig(
+                name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
+                failure_config=tune.FailureConfig(max_failures=cfg.supernet.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
+        results = tuner.fit()
+    result = results[0]
+    if result.error is not None or result.checkpoint is None:
+        raise RuntimeError(f"supernet training failed: {result.error}")
+    return result.checkpoint
+
+
+def _trainable(cfg: SpaceConfig):
+    return tune.with_resources(train_supernet, resources_for(cfg.supernet.resources))
+
+
+def latest_checkpoint(run_dir: Path) -> tuple[tune.Checkpoint, dict]:
+    """The supernet's latest checkpoint in the run's storage path, and its last reported metrics."""
+    path = experiment_path(run_dir)
+    if not tune.Tuner.can_restore(str(path)):
+        raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
+    results = tune.Tuner.restore(str(path), trainable=train_supernet).get_results()
+    result = results[0]
+    if result.checkpoint is None:
+        raise UserError(f"--out: the supernet run under {run_dir} has no checkpoint yet; run --stage supernet")
+    return result.checkpoint, dict(result.metrics or {})

@@ -1,0 +1,281 @@
+"""Stage 3: the Optuna sweep of r, s, alpha, lambda_KD (optionally share_fraction and mode) on Ray Tune.
+
+Each trial: SPOS uniform search restricted to its own (r, s) grid on the trained supernet (reusing
+every evaluation already in the run), then NetAug(+RKD) training of the base with that a* as the
+largest augmented model (or plain NetAug with `sweep.largest: fixed`). It reports every epoch with a
+checkpoint; ASHA may stop it early. Its files go straight to the run's storage path:
+`sweep/archs/<trial>.parquet`, `sweep/predictions/<trial>.parquet`, `sweep/tb/<trial>/`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+
+from netaug.config import SpaceConfig, from_dict
+from netaug.io import write_parquet
+from netaug.spos import path_id
+from search.archs import ARCHS_FILE, archs_table
+from search.archs import SCHEMA as ARCHS_SCHEMA
+from search.checkpoints import load_trainer_state, trainer_checkpoint
+from search.cluster import resources_for
+from search.progress import LineReporter
+
+EXPERIMENT = "sweep"
+KS = (1, 3, 5)
+FAULT_ENV = "NETAUG_FAULT_TRIALS"  # tests: comma-separated trial numbers (0-based, by start order) that raise
+PREDICTIONS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
+    ("label", pa.int64()), ("topk", pa.list_(pa.int64())), ("topk_prob", pa.list_(pa.float32())),
+])
+
+
+def swept_params(config: dict) -> dict:
+    return {k: config[k] for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode") if k in config}
+
+
+def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
+    """The space of one trial: the swept values applied, training for sweep.epochs."""
+    raw = space.to_dict()
+    raw["netaug"]["r"], raw["netaug"]["s"] = float(params["r"]), int(params["s"])
+    raw["netaug"]["aug_loss_weight"] = float(params["aug_loss_weight"])
+    raw["rkd"]["lambda_kd"] = float(params["lambda_kd"])
+    raw["training"]["mode"] = params.get("mode", space.sweep.modes()[0])
+    raw["training"]["epochs"] = space.sweep.epochs
+    raw["training"]["warmup_epochs"] = min(space.training.warmup_epochs, space.sweep.epochs)
+    if "share_fraction" in params:
+        raw["sharing"].update(enabled=True, share_fraction=float(params["share_fraction"]))
+    return from_dict(SpaceConfig, raw)
+
+
+def known_evaluations(run_dir: Path) -> dict[str, tuple[float, float]]:
+    """Every inherited-weight evaluation already in the run (archs.parquet and trials' fragments)."""
+    files = [run_dir / ARCHS_FILE, *sorted((run_dir / EXPERIMENT / "archs").glob("*.parquet"))]
+    cache: dict[str, tuple[float, float]] = {}
+    for f in files:
+        if f.exists():
+            t = pq.read_table(f, columns=["arch", "val_top1", "val_loss"]).to_pylist()
+            cache.update({row["arch"]: (row["val_top1"], row["val_loss"]) for row in t})
+    return cache
+
+
+def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str, trial_id: str):
+    """SPOS uniform search on the trial's (r, s) grid; returns (a*, its Candidate, base MACs)."""
+    import torch
+
+    from netaug.models import profile_macs
+    from netaug.spos import PathEvaluator, PathSpace, uniform_search
+    from netaug.spos.supernet import supernet_scorer
+
+    checkpoint = tune.Checkpoint(checkpoint_path)
+    with checkpoint.as_directory() as folder:
+        trained = from_dict(SpaceConfig, json.loads((Path(folder) / "space.json").read_text()))
+    scorer = supernet_scorer(trained, data, load_trainer_state(checkpoint))
+    supernet = scorer.supernet
+    shape = (data.in_channels, data.resolution, data.resolution)
+    evaluator = PathEvaluator(supernet, shape, scorer)
+    for arch, score in known_evaluations(run_dir).items():  # reuse evaluations of the same supernet
+        w, e = json.loads(arch)
+        evaluator.cache[(tuple(float(v) for v in w), tuple(float(v) for v in e))] = score
+    base_macs = profile_macs(supernet.export("min"), shape)[0]
+    limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
+    space = PathSpace.from_rs(supernet, cfg.netaug.r, cfg.netaug.s, expand=cfg.netaug.augment_expand)
+    gen = torch.Generator().manual_seed(cfg.search.seed)
+    chosen, table = uniform_search(evaluator, space, min(cfg.sweep.num_paths, space.size), limit, gen)
+    rows = archs_table(table, chosen, f"sweep-{trial_id}", "uniform", cfg.netaug.r, cfg.netaug.s)
+    write_parquet(rows, run_dir / EXPERIMENT / "archs" / f"{trial_id}.parquet")
+    return chosen.path, chosen
+
+
+def _maybe_fail(run_dir: Path, trial_id: str) -> None:
+    """Fault injection for tests: the trials listed in $NETAUG_FAULT_TRIALS raise on every attempt."""
+    wanted = {int(x) for x in os.environ.get(FAULT_ENV, "").split(",") if x.strip()}
+    if not wanted:
+        return
+    order_file = run_dir / EXPERIMENT / "trial_order.txt"
+    with open(order_file, "a+") as f:  # appends are atomic for short lines
+        f.seek(0)
+        seen = f.read().split()
+        if trial_id not in seen:
+            f.write(trial_id + "\n")
+            seen.append(trial_id)
+    if seen.index(trial_id) in wanted:
+        raise RuntimeError(f"injected failure in trial {trial_id} ({FAULT_ENV})")
+
+
+def sweep_trial(config: dict) -> None:
+    """Tune trainable of one sweep trial."""
+    started = time.perf_counter()
+    from torch.utils.tensorboard import SummaryWriter
+
+    from netaug.data import load_data
+    from netaug.metrics import precision_recall_f1_at_k
+    from netaug.models import profile_macs
+    from netaug.train.runtime import configure_threads
+    from netaug.train.trainer import Trainer
+
+    configure_threads()
+    space = from_dict(SpaceConfig, json.loads(config["space_json"]))
+    params = swept_params(config)
+    cfg = trial_space(space, params)
+    run_dir = Path(config["run_dir"])
+    trial_id = tune.get_context().get_trial_id()
+    (run_dir / EXPERIMENT).mkdir(parents=True, exist_ok=True)
+    _maybe_fail(run_dir, trial_id)
+    data = load_data(cfg.data)
+    checkpoint = tune.get_checkpoint()
+    state = load_trainer_state(checkpoint) if checkpoint is not None else None
+    search_s = 0.0
+    if state is not None:
+        largest = state.get("largest")
+    elif space.sweep.largest == "searched":
+        t0 = time.perf_counter()
+        largest, _ = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id)
+        search_s = time.perf_counter() - t0
+    else:
+        largest = None
+    trainer = Trainer(cfg, data, largest=largest)
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+    aug = trainer.augmented
+    shape = (data.in_channels, data.resolution, data.resolution)
+    base_macs = profile_macs(trainer.export_base(), shape)[0]
+    aug_macs = profile_macs(aug.export("max"), shape)[0] if aug is not None else base_macs
+    arch = aug.config("max") if aug is not None else None
+    writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
+    step_s = state.get("step_s", 0.0) if state else 0.0
+    fixed = {"arch": json.dumps(arch), "mode": cfg.training.mode, "base_macs": base_macs, "aug_macs": aug_macs,
+             "search_s": search_s, **{f"param_{k}": v for k, v in params.items()}}
+    setup_s = time.perf_counter() - started
+    while trainer.epoch < cfg.training.epochs:
+        rec = trainer.train_epoch()
+        t0 = time.perf_counter()
+        val = trainer.evaluate("val")["base"]
+        step_s += rec.epoch_s + time.perf_counter() - t0
+        metrics = {"epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
+                   "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "teacher_loss": rec.teacher_loss,
+                   "lr": rec.lr, "epoch_s": rec.epoch_s, "val_top1": val.top1, "val_loss": val.loss,
+                   "step_s": step_s, "setup_s": setup_s, **fixed}
+        for key in ("train_loss", "base_loss", "aug_loss", "rkd_loss", "lr", "val_top1", "val_loss"):
+            writer.add_scalar(key, metrics[key], trainer.epoch)
+        if trainer.epoch == cfg.training.epochs:
+            t0 = time.perf_counter()
+            metrics.update(final_evaluation(trainer, run_dir, trial_id, precision_recall_f1_at_k, data.num_classes))
+            step_s += time.perf_counter() - t0
+            metrics["step_s"] = step_s
+        metrics["trial_s"] = time.perf_counter() - started
+        writer.flush()
+        with trainer_checkpoint({"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s},
+                                config["space_json"]) as ckpt:
+            tune.report(metrics, checkpoint=ckpt)
+    writer.close()
+
+
+def final_evaluation(trainer, run_dir: Path, trial_id: str, metric_fn, num_classes: int) -> dict:
+    """Val and test of the base and of a* (as "aug:<id>"); predictions to the storage path; test metrics@k."""
+    subnets = [("base", "min")]
+    if trainer.augmented is not None:
+        subnets.append((f"aug:{path_id(trainer.augmented.config('max'))}", "max"))
+    rows = []
+    out: dict = {}
+    for split in ("val", "test"):
+        results = trainer.evaluate(split, subnets)
+        for model, res in results.items():
+            n = len(res.labels)
+            rows.append(pa.table({
+                "trial_id": [trial_id] * n, "model": [model] * n, "split": [split] * n,
+                "sample_index": list(range(n)), "label": res.labels.tolist(), "topk": res.topk.tolist(),
+                "topk_prob": res.topk_prob.tolist()}, schema=PREDICTIONS_SCHEMA))
+        base = results["base"]
+        out[f"{split}_top1_final"] = base.top1
+        if split == "test":
+            out["test_top1"] = base.top1
+            for k in KS:
+                scores = metric_fn(base.topk, base.labels, k, num_classes, "macro")
+                for name, value in scores.items():
+                    out[f"test_{name}_at_{k}"] = float(value)
+            if len(subnets) > 1:
+                out["aug_test_top1"] = results[subnets[1][0]].top1
+    write_parquet(pa.concat_tables(rows), run_dir / EXPERIMENT / "predictions" / f"{trial_id}.parquet")
+    return out
+
+
+# ---------------------------------------------------------------------------- driver side
+
+
+def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None) -> dict:
+    sw = cfg.sweep
+
+    def float_range(rng):
+        return tune.loguniform(rng.low, rng.high) if rng.log else tune.uniform(rng.low, rng.high)
+
+    space = {"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
+             "supernet_checkpoint": supernet_checkpoint,
+             "r": float_range(sw.r), "aug_loss_weight": float_range(sw.aug_loss_weight),
+             "lambda_kd": float_range(sw.lambda_kd),
+             "s": tune.choice(sw.s.values()) if sw.s.choices is not None else tune.randint(sw.s.low, sw.s.high + 1)}
+    if sw.share_fraction is not None:
+        space["share_fraction"] = float_range(sw.share_fraction)
+    if len(sw.modes()) > 1:
+        space["mode"] = tune.choice(sw.modes())
+    return space
+
+
+def make_searcher(cfg: SpaceConfig):
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    sw = cfg.sweep
+    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=sw.seed),
+               "random": lambda: optuna.samplers.RandomSampler(seed=sw.seed),
+               "gp": lambda: optuna.samplers.GPSampler(seed=sw.seed)}[sw.sampler]()
+    return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=sw.concurrency)
+
+
+def metric_mode(cfg: SpaceConfig) -> tuple[str, str]:
+    return cfg.sweep.metric, "max" if cfg.sweep.metric == "val_top1" else "min"
+
+
+def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.ResultGrid:
+    """Run (or continue) the sweep; returns Tune's ResultGrid."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    from netaug.errors import UserError
+
+    path = run_dir / EXPERIMENT
+    trainable = tune.with_resources(sweep_trial, resources_for(cfg.sweep.resources))
+    if tune.Tuner.can_restore(str(path)):
+        if not resume:
+            raise UserError(f"--out: {run_dir} already holds a sweep; pass --resume to continue it")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+        return tuner.fit()
+    checkpoint = None
+    if cfg.sweep.largest == "searched":
+        from search.supernet_stage import latest_checkpoint
+
+        checkpoint = latest_checkpoint(run_dir)[0].path
+    metric, mode = metric_mode(cfg)
+    sw = cfg.sweep
+    scheduler = (ASHAScheduler(time_attr="epoch", max_t=sw.epochs, grace_period=min(sw.grace_period, sw.epochs),
+                               reduction_factor=sw.reduction_factor)
+                 if sw.scheduler == "asha" else FIFOScheduler())
+    reporter = LineReporter("sweep", ("val_top1", "train_loss", "epoch_s"), sw.epochs)
+    tuner = tune.Tuner(
+        trainable, param_space=param_space(cfg, run_dir, checkpoint),
+        tune_config=tune.TuneConfig(search_alg=make_searcher(cfg), scheduler=scheduler, num_samples=sw.trials,
+                                    metric=metric, mode=mode),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
+            failure_config=tune.FailureConfig(max_failures=sw.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    return tuner.fit()
+
+
+__all__ = ["ARCHS_SCHEMA", "PREDICTIONS_SCHEMA", "run_sweep", "sweep_trial"]
