@@ -16,19 +16,23 @@ class LineReporter(Callback):
         self.keys = keys
         self.total = total_epochs
         self.start = time.perf_counter()
+        self.last_epoch: dict[str, int] = {}
 
     def _print(self, text: str) -> None:
         print(f"[{self.stage} {time.perf_counter() - self.start:7.1f}s] {text}", file=sys.stdout, flush=True)
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         epoch = result.get("epoch")
+        self.last_epoch[trial.trial_id] = epoch or 0
         total = f"/{self.total}" if self.total else ""
         parts = [f"{k} {result[k]:.4f}" if isinstance(result.get(k), float) else f"{k} {result.get(k)}"
                  for k in self.keys if k in result]
         self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self._print(f"{trial.trial_id} done")
+        last = self.last_epoch.get(trial.trial_id, 0)
+        early = self.total is not None and last < self.total
+        self._print(f"{trial.trial_id} " + (f"stopped early by the scheduler after epoch {last}" if early else "done"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._print(f"{trial.trial_id} failed (Tune retries it from its last checkpoint if failures are left)")

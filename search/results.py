@@ -35,7 +35,7 @@ EPOCHS_SCHEMA = pa.schema([
 FILES = ("trials.parquet", "epochs.parquet", "predictions.parquet", ARCHS_FILE)
 
 
-def _trial_id(result) -> str:
+def trial_id_of(result) -> str:
     if result.metrics and result.metrics.get("trial_id"):
         return result.metrics["trial_id"]
     match = re.match(r"sweep_trial_([0-9a-f]+(?:_\d{5})?)_", Path(result.path).name)
@@ -52,12 +52,14 @@ def _error_text(error: BaseException | None) -> str | None:
     return lines[-1][:500] if lines else type(cause).__name__
 
 
-def trial_rows(grid, epochs: int, default_mode: str) -> tuple[list[dict], list[dict]]:
-    """(trials rows, epochs rows) from a Tune ResultGrid."""
+def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | None = None
+               ) -> tuple[list[dict], list[dict]]:
+    """(trials rows, epochs rows) from a Tune ResultGrid; `extra` adds the late evaluation of stopped trials."""
     trials, epoch_rows = [], []
     for result in grid:
         m = dict(result.metrics or {})
-        tid = _trial_id(result)
+        tid = trial_id_of(result)
+        m.update((extra or {}).get(tid, {}))
         config = result.config or {}
         run = int(m.get("epoch", 0) or 0)
         status = "ERROR" if result.error is not None else "TERMINATED" if run >= epochs else "STOPPED"
@@ -100,8 +102,10 @@ def merge_archs(run_dir: Path) -> None:
     write_parquet(table.take(keep), main)
 
 
-def write_results(grid, run_dir: Path, epochs: int, default_mode: str) -> dict[str, Path]:
-    trials, epoch_rows = trial_rows(grid, epochs, default_mode)
+def write_results(grid, run_dir: Path, epochs: int, default_mode: str, extra: dict[str, dict] | None = None
+                  ) -> tuple[dict[str, Path], list[dict]]:
+    """Write the four Parquet files; returns their paths and the trials rows."""
+    trials, epoch_rows = trial_rows(grid, epochs, default_mode, extra)
     paths = {name: run_dir / name for name in FILES}
     write_parquet(pa.Table.from_pylist(trials, schema=TRIALS_SCHEMA), paths["trials.parquet"])
     write_parquet(pa.Table.from_pylist(epoch_rows, schema=EPOCHS_SCHEMA), paths["epochs.parquet"])
@@ -111,7 +115,7 @@ def write_results(grid, run_dir: Path, epochs: int, default_mode: str) -> dict[s
     predictions = pa.concat_tables(fragments) if fragments else PREDICTIONS_SCHEMA.empty_table()
     write_parquet(predictions, paths["predictions.parquet"])
     merge_archs(run_dir)
-    return paths
+    return paths, trials
 
 
 def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:

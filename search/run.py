@@ -100,14 +100,15 @@ def main(argv: list[str] | None = None) -> int:
         else:
             print_outcome(run_search(cfg, run_dir))
     if "sweep" in stages:
-        from search.results import summary_lines, trial_rows, write_results
-        from search.sweep_stage import metric_mode, run_sweep
+        from search.results import summary_lines, write_results
+        from search.sweep_stage import finalize_stopped, metric_mode, run_sweep
 
         grid = run_sweep(cfg, run_dir, resume=args.resume)
-        paths = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0])
-        metric, mode = metric_mode(cfg)
-        print("\n" + "\n".join(summary_lines(trial_rows(grid, cfg.sweep.epochs, cfg.sweep.modes()[0])[0],
-                                             metric, mode)))
+        late = finalize_stopped(grid, cfg)
+        if late:
+            print(f"evaluated {len(late)} trial(s) stopped early on test, from their last checkpoints", flush=True)
+        paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
+        print("\n" + "\n".join(summary_lines(trials, *metric_mode(cfg))))
         print("results: " + ", ".join(str(p) for p in paths.values() if p.exists()))
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return 0

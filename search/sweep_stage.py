@@ -93,9 +93,10 @@ def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str
     return chosen.path, chosen
 
 
-def _maybe_fail(run_dir: Path, trial_id: str) -> None:
-    """Fault injection for tests: the trials listed in $NETAUG_FAULT_TRIALS raise on every attempt."""
-    wanted = {int(x) for x in os.environ.get(FAULT_ENV, "").split(",") if x.strip()}
+def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
+    """Fault injection for tests ($NETAUG_FAULT_TRIALS on the driver): the listed trials (0-based, in
+    start order) raise on every attempt."""
+    wanted = {int(x) for x in spec.split(",") if x.strip()}
     if not wanted:
         return
     order_file = run_dir / EXPERIMENT / "trial_order.txt"
@@ -112,10 +113,10 @@ def _maybe_fail(run_dir: Path, trial_id: str) -> None:
 def sweep_trial(config: dict) -> None:
     """Tune trainable of one sweep trial."""
     started = time.perf_counter()
+    import ray
     from torch.utils.tensorboard import SummaryWriter
 
     from netaug.data import load_data
-    from netaug.metrics import precision_recall_f1_at_k
     from netaug.models import profile_macs
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
@@ -127,7 +128,7 @@ def sweep_trial(config: dict) -> None:
     run_dir = Path(config["run_dir"])
     trial_id = tune.get_context().get_trial_id()
     (run_dir / EXPERIMENT).mkdir(parents=True, exist_ok=True)
-    _maybe_fail(run_dir, trial_id)
+    _maybe_fail(run_dir, trial_id, config.get("fault_trials", ""))
     data = load_data(cfg.data)
     checkpoint = tune.get_checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
@@ -151,7 +152,7 @@ def sweep_trial(config: dict) -> None:
     writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
     step_s = state.get("step_s", 0.0) if state else 0.0
     fixed = {"arch": json.dumps(arch), "mode": cfg.training.mode, "base_macs": base_macs, "aug_macs": aug_macs,
-             "search_s": search_s, **{f"param_{k}": v for k, v in params.items()}}
+             "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id()}
     setup_s = time.perf_counter() - started
     while trainer.epoch < cfg.training.epochs:
         rec = trainer.train_epoch()
@@ -166,7 +167,7 @@ def sweep_trial(config: dict) -> None:
             writer.add_scalar(key, metrics[key], trainer.epoch)
         if trainer.epoch == cfg.training.epochs:
             t0 = time.perf_counter()
-            metrics.update(final_evaluation(trainer, run_dir, trial_id, precision_recall_f1_at_k, data.num_classes))
+            metrics.update(final_evaluation(trainer, run_dir, trial_id))
             step_s += time.perf_counter() - t0
             metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
@@ -177,8 +178,11 @@ def sweep_trial(config: dict) -> None:
     writer.close()
 
 
-def final_evaluation(trainer, run_dir: Path, trial_id: str, metric_fn, num_classes: int) -> dict:
+def final_evaluation(trainer, run_dir: Path, trial_id: str) -> dict:
     """Val and test of the base and of a* (as "aug:<id>"); predictions to the storage path; test metrics@k."""
+    from netaug.metrics import precision_recall_f1_at_k
+
+    num_classes = trainer.data.num_classes
     subnets = [("base", "min")]
     if trainer.augmented is not None:
         subnets.append((f"aug:{path_id(trainer.augmented.config('max'))}", "max"))
@@ -197,13 +201,45 @@ def final_evaluation(trainer, run_dir: Path, trial_id: str, metric_fn, num_class
         if split == "test":
             out["test_top1"] = base.top1
             for k in KS:
-                scores = metric_fn(base.topk, base.labels, k, num_classes, "macro")
+                scores = precision_recall_f1_at_k(base.topk, base.labels, k, num_classes, "macro")
                 for name, value in scores.items():
                     out[f"test_{name}_at_{k}"] = float(value)
             if len(subnets) > 1:
                 out["aug_test_top1"] = results[subnets[1][0]].top1
     write_parquet(pa.concat_tables(rows), run_dir / EXPERIMENT / "predictions" / f"{trial_id}.parquet")
     return out
+
+
+def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) -> dict:
+    """The final evaluation of a trial that ASHA stopped early, from its last checkpoint."""
+    from netaug.data import load_data
+    from netaug.train.runtime import configure_threads
+    from netaug.train.trainer import Trainer
+
+    configure_threads()
+    space = from_dict(SpaceConfig, json.loads(config["space_json"]))
+    cfg = trial_space(space, swept_params(config))
+    state = load_trainer_state(tune.Checkpoint(checkpoint_path))
+    trainer = Trainer(cfg, load_data(cfg.data), largest=state.get("largest"))
+    trainer.load_state_dict(state["trainer"])
+    return final_evaluation(trainer, Path(config["run_dir"]), trial_id)
+
+
+def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
+    """Test metrics and predictions for trials stopped early (in parallel Ray tasks), by trial id."""
+    import ray
+
+    from search.results import trial_id_of
+
+    res = resources_for(cfg.sweep.resources)
+    task = ray.remote(evaluate_stopped_trial).options(num_cpus=res["cpu"], num_gpus=res["gpu"])
+    pending = {}
+    for result in grid:
+        m = result.metrics or {}
+        if result.error is None and result.checkpoint is not None and m.get("test_top1") is None:
+            tid = trial_id_of(result)
+            pending[tid] = task.remote(result.config, tid, result.checkpoint.path)
+    return dict(zip(pending, ray.get(list(pending.values())))) if pending else {}
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -216,6 +252,7 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
         return tune.loguniform(rng.low, rng.high) if rng.log else tune.uniform(rng.low, rng.high)
 
     space = {"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
+             "fault_trials": os.environ.get(FAULT_ENV, ""),
              "supernet_checkpoint": supernet_checkpoint,
              "r": float_range(sw.r), "aug_loss_weight": float_range(sw.aug_loss_weight),
              "lambda_kd": float_range(sw.lambda_kd),

@@ -1,0 +1,101 @@
+"""The sweep stage with a real local Ray, Optuna and pyarrow: Parquet schemas and values, errored trials."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+from torchmetrics.functional.classification import multiclass_precision
+
+from netaug.config import load_space
+from netaug.metrics import precision_recall_f1_at_k
+from search.archs import SCHEMA as ARCHS_SCHEMA
+from search.results import EPOCHS_SCHEMA, TRIALS_SCHEMA, write_results
+from search.search_stage import run_search
+from search.supernet_stage import run_supernet
+from search.sweep_stage import FAULT_ENV, PREDICTIONS_SCHEMA, finalize_stopped, run_sweep
+
+TINY = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
+        "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2", "search.workers=1",
+        "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2", "sweep.num_paths=2",
+        "sweep.concurrency=2", "sweep.resources.cpu=1", "sweep.sampler=random", "sweep.scheduler=none"]
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+def test_two_trial_sweep_writes_four_parquet_files_that_agree(ray_local, tmp_path):
+    cfg = load_space(None, TINY + ["sweep.trials=2", "sweep.epochs=2"])
+    run_supernet(cfg, tmp_path)
+    run_search(cfg, tmp_path)
+    grid = run_sweep(cfg, tmp_path)
+    paths, _ = write_results(grid, tmp_path, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
+    trials = pd.read_parquet(paths["trials.parquet"])
+    epochs = pd.read_parquet(paths["epochs.parquet"])
+    preds = pd.read_parquet(paths["predictions.parquet"])
+    archs = pd.read_parquet(paths["archs.parquet"])
+    assert list(trials.columns) == TRIALS_SCHEMA.names and list(epochs.columns) == EPOCHS_SCHEMA.names
+    assert list(preds.columns) == PREDICTIONS_SCHEMA.names and list(archs.columns) == ARCHS_SCHEMA.names
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all() and trials["error"].isna().all()
+    metric_cols = ["val_top1", "test_top1", "base_macs", "aug_macs", "wall_s"] + [
+        f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in (1, 3, 5)]
+    assert trials[metric_cols].notna().all().all()
+    assert (trials["epochs_run"] == 2).all() and (trials["mode"] == "netaug_rkd").all()
+    assert trials["r"].between(1.2, 2).all() and trials["s"].isin([1, 2]).all()
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2], [1, 2]]
+    assert epochs[["train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr"]].notna().all().all()
+
+    for trial in trials.itertuples():
+        # a* of the trial is the chosen path of its own search, on its own (r, s) grid
+        own = archs[archs["search_id"] == f"sweep-{trial.trial_id}"]
+        assert own["chosen"].sum() == 1 and json.loads(own[own["chosen"]]["arch"].iloc[0]) == json.loads(trial.arch)
+        assert np.allclose(own["r"], trial.r) and (own["s"] == trial.s).all()
+        assert trial.aug_macs > trial.base_macs
+        # the final val top-1 reported to Tune is the last epoch's
+        assert trial.val_top1 == epochs[(epochs.trial_id == trial.trial_id) & (epochs.epoch == 2)]["val_top1"].item()
+        # test metrics recomputed from predictions.parquet equal the trial's row
+        test = preds[(preds.trial_id == trial.trial_id) & (preds.model == "base") & (preds.split == "test")]
+        topk = np.stack(test["topk"].to_numpy())
+        labels = test["label"].to_numpy()
+        assert (test["sample_index"].to_numpy() == np.arange(len(test))).all()
+        assert trial.test_top1 == pytest.approx(float((topk[:, 0] == labels).mean()), abs=1e-12)
+        for k in (1, 3, 5):
+            ours = precision_recall_f1_at_k(topk, labels, k, 10, "macro")
+            assert getattr(trial, f"test_precision_at_{k}") == pytest.approx(ours["precision"], abs=1e-9)
+            assert getattr(trial, f"test_recall_at_{k}") == pytest.approx(ours["recall"], abs=1e-9)
+        # and agree with torchmetrics at k = 1 on probabilities rebuilt from the top-K
+        probs = np.zeros((len(test), 10), dtype=np.float32)
+        np.put_along_axis(probs, topk, np.stack(test["topk_prob"].to_numpy()), axis=1)
+        tm = multiclass_precision(torch.from_numpy(probs), torch.from_numpy(labels.copy()), 10, average="macro",
+                                  top_k=1)
+        assert trial.test_precision_at_1 == pytest.approx(float(tm), abs=1e-6)
+        models = set(preds[preds.trial_id == trial.trial_id]["model"])
+        assert models == {"base", f"aug:{own[own['chosen']]['candidate_id'].iloc[0]}"}
+    # every trial wrote its TensorBoard events into the storage path
+    for tid in trials["trial_id"]:
+        assert list((tmp_path / "sweep" / "tb" / tid).glob("events.out.tfevents.*"))
+
+
+def test_a_failing_trial_is_recorded_as_errored_while_the_others_finish(ray_local, tmp_path, monkeypatch):
+    monkeypatch.setenv(FAULT_ENV, "0")
+    cfg = load_space(None, TINY + ["sweep.trials=3", "sweep.epochs=1", "sweep.largest=fixed",
+                                   "sweep.max_failures=1"])
+    grid = run_sweep(cfg, tmp_path)
+    paths, _ = write_results(grid, tmp_path, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
+    trials = pd.read_parquet(paths["trials.parquet"])
+    assert len(trials) == 3 and trials["trial_id"].is_unique
+    errored = trials[trials["status"] == "ERROR"]
+    assert len(errored) == 1 and "injected failure" in errored["error"].item()
+    assert errored["test_top1"].isna().all()
+    ok = trials[trials["status"] == "TERMINATED"]
+    assert len(ok) == 2 and ok["test_top1"].notna().all() and ok["error"].isna().all()
+    assert ok["arch"].notna().all()  # fixed: every layer at r
+    assert set(pd.read_parquet(paths["predictions.parquet"])["trial_id"]) == set(ok["trial_id"])
