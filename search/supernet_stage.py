@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 from ray import tune
@@ -47,16 +48,19 @@ def train_supernet(config: dict) -> None:
     if checkpoint is not None:
         trainer.load_state_dict(load_trainer_state(checkpoint))
     start_epoch = trainer.epoch
+    step_s = 0.0  # seconds inside training and evaluation steps since this (re)start
     _keep_log_before(log_path, trainer.global_step)
     with open(log_path, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
         while trainer.epoch < trainer.cfg.training.epochs:
             record = trainer.train_epoch()
+            t0 = time.perf_counter()
             val = trainer.evaluate("val", [("base", "min"), ("max", "max")])
+            step_s += record.epoch_s + time.perf_counter() - t0
             metrics = {"epoch": trainer.epoch, "start_epoch": start_epoch, "train_loss": record.train_loss,
                        "base_loss": record.base_loss, "path_loss": record.aug_loss, "lr": record.lr,
                        "epoch_s": record.epoch_s, "val_base_top1": val["base"].top1,
-                       "val_max_top1": val["max"].top1, "pid": os.getpid()}
+                       "val_max_top1": val["max"].top1, "pid": os.getpid(), "step_s": step_s}
             with trainer_checkpoint(trainer.state_dict(), config["space"]) as ckpt:
                 tune.report(metrics, checkpoint=ckpt)
 

@@ -112,3 +112,16 @@ def test_docs_spaces_md_is_current():
     from gen_spaces import render
 
     assert (ROOT / "docs" / "spaces.md").read_text() == render(), "run: python docs/gen_spaces.py > docs/spaces.md"
+
+
+def test_shipped_space_files_load(tmp_path):
+    spaces = sorted((ROOT / "spaces").glob("*.yaml"))
+    assert {p.name for p in spaces} >= {"mbv2.yaml", "mbv2-fashion-mnist.yaml", "mbv2-cifar10.yaml"}
+    for path in spaces:
+        overrides = [f"data.root={tmp_path}"] if "cifar10" in path.name else []
+        if "fashion" in path.name and not Path("/usr/share/datasets/fashion-mnist").is_dir():
+            overrides = [f"data.root={tmp_path}"]
+        cfg = load_space(path, overrides)
+        assert cfg.r_max() >= cfg.sweep.r.high and cfg.sweep.trials >= 1
+    with pytest.raises(UserError, match=r"^data\.root"):
+        load_space(ROOT / "spaces" / "mbv2-cifar10.yaml", ["data.root=/no/such/cifar"])
