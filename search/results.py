@@ -27,7 +27,7 @@ TRIALS_SCHEMA = pa.schema(
      ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("test_top1", pa.float64())]
     + [(name, pa.float64()) for name in TEST_METRICS]
     + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
-       ("wall_s", pa.float64())])
+       ("wall_s", pa.float64()), ("started_at", pa.float64())])
 EPOCHS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("base_loss", pa.float64()),
     ("aug_loss", pa.float64()), ("rkd_loss", pa.float64()), ("val_top1", pa.float64()), ("lr", pa.float64()),
@@ -72,14 +72,16 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         row["mode"] = row["mode"] or m.get("mode") or default_mode
         if row["arch"] == "null":
             row["arch"] = None
-        trials.append(row)
         df = result.metrics_dataframe
+        if df is not None and "started_at" in df and df["started_at"].notna().any():
+            row["started_at"] = float(df["started_at"].min())  # the first attempt's start
+        trials.append(row)
         if df is not None and len(df) and "epoch" in df:
             df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
             for rec in df.to_dict("records"):
                 epoch_rows.append({"trial_id": tid, "epoch": int(rec["epoch"]),
                                    **{k: rec.get(k) for k in EPOCHS_SCHEMA.names[2:]}})
-    trials.sort(key=lambda r: r["trial_id"])
+    trials.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["trial_id"]))
     return trials, epoch_rows
 
 

@@ -110,13 +110,27 @@ def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
         raise RuntimeError(f"injected failure in trial {trial_id} ({FAULT_ENV})")
 
 
+_DATA_CACHE: dict[str, object] = {}
+
+
+def cached_data(cfg: SpaceConfig):
+    """The trial's data, loaded once per worker process (Tune reuses the process for the next trial)."""
+    from netaug.data import load_data
+
+    key = json.dumps(cfg.data.__dict__, sort_keys=True)
+    if key not in _DATA_CACHE:
+        _DATA_CACHE.clear()
+        _DATA_CACHE[key] = load_data(cfg.data)
+    return _DATA_CACHE[key]
+
+
 def sweep_trial(config: dict) -> None:
     """Tune trainable of one sweep trial."""
     started = time.perf_counter()
+    started_at = time.time()
     import ray
     from torch.utils.tensorboard import SummaryWriter
 
-    from netaug.data import load_data
     from netaug.models import profile_macs
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
@@ -129,7 +143,7 @@ def sweep_trial(config: dict) -> None:
     trial_id = tune.get_context().get_trial_id()
     (run_dir / EXPERIMENT).mkdir(parents=True, exist_ok=True)
     _maybe_fail(run_dir, trial_id, config.get("fault_trials", ""))
-    data = load_data(cfg.data)
+    data = cached_data(cfg)
     checkpoint = tune.get_checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     search_s = 0.0
@@ -152,7 +166,7 @@ def sweep_trial(config: dict) -> None:
     writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
     step_s = state.get("step_s", 0.0) if state else 0.0
     fixed = {"arch": json.dumps(arch), "mode": cfg.training.mode, "base_macs": base_macs, "aug_macs": aug_macs,
-             "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id()}
+             "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id(), "started_at": started_at}
     setup_s = time.perf_counter() - started
     while trainer.epoch < cfg.training.epochs:
         rec = trainer.train_epoch()
@@ -307,7 +321,7 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
     tuner = tune.Tuner(
         trainable, param_space=param_space(cfg, run_dir, checkpoint),
         tune_config=tune.TuneConfig(search_alg=make_searcher(cfg), scheduler=scheduler, num_samples=sw.trials,
-                                    metric=metric, mode=mode),
+                                    metric=metric, mode=mode, reuse_actors=True),
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
             failure_config=tune.FailureConfig(max_failures=sw.max_failures),

@@ -1,0 +1,83 @@
+"""`python analysis/compare.py RUN_DIR [RUN_DIR ...]`: a side-by-side table of several runs.
+
+For a sweep run: trials, the best trial (by the sweep's metric), its parameters, val and test top-1
+and test precision/recall/F1@1. For bench/ablation.py's results.parquet (a file, or a folder holding
+one): mean ± std over seeds per mode. Works on runs in progress and on copied run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pandas as pd  # noqa: E402
+
+from netaug.errors import UserError, exit_on_user_error  # noqa: E402
+
+ABLATION_METRICS = ("val_top1", "test_top1", "test_precision_at_1", "test_recall_at_1", "test_f1_at_1")
+
+
+def ablation_rows(path: Path) -> list[dict]:
+    from analysis.load import _read_parquet
+
+    df = _read_parquet(path)
+    if not {"mode", "seed"} <= set(df.columns):
+        raise UserError(f"{path}: not an ablation results file (needs mode and seed columns)")
+    rows = []
+    for mode, group in df.groupby("mode", sort=False):
+        row = {"run": f"{path.parent.name}/{path.name}", "kind": "ablation", "what": mode, "n": len(group)}
+        for m in ABLATION_METRICS:
+            if m in group:
+                std = group[m].std(ddof=1) if len(group) > 1 else 0.0
+                row[m] = f"{group[m].mean():.4f} ± {std:.4f}"
+        rows.append(row)
+    return rows
+
+
+def sweep_row(path: Path) -> dict:
+    from analysis.load import load_run
+
+    run = load_run(path)
+    best = run.best_trial()
+    row = {"run": f"{path.parent.name}/{path.name}", "kind": "sweep" if run.complete else "sweep (in progress)",
+           "n": len(run.trials)}
+    if best is None:
+        return {**row, "what": "no finished trial"}
+    params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
+                       for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
+                       if k in best and pd.notna(best[k]))
+    row["what"] = f"best {best['trial_id']}: {params}"
+    for m in ABLATION_METRICS:
+        if m in best and pd.notna(best[m]):
+            row[m] = f"{best[m]:.4f}"
+    return row
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python analysis/compare.py", description=__doc__.split("\n\n")[1])
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="run directories or ablation results.parquet files")
+    args = p.parse_args(argv)
+    rows = []
+    for arg in args.runs:
+        path = Path(arg)
+        if path.is_file() and path.suffix == ".parquet":
+            rows += ablation_rows(path)
+        elif (path.is_dir() and (path / "results.parquet").is_file() and not (path / "trials.parquet").exists()
+              and not (path / "sweep").is_dir()):
+            rows += ablation_rows(path / "results.parquet")
+        elif path.is_dir():
+            rows.append(sweep_row(path))
+        else:
+            raise UserError(f"RUN_DIR: no such run directory or results file: {arg}")
+    table = pd.DataFrame(rows).fillna("")
+    with pd.option_context("display.max_colwidth", 80, "display.width", 200):
+        print(table.to_string(index=False))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""Read a run directory into pandas, also while it is still running or after it was copied elsewhere.
+
+The driver writes trials/epochs/predictions.parquet at the end of a sweep; before that, the same
+data is read from what has landed: each trial's Tune result log (`sweep/*/result.json`) and its
+fragments (`sweep/predictions/*.parquet`, `sweep/archs/*.parquet`). Only relative paths are used.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from netaug.errors import UserError
+
+SWEPT = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
+
+
+@dataclass
+class Run:
+    path: Path
+    trials: pd.DataFrame
+    epochs: pd.DataFrame
+    predictions: pd.DataFrame
+    archs: pd.DataFrame
+    space: dict
+    complete: bool  # the driver has written trials.parquet
+
+    def swept(self) -> list[str]:
+        """Swept parameters that vary in this run."""
+        return [c for c in SWEPT if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
+
+    def best_trial(self) -> pd.Series | None:
+        metric = self.space.get("sweep", {}).get("metric", "val_top1")
+        done = self.trials.dropna(subset=[metric]) if metric in self.trials else self.trials.iloc[0:0]
+        if "status" in done:
+            done = done[done["status"] != "ERROR"]
+        if done.empty:
+            return None
+        idx = done[metric].idxmin() if metric == "val_loss" else done[metric].idxmax()
+        return done.loc[idx]
+
+
+def _read_parquet(path: Path) -> pd.DataFrame:
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise UserError(f"{path}: not a readable Parquet file ({type(exc).__name__})") from None
+
+
+def _concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _reports(result_json: Path) -> list[dict]:
+    rows = []
+    for line in result_json.read_text().splitlines():
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:  # a line being written right now
+            break
+    return rows
+
+
+def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(trials, epochs) rebuilt from the trials' Tune result logs: a run still in progress."""
+    trials, epochs = [], []
+    for log in sorted((run_dir / "sweep").glob("*/result.json")):
+        reports = [r for r in _reports(log) if "epoch" in r]
+        if not reports:
+            continue
+        last = reports[-1]
+        config = last.get("config", {})
+        tid = last.get("trial_id", log.parent.name)
+        trials.append({"trial_id": tid, "status": "RUNNING" if not last.get("done") else "TERMINATED",
+                       "error": None, **{k: config.get(k) for k in SWEPT},
+                       "mode": config.get("mode") or last.get("mode"),
+                       "arch": last.get("arch"), "base_macs": last.get("base_macs"), "aug_macs": last.get("aug_macs"),
+                       "epochs_run": last["epoch"], "val_top1": last.get("val_top1"),
+                       "test_top1": last.get("test_top1"), "started_at": last.get("started_at"),
+                       **{k: v for k, v in last.items() if k.startswith("test_")}})
+        seen = {}
+        for r in reports:
+            seen[r["epoch"]] = r
+        for epoch, r in sorted(seen.items()):
+            epochs.append({"trial_id": tid, "epoch": epoch, **{k: r.get(k) for k in (
+                "train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr", "epoch_s")}})
+    return pd.DataFrame(trials), pd.DataFrame(epochs)
+
+
+def load_run(run_dir: str | Path) -> Run:
+    """Everything that has landed in `run_dir`; a missing or empty run directory is a UserError."""
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"RUN_DIR: no such directory: {run_dir}")
+    space = {}
+    if (path / "space.json").is_file():
+        try:
+            space = json.loads((path / "space.json").read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{path / 'space.json'}: not valid JSON") from None
+    complete = (path / "trials.parquet").is_file()
+    if complete:
+        trials = _read_parquet(path / "trials.parquet")
+        epochs = _read_parquet(path / "epochs.parquet") if (path / "epochs.parquet").is_file() else pd.DataFrame()
+    else:
+        trials, epochs = _from_result_logs(path)
+    if (path / "predictions.parquet").is_file():
+        predictions = _read_parquet(path / "predictions.parquet")
+    else:
+        predictions = _concat([_read_parquet(f) for f in sorted((path / "sweep" / "predictions").glob("*.parquet"))])
+    archs = _concat(([_read_parquet(path / "archs.parquet")] if (path / "archs.parquet").is_file() else [])
+                    + ([] if complete else
+                       [_read_parquet(f) for f in sorted((path / "sweep" / "archs").glob("*.parquet"))]))
+    if not len(archs) == 0 and {"search_id", "candidate_id"} <= set(archs):
+        archs = archs.drop_duplicates(["search_id", "candidate_id"]).reset_index(drop=True)
+    if trials.empty and predictions.empty and archs.empty:
+        raise UserError(f"RUN_DIR: {run_dir} holds no results yet (no trials.parquet, sweep/*/result.json, "
+                        "predictions or archs)")
+    return Run(path, trials, epochs, predictions, archs, space, complete)

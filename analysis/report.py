@@ -1,0 +1,320 @@
+"""`python analysis/report.py RUN_DIR` writes RUN_DIR/report/ with report.md and PNG plots.
+
+Plots: base val top-1 per epoch (one line per trial); best-so-far over trials; each swept parameter
+against the metric; Optuna parameter importance from a study rebuilt from trials.parquet; SPOS
+candidates' MACs against inherited val accuracy with a* marked; precision/recall@k for k = 1..K of
+the best trial's base and augmented sub-models; per-class recall of the best base model. report.md
+names the best trial and compares modes when the run holds several. Works on a run in progress.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import matplotlib  # noqa: E402
+import matplotlib.ticker  # noqa: E402
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis.load import Run, load_run  # noqa: E402
+from analysis.topk import num_classes_of, topk_table  # noqa: E402
+from netaug.errors import UserError, exit_on_user_error  # noqa: E402
+from netaug.io import atomic_path  # noqa: E402
+
+FLOAT_PARAMS = ("r", "aug_loss_weight", "lambda_kd", "share_fraction")
+
+
+def _save(fig, path: Path) -> str:
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return path.name
+
+
+def plot_epochs(run: Run, out: Path) -> str | None:
+    if run.epochs.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for tid, group in run.epochs.groupby("trial_id", sort=False):
+        group = group.sort_values("epoch")
+        ax.plot(group["epoch"], group["val_top1"], marker="o", ms=3, label=tid)
+    ax.set(xlabel="epoch", ylabel="base val top-1", title="Base val top-1 per epoch, one line per trial")
+    ax.grid(alpha=0.3)
+    if run.epochs["trial_id"].nunique() <= 12:
+        ax.legend(fontsize=7, ncol=2)
+    return _save(fig, out / "val_top1_per_epoch.png")
+
+
+def _ordered_trials(run: Run) -> pd.DataFrame:
+    trials = run.trials.copy()
+    if "started_at" in trials and trials["started_at"].notna().any():
+        trials = trials.sort_values("started_at", na_position="last")
+    return trials.reset_index(drop=True)
+
+
+def plot_best_so_far(run: Run, metric: str, out: Path) -> str | None:
+    trials = _ordered_trials(run).dropna(subset=[metric])
+    if trials.empty:
+        return None
+    values = trials[metric].to_numpy(dtype=float)
+    best = np.minimum.accumulate(values) if metric == "val_loss" else np.maximum.accumulate(values)
+    x = np.arange(1, len(values) + 1)
+    ordered = "started_at" in trials and trials["started_at"].notna().all()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    ax.scatter(x, values, label=f"trial {metric}", color="tab:blue", zorder=3)
+    ax.step(x, best, where="post", color="tab:red", label="best so far")
+    ax.set(xlabel="trial (in start order)" if ordered else "trial (start times not recorded: trial-id order)",
+           ylabel=metric, title="Best so far over trials")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return _save(fig, out / "best_so_far.png")
+
+
+def plot_params(run: Run, metric: str, out: Path) -> str | None:
+    """One scatter per swept parameter that varies; colour = epochs the trial ran (ASHA stops some early)."""
+    params = [p for p in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
+              if p in run.trials and run.trials[p].nunique(dropna=True) > 1]
+    trials = run.trials.dropna(subset=[metric])
+    if not params or trials.empty:
+        return None
+    epochs = trials["epochs_run"].astype(float) if "epochs_run" in trials else pd.Series(1.0, index=trials.index)
+    fig, axes = plt.subplots(1, len(params), figsize=(3.3 * len(params) + 1, 3.6), squeeze=False,
+                             layout="constrained")
+    for ax, param in zip(axes[0], params):
+        if param == "mode":
+            cats = sorted(trials[param].dropna().unique())
+            x = trials[param].map({c: i for i, c in enumerate(cats)})
+            ax.set_xticks(range(len(cats)), cats, rotation=20, fontsize=7)
+        else:
+            x = trials[param].astype(float)
+            if param == "s":
+                ax.set_xticks(sorted(trials[param].dropna().astype(int).unique()))
+            elif param in ("aug_loss_weight", "lambda_kd"):
+                ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
+                ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        points = ax.scatter(x, trials[metric], c=epochs, cmap="viridis", vmin=epochs.min(), vmax=max(epochs.max(), 1))
+        ax.set(xlabel=param, ylabel=metric if param == params[0] else None)
+        ax.grid(alpha=0.3)
+    fig.colorbar(points, ax=axes[0].tolist(), label="epochs run")
+    fig.suptitle(f"Each swept parameter against the last reported {metric}")
+    with atomic_path(out / "params_vs_metric.png") as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    plt.close(fig)
+    return "params_vs_metric.png"
+
+
+def rebuild_study(run: Run, metric: str):
+    """An Optuna study holding the run's finished trials, with the sweep's own distributions."""
+    import optuna
+
+    sweep = run.space.get("sweep", {})
+    dists: dict = {}
+    for name in FLOAT_PARAMS:
+        rng = sweep.get(name)
+        if rng and name in run.trials and run.trials[name].notna().any():
+            dists[name] = optuna.distributions.FloatDistribution(rng["low"], rng["high"], log=bool(rng.get("log")))
+    s = sweep.get("s")
+    if s and "s" in run.trials and run.trials["s"].notna().any():
+        if s.get("choices"):
+            dists["s"] = optuna.distributions.CategoricalDistribution(list(s["choices"]))
+        else:
+            dists["s"] = optuna.distributions.IntDistribution(s["low"], s["high"])
+    if sweep.get("mode") and len(sweep["mode"]) > 1:
+        dists["mode"] = optuna.distributions.CategoricalDistribution(list(sweep["mode"]))
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction="minimize" if metric == "val_loss" else "maximize")
+    for row in run.trials.dropna(subset=[metric]).to_dict("records"):
+        if row.get("status") == "ERROR":
+            continue
+        params = {k: (int(row[k]) if k == "s" else row[k]) for k in dists if row.get(k) is not None}
+        if len(params) == len(dists):
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dict(dists), value=row[metric]))
+    return study
+
+
+def plot_importance(run: Run, metric: str, out: Path) -> tuple[str | None, str]:
+    import optuna
+
+    study = rebuild_study(run, metric)
+    n = len(study.trials)
+    if n < 2:
+        return None, f"parameter importance needs at least 2 finished trials; this run has {n}"
+    try:
+        importance = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:
+        return None, f"parameter importance could not be computed: {exc}"
+    fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(importance)))
+    names = list(importance)[::-1]
+    ax.barh(names, [importance[k] for k in names], color="tab:green")
+    ax.set(xlabel="importance (fANOVA)", title=f"Optuna parameter importance for {metric} ({n} trials)")
+    return _save(fig, out / "param_importance.png"), f"fANOVA on {n} finished trials"
+
+
+def plot_spos(run: Run, out: Path) -> str | None:
+    archs = run.archs
+    if archs.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    stage = archs[~archs["search_id"].str.startswith("sweep-")]
+    sweep = archs[archs["search_id"].str.startswith("sweep-")]
+    if not sweep.empty:
+        ax.scatter(sweep["macs"] / 1e6, sweep["val_top1"], s=14, color="tab:gray", alpha=0.6,
+                   label="sweep trials' searches")
+    if not stage.empty:
+        ax.scatter(stage["macs"] / 1e6, stage["val_top1"], s=22, color="tab:blue", label="search stage")
+    chosen = archs[archs["chosen"]]
+    ax.scatter(chosen["macs"] / 1e6, chosen["val_top1"], s=120, marker="*", color="tab:red", zorder=4,
+               label="a* (chosen by each search)")
+    ax.set(xlabel="MACs (M)", ylabel="inherited val top-1 (BN recalibrated)",
+           title="SPOS candidates: MACs against inherited accuracy")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "spos_macs_vs_accuracy.png")
+
+
+def plot_topk_curves(run: Run, best: pd.Series, out: Path) -> tuple[str | None, pd.DataFrame]:
+    preds = run.predictions[run.predictions["trial_id"] == best["trial_id"]]
+    if preds.empty or "test" not in set(preds["split"]):
+        return None, pd.DataFrame()
+    kmax = min(len(t) for t in preds["topk"])
+    table = topk_table(preds, list(range(1, kmax + 1)), "test", "macro")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for model, group in table.groupby("model"):
+        ax.plot(group["k"], group["precision"], marker="o", label=f"{model} precision@k")
+        ax.plot(group["k"], group["recall"], marker="s", linestyle="--", label=f"{model} recall@k")
+    ax.set(xlabel="k", ylabel="macro score on test", xticks=range(1, kmax + 1),
+           title=f"Precision/recall@k, best trial {best['trial_id']}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _save(fig, out / "precision_recall_at_k.png"), table
+
+
+def plot_per_class_recall(run: Run, best: pd.Series, out: Path) -> tuple[str | None, np.ndarray | None]:
+    preds = run.predictions[(run.predictions["trial_id"] == best["trial_id"]) & (run.predictions["model"] == "base")]
+    if preds.empty or "test" not in set(preds["split"]):
+        return None, None
+    table = topk_table(preds, [1], "test", "none")
+    n = num_classes_of(run.predictions)
+    recall = table.sort_values("class")["recall"].to_numpy()
+    fig, ax = plt.subplots(figsize=(max(6, 0.5 * n), 3.8))
+    colors = ["tab:red" if v < 0.5 else "tab:blue" for v in recall]
+    ax.bar(range(n), recall, color=colors)
+    ax.axhline(float(np.mean(recall)), color="black", linestyle=":", label=f"macro recall {np.mean(recall):.3f}")
+    ax.set(xlabel="class", ylabel="recall@1 on test", ylim=(0, 1.05), xticks=range(n),
+           title=f"Per-class recall of the best base model ({best['trial_id']}); red: below 0.5")
+    ax.legend()
+    return _save(fig, out / "per_class_recall.png"), recall
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+def md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(map(str, df.columns)) + " |"
+    sep = "| " + " | ".join("---" for _ in df.columns) + " |"
+    body = ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, sep, *body])
+
+
+def write_report(run: Run) -> Path:
+    out = run.path / "report"
+    out.mkdir(exist_ok=True)
+    metric = run.space.get("sweep", {}).get("metric", "val_top1")
+    best = run.best_trial()
+    lines = [f"# Run report: {run.path.name}", ""]
+    status = run.trials["status"].value_counts().to_dict() if "status" in run.trials else {}
+    lines.append(f"{'Complete run' if run.complete else 'Run in progress (what has landed so far)'}: "
+                 f"{len(run.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in status.items())}); "
+                 f"metric {metric}.")
+    lines.append("")
+    if best is not None:
+        params = ", ".join(f"{k} = {_fmt(best[k])}" for k in ("r", "s", "aug_loss_weight", "lambda_kd",
+                                                               "share_fraction", "mode")
+                           if k in best and _fmt(best[k]))
+        lines += ["## Best trial", "", f"**Best trial: {best['trial_id']}** ({params}).", ""]
+        facts = {"val top-1": best.get("val_top1"), "test top-1": best.get("test_top1"),
+                 "base MACs": best.get("base_macs"), "a* MACs": best.get("aug_macs")}
+        lines.append(" ".join(f"{k}: {_fmt(v)};" for k, v in facts.items() if _fmt(v)))
+        if best.get("arch"):
+            lines += ["", f"a* = `{best['arch']}`"]
+        lines.append("")
+    cols = [c for c in ("trial_id", "status", "r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode",
+                        "epochs_run", "val_top1", "test_top1", "test_precision_at_1", "test_recall_at_1",
+                        "test_f1_at_1") if c in run.trials and run.trials[c].notna().any()]
+    if cols:
+        ranked = run.trials.sort_values(metric, ascending=metric == "val_loss") if metric in run.trials else run.trials
+        lines += ["## Trials", "", md_table(ranked[cols]), ""]
+    if "mode" in run.trials and run.trials["mode"].nunique() > 1:
+        agg = run.trials[run.trials.get("status", "") != "ERROR"].groupby("mode").agg(
+            trials=("trial_id", "count"), best_val_top1=("val_top1", "max"), mean_val_top1=("val_top1", "mean"),
+            best_test_top1=("test_top1", "max"), mean_test_f1_at_1=("test_f1_at_1", "mean")).reset_index()
+        lines += ["## Modes compared", "", md_table(agg), ""]
+
+    figures = []
+    figures.append((plot_epochs(run, out), "Base val top-1 per epoch, one line per trial."))
+    figures.append((plot_best_so_far(run, metric, out), f"Each trial's {metric} in start order, and the best so far."))
+    figures.append((plot_params(run, metric, out), f"Each swept parameter against the last reported {metric}; "
+                    "colour is the epochs a trial ran (ASHA stops weak trials early, so compare like with like)."))
+    name, note = plot_importance(run, metric, out)
+    figures.append((name, f"Optuna parameter importance, from a study rebuilt from trials.parquet ({note})."))
+    if name is None:
+        lines += [f"Parameter importance: {note}.", ""]
+    figures.append((plot_spos(run, out), "SPOS candidates: MACs against inherited val top-1 after BN "
+                    "recalibration; stars are the a* each search chose."))
+    if best is not None:
+        name, curves = plot_topk_curves(run, best, out)
+        figures.append((name, "Macro precision@k and recall@k on test for k = 1..K, best trial's base and a*."))
+        name2, recall = plot_per_class_recall(run, best, out)
+        figures.append((name2, "Per-class recall@1 of the best base model on test; a collapsed class shows "
+                        "as a bar near zero."))
+        if recall is not None:
+            weak = [str(c) for c, v in enumerate(recall) if v < 0.5]
+            lines += [f"Classes with recall@1 below 0.5 for the best base model: {', '.join(weak) or 'none'}.", ""]
+        if not curves.empty:
+            lines += ["## Precision/recall/F1@k of the best trial (test, macro)", "",
+                      md_table(curves[["model", "k", "precision", "recall", "f1"]]), ""]
+    lines += ["## Plots", ""]
+    for name, caption in figures:
+        if name is not None:
+            lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
+    path = out / "report.md"
+    with atomic_path(path) as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python analysis/report.py", description=__doc__.split("\n\n")[1])
+    p.add_argument("run_dir", metavar="RUN_DIR")
+    args = p.parse_args(argv)
+    run = load_run(args.run_dir)
+    if run.trials.empty:
+        raise UserError(f"RUN_DIR: no sweep trials in {args.run_dir} yet")
+    path = write_report(run)
+    pngs = sorted(p.name for p in path.parent.glob("*.png"))
+    print(f"report -> {path} ({len(pngs)} plots: {', '.join(pngs)})")
+    best = run.best_trial()
+    if best is not None:
+        print(f"best trial {best['trial_id']}: val top-1 {_fmt(best.get('val_top1'))}, "
+              f"test top-1 {_fmt(best.get('test_top1'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+"""analysis/: metrics@k against torchmetrics, the report on a tiny real run, runs in progress, bad RUN_DIRs."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(f"analysis_{name}", ROOT / "analysis" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+topk_cli, report_cli, compare_cli = _load("topk"), _load("report"), _load("compare")
+
+TINY = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
+        "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=3", "search.workers=1",
+        "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2", "sweep.num_paths=2",
+        "sweep.concurrency=2", "sweep.resources.cpu=1", "sweep.trials=3", "sweep.epochs=2", "sweep.scheduler=none",
+        "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]"]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("analysis") / "run"
+    args = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"),
+            "--out", str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)]]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out
+
+
+def _torchmetrics(topk: np.ndarray, probs: np.ndarray, labels: np.ndarray, k: int, average: str, n: int) -> dict:
+    scores = np.zeros((len(labels), n), dtype=np.float32)
+    np.put_along_axis(scores, topk, probs, axis=1)
+    preds, target = torch.from_numpy(scores), torch.from_numpy(labels.astype(np.int64))
+    kw = {"num_classes": n, "average": average, "top_k": k}
+    return {"precision": multiclass_precision(preds, target, **kw).numpy(),
+            "recall": multiclass_recall(preds, target, **kw).numpy(),
+            "f1": multiclass_f1_score(preds, target, **kw).numpy()}
+
+
+@pytest.mark.parametrize("average", ["macro", "micro", "none"])
+def test_topk_equals_torchmetrics_on_the_runs_predictions(tiny_run, capsys, average):
+    assert topk_cli.main([str(tiny_run), "--k", "1", "3", "5", "--average", average]) == 0
+    assert "precision" in capsys.readouterr().out
+    table = pd.read_parquet(tiny_run / "topk.parquet")
+    preds = pd.read_parquet(tiny_run / "predictions.parquet")
+    test = preds[preds.split == "test"]
+    assert len(table) == test.groupby(["trial_id", "model"]).ngroups * 3 * (10 if average == "none" else 1)
+    for (trial, model), group in test.groupby(["trial_id", "model"]):
+        group = group.sort_values("sample_index")
+        topk, labels = np.stack(group["topk"].to_numpy()), group["label"].to_numpy()
+        probs = np.stack(group["topk_prob"].to_numpy())
+        for k in (1, 3, 5):
+            ref = _torchmetrics(topk, probs, labels, k, average, 10)
+            ours = table[(table.trial_id == trial) & (table.model == model) & (table.k == k)]
+            if average == "none":
+                ours = ours.sort_values("class")
+            for name in ("precision", "recall", "f1"):
+                np.testing.assert_allclose(ours[name].to_numpy(), np.atleast_1d(ref[name]), atol=1e-6)
+
+
+def _png_ok(path: Path) -> bool:
+    data = path.read_bytes()
+    return data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 8000
+
+
+def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
+    assert report_cli.main([str(tiny_run)]) == 0
+    out = tiny_run / "report"
+    expected = ["val_top1_per_epoch.png", "best_so_far.png", "params_vs_metric.png", "param_importance.png",
+                "spos_macs_vs_accuracy.png", "precision_recall_at_k.png", "per_class_recall.png"]
+    for name in expected:
+        assert _png_ok(out / name), name
+    text = (out / "report.md").read_text()
+    trials = pd.read_parquet(tiny_run / "trials.parquet")
+    best = trials.loc[trials["val_top1"].idxmax(), "trial_id"]
+    assert f"**Best trial: {best}**" in text and f"best trial {best}" in capsys.readouterr().out
+    assert all(f"({name})" in text for name in expected)
+    assert "## Modes compared" in text and "netaug_rkd" in text and "| netaug |" in text
+
+
+def test_scripts_read_a_run_in_progress_copied_elsewhere(tiny_run, tmp_path, capsys):
+    copy = tmp_path / "copied"
+    shutil.copytree(tiny_run, copy)
+    for name in ("trials.parquet", "epochs.parquet", "predictions.parquet", "topk.parquet"):
+        (copy / name).unlink(missing_ok=True)
+    shutil.rmtree(copy / "report", ignore_errors=True)
+    assert topk_cli.main([str(copy), "--k", "1"]) == 0
+    landed = pd.read_parquet(copy / "topk.parquet")
+    full = topk_cli.topk_table(pd.read_parquet(tiny_run / "predictions.parquet"), [1])
+    pd.testing.assert_frame_equal(landed.sort_values(["trial_id", "model"]).reset_index(drop=True),
+                                  full.sort_values(["trial_id", "model"]).reset_index(drop=True))
+    assert "run in progress" in capsys.readouterr().out
+    assert report_cli.main([str(copy)]) == 0
+    text = (copy / "report" / "report.md").read_text()
+    assert "Run in progress" in text and "**Best trial:" in text
+    capsys.readouterr()
+    assert compare_cli.main([str(tiny_run), str(copy)]) == 0
+    table = capsys.readouterr().out
+    assert "sweep (in progress)" in table and table.count("best ") == 2
+
+
+@pytest.mark.parametrize("script", ["topk", "report", "compare"])
+def test_bad_run_dir_exits_2_with_one_line(tmp_path, script):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "trials.parquet").write_bytes(b"not parquet")
+    for target, needle in ((tmp_path / "missing", "missing"), (empty, "no results"), (broken, "trials.parquet")):
+        proc = subprocess.run([sys.executable, str(ROOT / "analysis" / f"{script}.py"), str(target)],
+                              capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, (script, target, proc.stderr)
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
