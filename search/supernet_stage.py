@@ -2,7 +2,8 @@
 
 A failed or killed trial is retried from its last checkpoint (FailureConfig); an interrupted run
 continues with `--resume` (Tuner.restore). Every sampled path is logged to
-`<run>/supernet/sampled_archs.jsonl` in the run's storage path.
+`<run>/supernet/sampled_archs.jsonl` and TensorBoard scalars to `<run>/supernet/tb/`, both in the
+run's storage path.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ def _keep_log_before(path: Path, step: int) -> None:
 
 def train_supernet(config: dict) -> None:
     """Tune trainable: the one trainer in supernet mode, resuming from Tune's checkpoint if any."""
+    from torch.utils.tensorboard import SummaryWriter
+
     from netaug.data import load_data
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
@@ -50,6 +53,7 @@ def train_supernet(config: dict) -> None:
     start_epoch = trainer.epoch
     step_s = 0.0  # seconds inside training and evaluation steps since this (re)start
     _keep_log_before(log_path, trainer.global_step)
+    writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb"))
     with open(log_path, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
         while trainer.epoch < trainer.cfg.training.epochs:
@@ -61,8 +65,12 @@ def train_supernet(config: dict) -> None:
                        "base_loss": record.base_loss, "path_loss": record.aug_loss, "lr": record.lr,
                        "epoch_s": record.epoch_s, "val_base_top1": val["base"].top1,
                        "val_max_top1": val["max"].top1, "pid": os.getpid(), "step_s": step_s}
+            for key in ("train_loss", "base_loss", "path_loss", "lr", "val_base_top1", "val_max_top1"):
+                writer.add_scalar(key, metrics[key], trainer.epoch)
+            writer.flush()
             with trainer_checkpoint(trainer.state_dict(), config["space"]) as ckpt:
                 tune.report(metrics, checkpoint=ckpt)
+    writer.close()
 
 
 def experiment_path(run_dir: Path) -> Path:
