@@ -99,6 +99,7 @@ def plot_params(run: Run, metric: str, out: Path) -> str | None:
                 ax.set_xticks(sorted(trials[param].dropna().astype(int).unique()))
             elif param in ("aug_loss_weight", "lambda_kd"):
                 ax.set_xscale("log")
+                ax.xaxis.set_major_locator(matplotlib.ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
                 ax.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%g"))
                 ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         points = ax.scatter(x, trials[metric], c=epochs, cmap="viridis", vmin=epochs.min(), vmax=max(epochs.max(), 1))
@@ -247,8 +248,9 @@ def write_report(run: Run) -> Path:
                                                                "share_fraction", "mode")
                            if k in best and _fmt(best[k]))
         lines += ["## Best trial", "", f"**Best trial: {best['trial_id']}** ({params}).", ""]
+        macs = {k: f"{best[k] / 1e6:.2f}M" for k in ("base_macs", "aug_macs") if pd.notna(best.get(k))}
         facts = {"val top-1": best.get("val_top1"), "test top-1": best.get("test_top1"),
-                 "base MACs": best.get("base_macs"), "a* MACs": best.get("aug_macs")}
+                 "base MACs": macs.get("base_macs"), "largest augmented (a*) MACs": macs.get("aug_macs")}
         lines.append(" ".join(f"{k}: {_fmt(v)};" for k, v in facts.items() if _fmt(v)))
         if best.get("arch"):
             lines += ["", f"a* = `{best['arch']}`"]
