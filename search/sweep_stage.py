@@ -22,7 +22,6 @@ from netaug.config import SpaceConfig, from_dict
 from netaug.io import write_parquet
 from netaug.spos import path_id
 from search.archs import ARCHS_FILE, archs_table
-from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.checkpoints import load_trainer_state, trainer_checkpoint
 from search.cluster import resources_for
 from search.progress import LineReporter
@@ -328,5 +327,3 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
             checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
     return tuner.fit()
 
-
-__all__ = ["ARCHS_SCHEMA", "PREDICTIONS_SCHEMA", "run_sweep", "sweep_trial"]
