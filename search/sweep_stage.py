@@ -145,7 +145,7 @@ def sweep_trial(config: dict) -> None:
     data = cached_data(cfg)
     checkpoint = tune.get_checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
-    search_s = 0.0
+    search_s = state.get("search_s", 0.0) if state is not None else 0.0
     if state is not None:
         largest = state.get("largest")
     elif space.sweep.largest == "searched":
@@ -185,8 +185,8 @@ def sweep_trial(config: dict) -> None:
             metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
         writer.flush()
-        with trainer_checkpoint({"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s},
-                                config["space_json"]) as ckpt:
+        state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s}
+        with trainer_checkpoint(state, config["space_json"]) as ckpt:
             tune.report(metrics, checkpoint=ckpt)
     writer.close()
 
