@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pandas as pd  # noqa: E402
 
+from netaug.config import SWEPT_PARAMS  # noqa: E402
 from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 
 ABLATION_METRICS = ("val_top1", "test_top1", "test_precision_at_1", "test_recall_at_1", "test_f1_at_1")
@@ -26,15 +27,11 @@ def ablation_rows(path: Path) -> list[dict]:
     df = _read_parquet(path)
     if not {"mode", "seed"} <= set(df.columns):
         raise UserError(f"{path}: not an ablation results file (needs mode and seed columns)")
-    rows = []
-    for mode, group in df.groupby("mode", sort=False):
-        row = {"run": f"{path.parent.name}/{path.name}", "kind": "ablation", "what": mode, "n": len(group)}
-        for m in ABLATION_METRICS:
-            if m in group:
-                std = group[m].std(ddof=1) if len(group) > 1 else 0.0
-                row[m] = f"{group[m].mean():.4f} ± {std:.4f}"
-        rows.append(row)
-    return rows
+    from analysis.tables import mean_std_table
+
+    table = mean_std_table(df, "mode", [m for m in ABLATION_METRICS if m in df])
+    return [{"run": f"{path.parent.name}/{path.name}", "kind": "ablation", "what": mode, **row}
+            for mode, row in table.to_dict("index").items()]
 
 
 def sweep_row(path: Path) -> dict:
@@ -47,8 +44,7 @@ def sweep_row(path: Path) -> dict:
     if best is None:
         return {**row, "what": "no finished trial"}
     params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                       for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
-                       if k in best and pd.notna(best[k]))
+                       for k in SWEPT_PARAMS if k in best and pd.notna(best[k]))
     row["what"] = f"best {best['trial_id']}: {params}"
     for m in ABLATION_METRICS:
         if m in best and pd.notna(best[m]):

@@ -15,9 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from netaug.config import SWEPT_PARAMS
 from netaug.errors import UserError
-
-SWEPT = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
 
 
 @dataclass
@@ -32,7 +31,7 @@ class Run:
 
     def swept(self) -> list[str]:
         """Swept parameters that vary in this run."""
-        return [c for c in SWEPT if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
+        return [c for c in SWEPT_PARAMS if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
 
     def best_trial(self) -> pd.Series | None:
         metric = self.space.get("sweep", {}).get("metric", "val_top1")
@@ -78,7 +77,7 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         config = last.get("config", {})
         tid = last.get("trial_id", log.parent.name)
         trials.append({"trial_id": tid, "status": "RUNNING" if not last.get("done") else "TERMINATED",
-                       "error": None, **{k: config.get(k) for k in SWEPT},
+                       "error": None, **{k: config.get(k) for k in SWEPT_PARAMS},
                        "mode": config.get("mode") or last.get("mode"),
                        "arch": last.get("arch"), "base_macs": last.get("base_macs"), "aug_macs": last.get("aug_macs"),
                        "epochs_run": last["epoch"], "val_top1": last.get("val_top1"),

@@ -25,6 +25,7 @@ import pandas as pd  # noqa: E402
 
 from analysis.load import Run, load_run  # noqa: E402
 from analysis.topk import num_classes_of, topk_table  # noqa: E402
+from netaug.config import SWEPT_PARAMS  # noqa: E402
 from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
 
@@ -80,8 +81,7 @@ def plot_best_so_far(run: Run, metric: str, out: Path) -> str | None:
 
 def plot_params(run: Run, metric: str, out: Path) -> str | None:
     """One scatter per swept parameter that varies; colour = epochs the trial ran (ASHA stops some early)."""
-    params = [p for p in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
-              if p in run.trials and run.trials[p].nunique(dropna=True) > 1]
+    params = [p for p in SWEPT_PARAMS if p in run.trials and run.trials[p].nunique(dropna=True) > 1]
     trials = run.trials.dropna(subset=[metric])
     if not params or trials.empty:
         return None
@@ -244,9 +244,7 @@ def write_report(run: Run) -> Path:
                  f"metric {metric}.")
     lines.append("")
     if best is not None:
-        params = ", ".join(f"{k} = {_fmt(best[k])}" for k in ("r", "s", "aug_loss_weight", "lambda_kd",
-                                                               "share_fraction", "mode")
-                           if k in best and _fmt(best[k]))
+        params = ", ".join(f"{k} = {_fmt(best[k])}" for k in SWEPT_PARAMS if k in best and _fmt(best[k]))
         lines += ["## Best trial", "", f"**Best trial: {best['trial_id']}** ({params}).", ""]
         macs = {k: f"{best[k] / 1e6:.2f}M" for k in ("base_macs", "aug_macs") if pd.notna(best.get(k))}
         facts = {"val top-1": best.get("val_top1"), "test top-1": best.get("test_top1"),
@@ -255,8 +253,8 @@ def write_report(run: Run) -> Path:
         if best.get("arch"):
             lines += ["", f"a* = `{best['arch']}`"]
         lines.append("")
-    cols = [c for c in ("trial_id", "status", "r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode",
-                        "epochs_run", "val_top1", "test_top1", "test_precision_at_1", "test_recall_at_1",
+    cols = [c for c in ("trial_id", "status", *SWEPT_PARAMS, "epochs_run", "val_top1", "test_top1",
+                        "test_precision_at_1", "test_recall_at_1",
                         "test_f1_at_1") if c in run.trials and run.trials[c].notna().any()]
     if cols:
         ranked = run.trials.sort_values(metric, ascending=metric == "val_loss") if metric in run.trials else run.trials

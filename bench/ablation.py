@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from analysis.tables import mean_std_table  # noqa: E402
 from netaug.config import MODES, load_space  # noqa: E402
 from netaug.errors import exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
@@ -55,15 +56,7 @@ def run_one(cfg, data, mode: str, seed: int) -> dict:
 
 
 def summary(df: pd.DataFrame) -> pd.DataFrame:
-    cols = METRICS + ["train_s", "mean_step_s"]
-    grouped = df.groupby("mode", sort=False)[cols]
-    mean, std = grouped.mean(), grouped.std(ddof=1).fillna(0.0)
-    table = mean.copy().astype(object)
-    for c in cols:
-        digits = 1 if c == "train_s" else 3 if c == "mean_step_s" else 4
-        table[c] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(mean[c], std[c])]
-    table.insert(0, "n", grouped.size())
-    return table
+    return mean_std_table(df, "mode", METRICS + ["train_s", "mean_step_s"], {"train_s": 1, "mean_step_s": 3})
 
 
 @exit_on_user_error

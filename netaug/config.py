@@ -22,6 +22,7 @@ DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder")
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
+SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")  # what a sweep may vary
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 

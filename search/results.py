@@ -13,12 +13,12 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from netaug.config import SWEPT_PARAMS
 from netaug.io import write_parquet
 from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.sweep_stage import EXPERIMENT, KS, PREDICTIONS_SCHEMA
 
-SWEPT = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")
 TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]
 TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -64,7 +64,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         run = int(m.get("epoch", 0) or 0)
         status = "ERROR" if result.error is not None else "TERMINATED" if run >= epochs else "STOPPED"
         row = {"trial_id": tid, "status": status, "error": _error_text(result.error),
-               **{k: config.get(k) for k in SWEPT}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
+               **{k: config.get(k) for k in SWEPT_PARAMS}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
                "aug_macs": m.get("aug_macs"), "epochs_run": run, "val_top1": m.get("val_top1"),
                "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
                "aug_test_top1": m.get("aug_test_top1"), "search_s": m.get("search_s"),
@@ -130,7 +130,7 @@ def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
         return lines + ["no trial produced a result"]
     best = (max if mode == "max" else min)(done, key=lambda t: t[metric])
     params = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                       for k in SWEPT if best.get(k) is not None)
+                       for k in SWEPT_PARAMS if best.get(k) is not None)
     lines.append(f"best trial {best['trial_id']} ({best['status']}): {params}")
     lines.append(f"  base MACs {best['base_macs'] / 1e6:.2f}M, largest augmented (a*) {best['aug_macs'] / 1e6:.2f}M"
                  if best.get("base_macs") else "  (no MACs recorded)")

@@ -18,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
-from netaug.config import SpaceConfig, from_dict
+from netaug.config import SWEPT_PARAMS, SpaceConfig, from_dict
 from netaug.io import write_parquet
 from netaug.spos import path_id
 from search.archs import ARCHS_FILE, archs_table
@@ -36,7 +36,7 @@ PREDICTIONS_SCHEMA = pa.schema([
 
 
 def swept_params(config: dict) -> dict:
-    return {k: config[k] for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode") if k in config}
+    return {k: config[k] for k in SWEPT_PARAMS if k in config}
 
 
 def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:

@@ -8,6 +8,13 @@ import torch
 from netaug.config import load_space
 from netaug.data import load_data
 
+# The whole pipeline at the smallest budget that still exercises every stage (8 px digits, one supernet
+# epoch, tiny searches); tests append their own overrides (later ones win).
+TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
+                 "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2",
+                 "search.workers=1", "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2",
+                 "sweep.num_paths=2", "sweep.resources.cpu=1", "sweep.scheduler=none"]
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _two_threads():

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import TINY_PIPELINE
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,11 +27,8 @@ def _load(name: str):
 
 topk_cli, report_cli, compare_cli = _load("topk"), _load("report"), _load("compare")
 
-TINY = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
-        "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=3", "search.workers=1",
-        "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2", "sweep.num_paths=2",
-        "sweep.concurrency=2", "sweep.resources.cpu=1", "sweep.trials=3", "sweep.epochs=2", "sweep.scheduler=none",
-        "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]"]
+TINY = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.epochs=2",
+                         "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]"]
 
 
 @pytest.fixture(scope="module")

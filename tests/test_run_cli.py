@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+from conftest import TINY_PIPELINE
 
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("search_run", ROOT / "search" / "run.py")
@@ -87,10 +88,7 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
 
 
-TINY = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
-        "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2", "search.workers=1",
-        "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2", "sweep.num_paths=2",
-        "sweep.concurrency=1", "sweep.resources.cpu=1", "sweep.trials=3", "sweep.epochs=2", "sweep.scheduler=none"]
+TINY = TINY_PIPELINE + ["sweep.concurrency=1", "sweep.trials=3", "sweep.epochs=2"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:

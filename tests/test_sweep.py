@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import ray
 import torch
+from conftest import TINY_PIPELINE
 from torchmetrics.functional.classification import multiclass_precision
 
 from netaug.config import load_space
@@ -19,10 +20,7 @@ from search.search_stage import run_search
 from search.supernet_stage import run_supernet
 from search.sweep_stage import FAULT_ENV, PREDICTIONS_SCHEMA, finalize_stopped, run_sweep
 
-TINY = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
-        "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2", "search.workers=1",
-        "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2", "sweep.num_paths=2",
-        "sweep.concurrency=2", "sweep.resources.cpu=1", "sweep.sampler=random", "sweep.scheduler=none"]
+TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random"]
 
 
 @pytest.fixture(scope="module")
