@@ -22,9 +22,9 @@ ABLATION_METRICS = ("val_top1", "test_top1", "test_precision_at_1", "test_recall
 
 
 def ablation_rows(path: Path) -> list[dict]:
-    from analysis.load import _read_parquet
+    from analysis.load import read_parquet
 
-    df = _read_parquet(path)
+    df = read_parquet(path)
     if not {"mode", "seed"} <= set(df.columns):
         raise UserError(f"{path}: not an ablation results file (needs mode and seed columns)")
     from analysis.tables import mean_std_table

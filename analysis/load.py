@@ -44,7 +44,7 @@ class Run:
         return done.loc[idx]
 
 
-def _read_parquet(path: Path) -> pd.DataFrame:
+def read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pq.read_table(path).to_pandas()
     except (OSError, pa.ArrowInvalid) as exc:
@@ -105,17 +105,17 @@ def load_run(run_dir: str | Path) -> Run:
             raise UserError(f"{path / 'space.json'}: not valid JSON") from None
     complete = (path / "trials.parquet").is_file()
     if complete:
-        trials = _read_parquet(path / "trials.parquet")
-        epochs = _read_parquet(path / "epochs.parquet") if (path / "epochs.parquet").is_file() else pd.DataFrame()
+        trials = read_parquet(path / "trials.parquet")
+        epochs = read_parquet(path / "epochs.parquet") if (path / "epochs.parquet").is_file() else pd.DataFrame()
     else:
         trials, epochs = _from_result_logs(path)
     if (path / "predictions.parquet").is_file():
-        predictions = _read_parquet(path / "predictions.parquet")
+        predictions = read_parquet(path / "predictions.parquet")
     else:
-        predictions = _concat([_read_parquet(f) for f in sorted((path / "sweep" / "predictions").glob("*.parquet"))])
-    archs = _concat(([_read_parquet(path / "archs.parquet")] if (path / "archs.parquet").is_file() else [])
+        predictions = _concat([read_parquet(f) for f in sorted((path / "sweep" / "predictions").glob("*.parquet"))])
+    archs = _concat(([read_parquet(path / "archs.parquet")] if (path / "archs.parquet").is_file() else [])
                     + ([] if complete else
-                       [_read_parquet(f) for f in sorted((path / "sweep" / "archs").glob("*.parquet"))]))
+                       [read_parquet(f) for f in sorted((path / "sweep" / "archs").glob("*.parquet"))]))
     if not len(archs) == 0 and {"search_id", "candidate_id"} <= set(archs):
         archs = archs.drop_duplicates(["search_id", "candidate_id"]).reset_index(drop=True)
     if trials.empty and predictions.empty and archs.empty:

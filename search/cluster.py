@@ -20,10 +20,8 @@ def start_ray(address: str | None, dashboard: bool, quiet: bool = False) -> str 
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if ray.is_initialized():
-        ctx = ray.get_runtime_context()
-        url = getattr(ctx, "dashboard_url", None)
-        return url
+    if ray.is_initialized():  # e.g. a notebook or a test that started Ray itself
+        return None
     kwargs: dict = {"address": address, "log_to_driver": False, "configure_logging": True,
                     "logging_level": "warning"}
     if address is None:  # a local instance: the dashboard is ours to switch on or off

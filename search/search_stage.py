@@ -113,7 +113,6 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
               "epochs; run --stage supernet --resume to finish it", flush=True)
 
     data = load_data(cfg.data)
-    torch.manual_seed(0)
     supernet = build_supernet(trained, build_base(cfg, data))  # structure only: MACs are counted here
     shape = (data.in_channels, data.resolution, data.resolution)
     base_macs = profile_macs(supernet.export("min"), shape)[0]

@@ -65,12 +65,12 @@ def known_evaluations(run_dir: Path) -> dict[str, tuple[float, float]]:
 
 
 def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str, trial_id: str):
-    """SPOS uniform search on the trial's (r, s) grid; returns (a*, its Candidate, base MACs)."""
+    """SPOS uniform search on the trial's (r, s) grid; returns a*."""
     import torch
 
     from netaug.models import profile_macs
     from netaug.spos import PathEvaluator, PathSpace, uniform_search
-    from netaug.spos.supernet import supernet_scorer
+    from netaug.spos.supernet import paths_from_json, supernet_scorer
 
     checkpoint = tune.Checkpoint(checkpoint_path)
     with checkpoint.as_directory() as folder:
@@ -79,9 +79,8 @@ def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str
     supernet = scorer.supernet
     shape = (data.in_channels, data.resolution, data.resolution)
     evaluator = PathEvaluator(supernet, shape, scorer)
-    for arch, score in known_evaluations(run_dir).items():  # reuse evaluations of the same supernet
-        w, e = json.loads(arch)
-        evaluator.cache[(tuple(float(v) for v in w), tuple(float(v) for v in e))] = score
+    known = known_evaluations(run_dir)  # reuse evaluations of the same supernet
+    evaluator.cache.update(zip(paths_from_json([json.loads(a) for a in known]), known.values()))
     base_macs = profile_macs(supernet.export("min"), shape)[0]
     limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
     space = PathSpace.from_rs(supernet, cfg.netaug.r, cfg.netaug.s, expand=cfg.netaug.augment_expand)
@@ -89,7 +88,7 @@ def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str
     chosen, table = uniform_search(evaluator, space, min(cfg.sweep.num_paths, space.size), limit, gen)
     rows = archs_table(table, chosen, f"sweep-{trial_id}", "uniform", cfg.netaug.r, cfg.netaug.s)
     write_parquet(rows, run_dir / EXPERIMENT / "archs" / f"{trial_id}.parquet")
-    return chosen.path, chosen
+    return chosen.path
 
 
 def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
@@ -150,7 +149,7 @@ def sweep_trial(config: dict) -> None:
         largest = state.get("largest")
     elif space.sweep.largest == "searched":
         t0 = time.perf_counter()
-        largest, _ = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id)
+        largest = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id)
         search_s = time.perf_counter() - t0
     else:
         largest = None
