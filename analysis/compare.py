@@ -1,8 +1,10 @@
 """`python analysis/compare.py RUN_DIR [RUN_DIR ...]`: a side-by-side table of several runs.
 
 For a sweep run: trials, the best trial (by the sweep's metric), its parameters, val and test top-1
-and test precision/recall/F1@1. For bench/ablation.py's results.parquet (a file, or a folder holding
-one): mean ± std over seeds per mode. Works on runs in progress and on copied run directories.
+and test precision/recall/F1@1; then one row per final arm (mean ± std over seeds, and the paired
+difference in test top-1 against baseline with its interval and p-value). For bench/ablation.py's
+results.parquet (a file, or a folder holding one): mean ± std over seeds per mode. Works on runs in
+progress and on copied run directories.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from netaug.config import SWEPT_PARAMS  # noqa: E402
@@ -34,10 +37,40 @@ def ablation_rows(path: Path) -> list[dict]:
             for mode, row in table.to_dict("index").items()]
 
 
-def sweep_row(path: Path) -> dict:
+def final_rows(path: Path, run) -> list[dict]:
+    """One row per final arm: mean ± std over seeds, and the paired difference against baseline."""
+    from analysis.tables import mean_std_table
+    from netaug.stats import arm_comparisons, format_points
+
+    final = run.final
+    if final.empty:
+        return []
+    if "status" in final:
+        final = final[final["status"] == "TERMINATED"]
+    final = final.dropna(subset=["test_top1"])
+    if final.empty:
+        return []
+    metrics = [m for m in ("train_top1", *ABLATION_METRICS) if m in final]
+    table = mean_std_table(final, "arm", metrics)
+    confidence = run.space.get("final", {}).get("confidence", 0.95)
+    diffs = {c.arm: c for c in arm_comparisons(final.to_dict("records"), "test_top1", "baseline", confidence)}
+    rows = []
+    for arm, row in table.to_dict("index").items():
+        desc = final.loc[final["arm"] == arm, "description"].iloc[0] if "description" in final else arm
+        out = {"run": f"{path.parent.name}/{path.name}", "kind": "final", "what": f"{arm} ({desc})", **row}
+        if arm in diffs:
+            r = diffs[arm].result
+            interval = "" if np.isnan(r.low) else f" [{format_points(r.low)}, {format_points(r.high)}]"
+            out["test_top1_vs_baseline"] = (f"{format_points(r.mean)} pts{interval}"
+                                            + ("" if np.isnan(r.p_value) else f", p = {r.p_value:.3g}"))
+        rows.append(out)
+    return rows
+
+
+def sweep_row(path: Path, run=None) -> dict:
     from analysis.load import load_run
 
-    run = load_run(path)
+    run = run if run is not None else load_run(path)
     best = run.best_trial()
     row = {"run": f"{path.parent.name}/{path.name}", "kind": "sweep" if run.complete else "sweep (in progress)",
            "n": len(run.trials)}
@@ -66,7 +99,12 @@ def main(argv: list[str] | None = None) -> int:
               and not (path / "sweep").is_dir()):
             rows += ablation_rows(path / "results.parquet")
         elif path.is_dir():
-            rows.append(sweep_row(path))
+            from analysis.load import load_run
+
+            run = load_run(path)
+            if not run.trials.empty:
+                rows.append(sweep_row(path, run))
+            rows += final_rows(path, run)
         else:
             raise UserError(f"RUN_DIR: no such run directory or results file: {arg}")
     table = pd.DataFrame(rows).fillna("")

@@ -1,8 +1,10 @@
 """Read a run directory into pandas, also while it is still running or after it was copied elsewhere.
 
-The driver writes trials/epochs/predictions.parquet at the end of a sweep; before that, the same
-data is read from what has landed: each trial's Tune result log (`sweep/*/result.json`) and its
-fragments (`sweep/predictions/*.parquet`, `sweep/archs/*.parquet`). Only relative paths are used.
+The driver writes trials/epochs/predictions.parquet at the end of a sweep (and final.parquet at the
+end of the final stage); before that, the same data is read from what has landed: each trial's Tune
+result log (`sweep/*/result.json`, `final/*/result.json`) and its fragments
+(`sweep/predictions/*.parquet`, `final/predictions/*.parquet`, `sweep/archs/*.parquet`). Only
+relative paths are used.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class Run:
     archs: pd.DataFrame
     space: dict
     complete: bool  # the driver has written trials.parquet
+    final: pd.DataFrame  # one row per final arm x seed (final.parquet, or what has landed of the final stage)
+    model: dict | None = None  # final/model.json: the delivered model
 
     def swept(self) -> list[str]:
         """Swept parameters that vary in this run."""
@@ -87,9 +91,24 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for r in reports:
             seen[r["epoch"]] = r
         for epoch, r in sorted(seen.items()):
-            epochs.append({"trial_id": tid, "epoch": epoch, **{k: r.get(k) for k in (
+            epochs.append({"trial_id": tid, "stage": "sweep", "epoch": epoch, **{k: r.get(k) for k in (
                 "train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr", "epoch_s")}})
     return pd.DataFrame(trials), pd.DataFrame(epochs)
+
+
+def _final_from_result_logs(run_dir: Path) -> pd.DataFrame:
+    """One row per final trial from its Tune result log: a final stage still running."""
+    rows = []
+    for log in sorted((run_dir / "final").glob("*/result.json")):
+        reports = [r for r in _reports(log) if "epoch" in r and "arm" in r]
+        if reports:
+            last = reports[-1]
+            rows.append({"arm": last["arm"], "mode": last.get("mode"), "seed": last.get("seed"),
+                         "epochs": last["epoch"], "status": "TERMINATED" if last.get("test_top1") is not None
+                         else "RUNNING", "trial_id": last.get("trial_id", log.parent.name),
+                         **{k: last.get(k) for k in ("train_top1", "val_top1", "val_loss", "test_top1",
+                                                     "base_macs", "aug_macs", "largest")}})
+    return pd.DataFrame(rows)
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -112,13 +131,23 @@ def load_run(run_dir: str | Path) -> Run:
     if (path / "predictions.parquet").is_file():
         predictions = read_parquet(path / "predictions.parquet")
     else:
-        predictions = _concat([read_parquet(f) for f in sorted((path / "sweep" / "predictions").glob("*.parquet"))])
+        fragments = [*sorted((path / "sweep" / "predictions").glob("*.parquet")),
+                     *sorted((path / "final" / "predictions").glob("*.parquet"))]
+        predictions = _concat([read_parquet(f) for f in fragments])
     archs = _concat(([read_parquet(path / "archs.parquet")] if (path / "archs.parquet").is_file() else [])
                     + ([] if complete else
                        [read_parquet(f) for f in sorted((path / "sweep" / "archs").glob("*.parquet"))]))
     if not len(archs) == 0 and {"search_id", "candidate_id"} <= set(archs):
         archs = archs.drop_duplicates(["search_id", "candidate_id"]).reset_index(drop=True)
-    if trials.empty and predictions.empty and archs.empty:
+    final = (read_parquet(path / "final.parquet") if (path / "final.parquet").is_file()
+             else _final_from_result_logs(path))
+    model = None
+    if (path / "final" / "model.json").is_file():
+        try:
+            model = json.loads((path / "final" / "model.json").read_text())
+        except json.JSONDecodeError:
+            raise UserError(f"{path / 'final' / 'model.json'}: not valid JSON") from None
+    if trials.empty and predictions.empty and archs.empty and final.empty:
         raise UserError(f"RUN_DIR: {run_dir} holds no results yet (no trials.parquet, sweep/*/result.json, "
                         "predictions or archs)")
-    return Run(path, trials, epochs, predictions, archs, space, complete)
+    return Run(path, trials, epochs, predictions, archs, space, complete, final, model)

@@ -40,16 +40,23 @@ def _save(fig, path: Path) -> str:
     return path.name
 
 
+def sweep_epochs(run: Run) -> pd.DataFrame:
+    if run.epochs.empty or "stage" not in run.epochs:
+        return run.epochs
+    return run.epochs[run.epochs["stage"] == "sweep"]
+
+
 def plot_epochs(run: Run, out: Path) -> str | None:
-    if run.epochs.empty:
+    epochs = sweep_epochs(run)
+    if epochs.empty:
         return None
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for tid, group in run.epochs.groupby("trial_id", sort=False):
+    for tid, group in epochs.groupby("trial_id", sort=False):
         group = group.sort_values("epoch")
         ax.plot(group["epoch"], group["val_top1"], marker="o", ms=3, label=tid)
     ax.set(xlabel="epoch", ylabel="base val top-1", title="Base val top-1 per epoch, one line per trial")
     ax.grid(alpha=0.3)
-    if run.epochs["trial_id"].nunique() <= 12:
+    if epochs["trial_id"].nunique() <= 12:
         ax.legend(fontsize=7, ncol=2)
     return _save(fig, out / "val_top1_per_epoch.png")
 
@@ -217,6 +224,117 @@ def plot_per_class_recall(run: Run, best: pd.Series, out: Path) -> tuple[str | N
     return _save(fig, out / "per_class_recall.png"), recall
 
 
+ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:blue"}
+
+
+def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
+    """(mean, low, high): a t interval of the mean over seeds (no interval from one seed)."""
+    from scipy import stats
+
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return mean, mean, mean
+    half = float(stats.t.ppf(0.5 + confidence / 2, len(values) - 1) * np.std(values, ddof=1) / np.sqrt(len(values)))
+    return mean, mean - half, mean + half
+
+
+def plot_final(run: Run, out: Path, confidence: float) -> str | None:
+    """Per-seed test top-1 per arm with mean and interval (lines join one seed across arms: the pairs);
+    train against test top-1 per arm; the base's train top-1 per epoch, mean over seeds, per arm."""
+    final = run.final[run.final.get("status", "TERMINATED") == "TERMINATED"].dropna(subset=["test_top1"])
+    if final.empty:
+        return None
+    arms = list(dict.fromkeys(final["arm"]))
+    epochs = run.epochs[run.epochs["stage"] == "final"] if "stage" in run.epochs else pd.DataFrame()
+    panels = 3 if not epochs.empty else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.4))
+    ax = axes[0]
+    x = {a: i for i, a in enumerate(arms)}
+    for _seed, group in final.groupby("seed"):
+        group = group.set_index("arm").reindex(arms)
+        ax.plot(range(len(arms)), group["test_top1"], color="lightgray", lw=1, zorder=1)
+    for arm in arms:
+        values = final.loc[final["arm"] == arm, "test_top1"].to_numpy(dtype=float)
+        color = ARM_COLORS.get(arm, "tab:green")
+        ax.scatter(np.full(len(values), x[arm]), values, color=color, s=28, zorder=3, alpha=0.8)
+        mean, low, high = _mean_interval(values, confidence)
+        ax.errorbar([x[arm] + 0.12], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="black", capsize=5,
+                    zorder=4)
+    ax.set_xticks(range(len(arms)), arms)
+    ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(1.0, ax.get_ylim()[1]))  # a top-1 interval beyond [0, 1] is cut
+    ax.set(ylabel="test top-1 of the base", title=f"Test top-1 per seed; mean and {confidence:.0%} t interval")
+    ax.grid(alpha=0.3)
+    ax = axes[1]
+    for arm in arms:
+        part = final[final["arm"] == arm].dropna(subset=["train_top1"])
+        ax.scatter(part["train_top1"], part["test_top1"], color=ARM_COLORS.get(arm, "tab:green"), label=arm, s=36)
+    lo = float(min(final["train_top1"].min(), final["test_top1"].min()))
+    hi = float(max(final["train_top1"].max(), final["test_top1"].max()))
+    pad = 0.02 * max(hi - lo, 0.01)
+    ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], color="black", lw=0.8, ls=":", label="train = test")
+    ax.set(xlabel="train top-1 (fixed un-augmented train subset)", ylabel="test top-1",
+           title="Train against test top-1 (underfitting: low on both)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if panels == 3:
+        ax = axes[2]
+        for arm in arms:
+            part = epochs[epochs["arm"] == arm].groupby("epoch")["train_top1"].agg(["mean", "min", "max"])
+            color = ARM_COLORS.get(arm, "tab:green")
+            ax.plot(part.index, part["mean"], color=color, marker="o", ms=3, label=arm)
+            ax.fill_between(part.index, part["min"], part["max"], color=color, alpha=0.15)
+        ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        ax.set(xlabel="epoch", ylabel="train top-1 (mean over seeds; band: min-max)",
+               title="Does the tiny model still underfit?")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    return _save(fig, out / "final_arms.png")
+
+
+def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str] | None]:
+    """The report's "Did NetAug help here?" section and its figure."""
+    from netaug.stats import arm_comparisons, comparison_lines
+
+    if run.final.empty:
+        return [], None
+    confidence = run.space.get("final", {}).get("confidence", 0.95)
+    ok = run.final[run.final.get("status", "TERMINATED") == "TERMINATED"].dropna(subset=["test_top1"])
+    rows = ok.to_dict("records")
+    lines = ["## Did NetAug help here?", ""]
+    if not run.complete or not (run.path / "final.parquet").is_file():
+        lines += ["*The final stage is still running: what has landed so far.*", ""]
+    answer = comparison_lines(arm_comparisons(rows, "test_top1", "baseline", confidence), rows)
+    lines += [answer[-1] if answer[-1].startswith("Answer") else answer[0], ""]
+    lines += [f"- {line.strip()}" for line in answer[1:-1]] + [""]
+    if not ok.empty:
+        agg = ok.groupby("arm", sort=False).agg(
+            mode=("mode", "first"), seeds=("seed", "count"), train_top1=("train_top1", "mean"),
+            val_top1=("val_top1", "mean"), test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
+            test_f1_at_1=("test_f1_at_1", "mean") if "test_f1_at_1" in ok else ("test_top1", "size")).reset_index()
+        lines += ["Mean over seeds per arm (train top-1 is the base on a fixed un-augmented subset of the training "
+                  "split, at the last epoch):", "", md_table(agg), ""]
+        lines += ["Per seed:", "", md_table(ok[[c for c in ("arm", "seed", "train_top1", "val_top1", "test_top1",
+                                                             "init_digest", "batch_digest") if c in ok]]), ""]
+    if run.model:
+        m = run.model
+        lines += ["### The delivered model", "",
+                  f"`final/model.pt` and `final/model.onnx`: arm **{m['arm']}** ({m.get('description')}), seed "
+                  f"{m['seed']}, chosen by {m['chosen_by']}. Val top-1 {m['val_top1']:.4f}, test top-1 "
+                  f"{m['test_top1']:.4f}.", "",
+                  md_table(pd.DataFrame([{
+                      "MACs": f"{m['macs'] / 1e6:.2f}M", "params (BN folded)": m["params_bn_folded"],
+                      "weights fp32 (KiB)": f"{m['weights_bytes_fp32'] / 1024:.1f}",
+                      "weights int8 (KiB)": f"{m['weights_bytes_int8'] / 1024:.1f}",
+                      "peak activation fp32 (KiB)": f"{m['peak_activation_bytes_fp32'] / 1024:.1f}",
+                      "peak activation int8 (KiB)": f"{m['peak_activation_bytes_int8'] / 1024:.1f}",
+                      "ONNX max abs logit diff": f"{m['onnx']['max_abs_logit_diff']:.2e}"}])), ""]
+    name = plot_final(run, out, confidence)
+    caption = ("Left: test top-1 of each seed per arm (grey lines join the arms of one seed: the pairs), with the "
+               "mean and its t interval. Middle: train against test top-1 per arm and seed. Right: the base's train "
+               "top-1 per epoch (mean over seeds): where it plateaus low, the tiny model underfits.")
+    return lines, (name, caption)
+
+
 def _fmt(value) -> str:
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
@@ -243,6 +361,8 @@ def write_report(run: Run) -> Path:
                  f"{len(run.trials)} trials ({', '.join(f'{v} {k.lower()}' for k, v in status.items())}); "
                  f"metric {metric}.")
     lines.append("")
+    section, figure = final_section(run, out)  # the answer first: what a user comes for
+    lines += section
     if best is not None:
         params = ", ".join(f"{k} = {_fmt(best[k])}" for k in SWEPT_PARAMS if k in best and _fmt(best[k]))
         lines += ["## Best trial", "", f"**Best trial: {best['trial_id']}** ({params}).", ""]
@@ -288,6 +408,8 @@ def write_report(run: Run) -> Path:
         if not curves.empty:
             lines += ["## Precision/recall/F1@k of the best trial (test, macro)", "",
                       md_table(curves[["model", "k", "precision", "recall", "f1"]]), ""]
+    if figure is not None:
+        figures.insert(0, figure)
     lines += ["## Plots", ""]
     for name, caption in figures:
         if name is not None:
@@ -304,8 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", metavar="RUN_DIR")
     args = p.parse_args(argv)
     run = load_run(args.run_dir)
-    if run.trials.empty:
-        raise UserError(f"RUN_DIR: no sweep trials in {args.run_dir} yet")
+    if run.trials.empty and run.final.empty:
+        raise UserError(f"RUN_DIR: no sweep or final trials in {args.run_dir} yet")
     path = write_report(run)
     pngs = sorted(p.name for p in path.parent.glob("*.png"))
     print(f"report -> {path} ({len(pngs)} plots: {', '.join(pngs)})")

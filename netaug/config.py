@@ -23,6 +23,7 @@ MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")  # what a sweep may vary
+FINAL_ARMS = ("winner", "baseline", "netaug_fixed")  # what the final stage may retrain, paired by seed
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
@@ -251,6 +252,29 @@ class SweepConfig:
 
 
 @dataclass
+class FinalConfig:
+    """Stage 4: retrain the sweep's winner from scratch against plain training, paired over seeds."""
+
+    arms: list[Literal["winner", "baseline", "netaug_fixed"]] = opt(
+        ["winner", "baseline", "netaug_fixed"],
+        "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training), "
+        "netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r)")
+    seeds: int = opt(2, "seeds per arm: training.seed, training.seed + 1, ...; one Tune trial per arm and seed",
+                     ge=1, le=1000)
+    epochs: int | None = opt(None, "training epochs of every final trial; null: training.epochs", ge=1, le=100000)
+    train_eval_size: int = opt(
+        2000, "un-augmented training images (a fixed subset, the same for every arm and seed) scored each epoch "
+        "as train_top1", ge=1)
+    confidence: float = opt(0.95, "confidence level of the paired intervals", gt=0, lt=1)
+    max_failures: int = opt(1, "Tune retries of a failing final trial, each from its last checkpoint", ge=0)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+    def check(self) -> None:
+        if len(set(self.arms)) != len(self.arms):
+            raise UserError(f"final.arms: each arm at most once, got {self.arms}")
+
+
+@dataclass
 class SpaceConfig:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -261,6 +285,7 @@ class SpaceConfig:
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    final: FinalConfig = field(default_factory=FinalConfig)
 
     def check(self) -> None:
         if self.search.r is not None and self.search.r > self.r_max():
@@ -456,11 +481,13 @@ def load_space(path: str | Path | None, overrides: list[str] | None = None) -> S
         if not p.is_file():
             raise UserError(f"--space: no such file: {p}")
         try:
-            raw = yaml.safe_load(p.read_text()) or {}
+            raw = yaml.safe_load(p.read_text())
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark is not None else ""
             raise UserError(f"{p}:{where} is not valid YAML") from None
+        if raw is None:
+            raise UserError(f"--space: {p} is empty (no sections); copy spaces/mbv2.yaml to start from the defaults")
         if not isinstance(raw, dict):
             raise UserError(f"{p}: the space file must be a mapping of sections")
     raw = apply_overrides(raw, overrides or [])

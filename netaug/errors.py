@@ -16,6 +16,10 @@ class UserError(Exception):
     """Bad input from the user (space file, CLI flag, dataset path). Printed as one line, exit 2."""
 
 
+class StageIncomplete(Exception):
+    """A pipeline stage ended before all its work was done (e.g. interrupted); later stages must not start."""
+
+
 def exit_on_user_error(main: F) -> F:
     """Wrap a CLI entry point so that a `UserError` prints `error: ...` and exits 2, no traceback."""
 

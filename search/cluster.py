@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -30,16 +31,36 @@ def start_ray(address: str | None, dashboard: bool, quiet: bool = False) -> str 
         paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
         os.environ["PYTHONPATH"] = os.pathsep.join([root, *[p for p in paths if p != root]])
         kwargs.update(include_dashboard=dashboard, dashboard_host="127.0.0.1")
+    # Ray warns at start that token authentication is on; our dashboard line says so and how to get in.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     info = ray.init(**kwargs)
     url = getattr(info, "dashboard_url", None) if dashboard else None
     if url and not url.startswith("http"):
         url = f"http://{url}"
     if not quiet:
         where = address or "local"
+        dash = f" | dashboard {url}{token_hint()}" if url else " | dashboard off"
         print(f"ray: {where}, {ray.cluster_resources().get('CPU', 0):g} CPUs, "
-              f"{ray.cluster_resources().get('GPU', 0):g} GPUs"
-              + (f" | dashboard {url}" if url else " | dashboard off"), flush=True)
+              f"{ray.cluster_resources().get('GPU', 0):g} GPUs{dash}", flush=True)
     return url
+
+
+def token_auth_enabled() -> bool:
+    """Whether this Ray cluster asks for its authentication token (RAY_AUTH_MODE=token, Ray's default
+    when a token exists in ~/.ray/auth_token)."""
+    try:
+        from ray._private.authentication.authentication_utils import is_token_auth_enabled
+
+        return bool(is_token_auth_enabled())
+    except ImportError:  # a Ray without token authentication
+        return os.environ.get("RAY_AUTH_MODE", "").lower() == "token"
+
+
+def token_hint() -> str:
+    """How to get into the dashboard when it asks for a token."""
+    if not token_auth_enabled():
+        return ""
+    return " (it asks for a token: paste the output of `ray get-auth-token`)"
 
 
 def resources_for(rc: ResourcesConfig) -> dict[str, float]:

@@ -28,17 +28,27 @@ TRIALS_SCHEMA = pa.schema(
     + [(name, pa.float64()) for name in TEST_METRICS]
     + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
        ("wall_s", pa.float64()), ("started_at", pa.float64())])
-EPOCHS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("epoch", pa.int64()), ("train_loss", pa.float64()), ("base_loss", pa.float64()),
-    ("aug_loss", pa.float64()), ("rkd_loss", pa.float64()), ("val_top1", pa.float64()), ("lr", pa.float64()),
-    ("epoch_s", pa.float64())])
+EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "train_top1", "lr",
+                 "epoch_s")
+EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string()), ("stage", pa.string()), ("arm", pa.string()),
+                           ("seed", pa.int64()), ("epoch", pa.int64())]
+                          + [(name, pa.float64()) for name in EPOCH_METRICS])
 FILES = ("trials.parquet", "epochs.parquet", "predictions.parquet", ARCHS_FILE)
+
+
+def epoch_row(trial_id: str, stage: str, report: dict, arm: str | None = None, seed: int | None = None) -> dict:
+    """One epochs.parquet row from a trial's per-epoch report (metrics it did not report are null)."""
+    def number(value):
+        return None if value is None or value != value else float(value)  # NaN (not reported) -> null
+
+    return {"trial_id": trial_id, "stage": stage, "arm": arm, "seed": seed, "epoch": int(report["epoch"]),
+            **{k: number(report.get(k)) for k in EPOCH_METRICS}}
 
 
 def trial_id_of(result) -> str:
     if result.metrics and result.metrics.get("trial_id"):
         return result.metrics["trial_id"]
-    match = re.match(r"sweep_trial_([0-9a-f]+(?:_\d{5})?)_", Path(result.path).name)
+    match = re.match(r"(?:sweep|final)_trial_([0-9a-f]+(?:_\d{5})?)_", Path(result.path).name)
     return match.group(1) if match else Path(result.path).name
 
 
@@ -79,8 +89,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         if df is not None and len(df) and "epoch" in df:
             df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
             for rec in df.to_dict("records"):
-                epoch_rows.append({"trial_id": tid, "epoch": int(rec["epoch"]),
-                                   **{k: rec.get(k) for k in EPOCHS_SCHEMA.names[2:]}})
+                epoch_rows.append(epoch_row(tid, "sweep", rec))
     trials.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["trial_id"]))
     return trials, epoch_rows
 

@@ -1,16 +1,23 @@
-"""`python search/run.py --space spaces/mbv2.yaml [--stage supernet|search|sweep] [--out DIR] [--resume]`.
+"""`python search/run.py --space spaces/mbv2.yaml [--stage supernet|search|sweep|final] [--out DIR] [--resume]`.
 
 Runs the whole search on Ray Tune: the SPOS supernet (one trial, checkpointed every epoch), the
-SPOS search for the largest augmented model (candidates scored in parallel by Ray actors), and the
+SPOS search for the largest augmented model (candidates scored in parallel by Ray actors), the
 Optuna sweep of r, s, alpha and lambda_KD that trains the base with NetAug+RKD, each trial using
-the a* of its own (r, s) grid. Results land in Parquet in the run directory. Watch it in the Ray
-dashboard (its URL is printed) and in TensorBoard; join a cluster with --address.
+the a* of its own (r, s) grid, and the final stage: the sweep's winner retrained from scratch
+against plain training, paired over seeds, with the answer (did NetAug help?) and the best tiny
+model exported for deployment (final/model.pt, final/model.onnx, final/model.json). Results land
+in Parquet in the run directory. Watch it in the Ray dashboard (its URL is printed) and in
+TensorBoard; join a cluster with --address. Ctrl+C stops the run and prints the command that
+resumes it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -18,10 +25,12 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # runnable as a script from a checkout
 
 from netaug.config import SpaceConfig, load_space  # noqa: E402
-from netaug.errors import UserError, exit_on_user_error  # noqa: E402
+from netaug.errors import StageIncomplete, UserError, exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
 
-STAGES = ("supernet", "search", "sweep")
+STAGES = ("supernet", "search", "sweep", "final")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl+C
+EXIT_INCOMPLETE = 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -30,7 +39,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--space", required=True, help="space file (YAML), e.g. spaces/mbv2.yaml")
     p.add_argument("--stage", choices=(*STAGES, "all"), default="all",
                    help="one stage, or all of them in order (supernet and search are skipped with "
-                        "sweep.largest: fixed)")
+                        "sweep.largest: fixed); final needs a run directory whose sweep has finished")
     p.add_argument("--out", default=None, help="run directory, also Ray Tune's storage path (default: runs/<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a space key, e.g. --set sweep.trials=4 (repeatable)")
@@ -45,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def stages_of(args: argparse.Namespace, cfg: SpaceConfig) -> tuple[str, ...]:
     if args.stage != "all":
         return (args.stage,)
-    return STAGES if cfg.sweep.largest == "searched" else ("sweep",)
+    return STAGES if cfg.sweep.largest == "searched" else ("sweep", "final")
 
 
 def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...]]:
@@ -66,18 +75,63 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
     needs_supernet = args.stage == "search" or (args.stage == "sweep" and cfg.sweep.largest == "searched")
     if needs_supernet and not (run_dir / "supernet").is_dir():
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
-    for stage in ("supernet", "sweep"):
+    if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and set(cfg.final.arms) != {"baseline"}:
+        raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
+    for stage in ("supernet", "sweep", "final"):
         if stage in stages and (run_dir / stage).exists() and not args.resume:
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "
                             "or choose a new --out")
     return cfg, run_dir, stages
 
 
+def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
+    """The command line that continues this run where it stopped."""
+    cmd = ["python", "search/run.py", "--space", args.space, "--out", str(run_dir)]
+    if args.stage != "all":
+        cmd += ["--stage", args.stage]
+    for override in args.overrides:
+        cmd += ["--set", override]
+    if args.address:
+        cmd += ["--address", args.address]
+    if args.no_dashboard:
+        cmd.append("--no-dashboard")
+    return shlex.join([*cmd, "--resume"])
+
+
+def _quit(code: int, message: str) -> int:
+    """Print one line and leave at once: Ray's own shutdown would print more after a Ctrl+C."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not turn this into a traceback
+    print(message, file=sys.stderr, flush=True)
+    try:
+        import ray
+
+        if ray.is_initialized():
+            ray.shutdown()
+    except BaseException:  # noqa: BLE001 - nothing more to say; the run's state is on disk already
+        pass
+    sys.stdout.flush()
+    os._exit(code)
+
+
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    cfg, run_dir, stages = prepare(args)
+    try:
+        cfg, run_dir, stages = prepare(args)
+    except KeyboardInterrupt:
+        return _quit(EXIT_INTERRUPTED, "interrupted before the run started; nothing was written")
+    # Ctrl+C must stop the whole run. Tune's own SIGINT handler only ends the current Tuner.fit(),
+    # after which the next stage would start on an unfinished one: let KeyboardInterrupt through.
+    os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+    try:
+        return run_stages(args, cfg, run_dir, stages)
+    except KeyboardInterrupt:
+        return _quit(EXIT_INTERRUPTED, f"interrupted; resume with: {resume_command(args, run_dir)}")
+    except StageIncomplete as exc:
+        return _quit(EXIT_INCOMPLETE, f"{exc}; resume with: {resume_command(args, run_dir)}")
 
+
+def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages: tuple[str, ...]) -> int:
     from search.cluster import start_ray
 
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -104,12 +158,19 @@ def main(argv: list[str] | None = None) -> int:
         from search.sweep_stage import finalize_stopped, metric_mode, run_sweep
 
         grid = run_sweep(cfg, run_dir, resume=args.resume)
+        finished = grid.num_terminated + grid.num_errors
+        if finished < len(grid) or len(grid) < cfg.sweep.trials:
+            raise StageIncomplete(f"sweep: {finished} of {cfg.sweep.trials} trials finished")
         late = finalize_stopped(grid, cfg)
         if late:
             print(f"evaluated {len(late)} trial(s) stopped early on test, from their last checkpoints", flush=True)
         paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
         print("\n" + "\n".join(summary_lines(trials, *metric_mode(cfg))))
         print("results: " + ", ".join(str(p) for p in paths.values() if p.exists()))
+    if "final" in stages:
+        from search.final_stage import run_final_stage
+
+        print("\n" + "\n".join(run_final_stage(cfg, run_dir, resume=args.resume)), flush=True)
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return 0
 

@@ -101,16 +101,13 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
 
     r, s = grid or cfg.search_grid()
     method = method or cfg.search.method
-    checkpoint, metrics = latest_checkpoint(run_dir)
+    checkpoint, _ = latest_checkpoint(run_dir)
     with checkpoint.as_directory() as folder:
         trained = from_dict(SpaceConfig, json.loads((Path(folder) / "space.json").read_text()))
     if diff := same_supernet(cfg, trained):
         raise UserError(f"{diff[0]}: differs from the space the supernet in {run_dir} was trained with")
     if r > trained.r_max():
         raise UserError(f"search.r: {r:g} exceeds the trained supernet's r_max {trained.r_max():g}")
-    if metrics.get("epoch", 0) < trained.supernet.epochs:
-        print(f"warning: the supernet was trained for {metrics.get('epoch', 0)} of {trained.supernet.epochs} "
-              "epochs; run --stage supernet --resume to finish it", flush=True)
 
     data = load_data(cfg.data)
     supernet = build_supernet(trained, build_base(cfg, data))  # structure only: MACs are counted here

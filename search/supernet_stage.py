@@ -16,7 +16,7 @@ from pathlib import Path
 from ray import tune
 
 from netaug.config import SpaceConfig, from_dict
-from netaug.errors import UserError
+from netaug.errors import StageIncomplete, UserError
 from search.checkpoints import load_trainer_state, trainer_checkpoint
 from search.cluster import resources_for
 from search.progress import LineReporter
@@ -99,8 +99,11 @@ def run_supernet(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=2)))
         results = tuner.fit()
     result = results[0]
-    if result.error is not None or result.checkpoint is None:
+    if result.error is not None:
         raise RuntimeError(f"supernet training failed: {result.error}")
+    done = int((result.metrics or {}).get("epoch", 0) or 0)
+    if result.checkpoint is None or done < cfg.supernet.epochs:
+        raise StageIncomplete(f"supernet: stopped after {done} of {cfg.supernet.epochs} epochs")
     return result.checkpoint
 
 
@@ -109,7 +112,10 @@ def _trainable(cfg: SpaceConfig):
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[tune.Checkpoint, dict]:
-    """The supernet's latest checkpoint in the run's storage path, and its last reported metrics."""
+    """The finished supernet's last checkpoint in the run's storage path, and its last reported metrics.
+
+    A supernet that stopped before its last epoch is refused: no later stage starts on an unfinished one.
+    """
     path = experiment_path(run_dir)
     if not tune.Tuner.can_restore(str(path)):
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
@@ -117,4 +123,10 @@ def latest_checkpoint(run_dir: Path) -> tuple[tune.Checkpoint, dict]:
     result = results[0]
     if result.checkpoint is None:
         raise UserError(f"--out: the supernet run under {run_dir} has no checkpoint yet; run --stage supernet")
-    return result.checkpoint, dict(result.metrics or {})
+    metrics = dict(result.metrics or {})
+    with result.checkpoint.as_directory() as folder:
+        planned = from_dict(SpaceConfig, json.loads((Path(folder) / "space.json").read_text())).supernet.epochs
+    if int(metrics.get("epoch", 0) or 0) < planned:
+        raise UserError(f"--out: the supernet under {run_dir} stopped after {metrics.get('epoch', 0)} of {planned} "
+                        "epochs; finish it with --stage supernet --resume")
+    return result.checkpoint, metrics

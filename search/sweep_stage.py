@@ -14,25 +14,19 @@ import os
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 from ray import tune
 
 from netaug.config import SWEPT_PARAMS, SpaceConfig, from_dict
 from netaug.io import write_parquet
-from netaug.spos import path_id
 from search.archs import ARCHS_FILE, archs_table
 from search.checkpoints import load_trainer_state, trainer_checkpoint
 from search.cluster import resources_for
+from search.evaluation import KS, PREDICTIONS_SCHEMA, cached_data, final_evaluation  # noqa: F401 (re-exported)
 from search.progress import LineReporter
 
 EXPERIMENT = "sweep"
-KS = (1, 3, 5)
 FAULT_ENV = "NETAUG_FAULT_TRIALS"  # tests: comma-separated trial numbers (0-based, by start order) that raise
-PREDICTIONS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
-    ("label", pa.int64()), ("topk", pa.list_(pa.int64())), ("topk_prob", pa.list_(pa.float32())),
-])
 
 
 def swept_params(config: dict) -> dict:
@@ -108,20 +102,6 @@ def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
         raise RuntimeError(f"injected failure in trial {trial_id} ({FAULT_ENV})")
 
 
-_DATA_CACHE: dict[str, object] = {}
-
-
-def cached_data(cfg: SpaceConfig):
-    """The trial's data, loaded once per worker process (Tune reuses the process for the next trial)."""
-    from netaug.data import load_data
-
-    key = json.dumps(cfg.data.__dict__, sort_keys=True)
-    if key not in _DATA_CACHE:
-        _DATA_CACHE.clear()
-        _DATA_CACHE[key] = load_data(cfg.data)
-    return _DATA_CACHE[key]
-
-
 def sweep_trial(config: dict) -> None:
     """Tune trainable of one sweep trial."""
     started = time.perf_counter()
@@ -179,7 +159,7 @@ def sweep_trial(config: dict) -> None:
             writer.add_scalar(key, metrics[key], trainer.epoch)
         if trainer.epoch == cfg.training.epochs:
             t0 = time.perf_counter()
-            metrics.update(final_evaluation(trainer, run_dir, trial_id))
+            metrics.update(final_evaluation(trainer, predictions_fragment(run_dir, trial_id), trial_id))
             step_s += time.perf_counter() - t0
             metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
@@ -190,36 +170,8 @@ def sweep_trial(config: dict) -> None:
     writer.close()
 
 
-def final_evaluation(trainer, run_dir: Path, trial_id: str) -> dict:
-    """Val and test of the base and of a* (as "aug:<id>"); predictions to the storage path; test metrics@k."""
-    from netaug.metrics import precision_recall_f1_at_k
-
-    num_classes = trainer.data.num_classes
-    subnets = [("base", "min")]
-    if trainer.augmented is not None:
-        subnets.append((f"aug:{path_id(trainer.augmented.config('max'))}", "max"))
-    rows = []
-    out: dict = {}
-    for split in ("val", "test"):
-        results = trainer.evaluate(split, subnets)
-        for model, res in results.items():
-            n = len(res.labels)
-            rows.append(pa.table({
-                "trial_id": [trial_id] * n, "model": [model] * n, "split": [split] * n,
-                "sample_index": list(range(n)), "label": res.labels.tolist(), "topk": res.topk.tolist(),
-                "topk_prob": res.topk_prob.tolist()}, schema=PREDICTIONS_SCHEMA))
-        base = results["base"]
-        out[f"{split}_top1_final"] = base.top1
-        if split == "test":
-            out["test_top1"] = base.top1
-            for k in KS:
-                scores = precision_recall_f1_at_k(base.topk, base.labels, k, num_classes, "macro")
-                for name, value in scores.items():
-                    out[f"test_{name}_at_{k}"] = float(value)
-            if len(subnets) > 1:
-                out["aug_test_top1"] = results[subnets[1][0]].top1
-    write_parquet(pa.concat_tables(rows), run_dir / EXPERIMENT / "predictions" / f"{trial_id}.parquet")
-    return out
+def predictions_fragment(run_dir: Path, trial_id: str) -> Path:
+    return run_dir / EXPERIMENT / "predictions" / f"{trial_id}.parquet"
 
 
 def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) -> dict:
@@ -234,7 +186,7 @@ def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) ->
     state = load_trainer_state(tune.Checkpoint(checkpoint_path))
     trainer = Trainer(cfg, load_data(cfg.data), largest=state.get("largest"))
     trainer.load_state_dict(state["trainer"])
-    return final_evaluation(trainer, Path(config["run_dir"]), trial_id)
+    return final_evaluation(trainer, predictions_fragment(Path(config["run_dir"]), trial_id), trial_id)
 
 
 def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:

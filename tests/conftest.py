@@ -13,7 +13,8 @@ from netaug.data import load_data
 TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "supernet.epochs=1",
                  "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2",
                  "search.workers=1", "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2",
-                 "sweep.num_paths=2", "sweep.resources.cpu=1", "sweep.scheduler=none"]
+                 "sweep.num_paths=2", "sweep.resources.cpu=1", "sweep.scheduler=none", "final.epochs=2",
+                 "final.resources.cpu=1", "final.train_eval_size=200"]
 
 
 @pytest.fixture(autouse=True, scope="session")

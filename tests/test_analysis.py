@@ -90,12 +90,26 @@ def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     assert f"**Best trial: {best}**" in text and f"best trial {best}" in capsys.readouterr().out
     assert all(f"({name})" in text for name in expected)
     assert "## Modes compared" in text and "netaug_rkd" in text and "| netaug |" in text
+    # the final stage's answer comes first, with its figure
+    assert text.index("## Did NetAug help here?") < text.index("## Best trial")
+    assert "winner (" in text and "vs baseline: test top-1" in text and "Answer:" in text
+    assert _png_ok(out / "final_arms.png") and "(final_arms.png)" in text
+    assert "### The delivered model" in text
+
+
+def test_compare_lists_the_final_arms_with_the_paired_difference(tiny_run, capsys):
+    assert compare_cli.main([str(tiny_run)]) == 0
+    table = capsys.readouterr().out
+    final = pd.read_parquet(tiny_run / "final.parquet")
+    for arm in final["arm"].unique():
+        assert f"{arm} (" in table
+    assert table.count(" final ") == final["arm"].nunique() and "pts" in table
 
 
 def test_scripts_read_a_run_in_progress_copied_elsewhere(tiny_run, tmp_path, capsys):
     copy = tmp_path / "copied"
     shutil.copytree(tiny_run, copy)
-    for name in ("trials.parquet", "epochs.parquet", "predictions.parquet", "topk.parquet"):
+    for name in ("trials.parquet", "epochs.parquet", "predictions.parquet", "topk.parquet", "final.parquet"):
         (copy / name).unlink(missing_ok=True)
     shutil.rmtree(copy / "report", ignore_errors=True)
     assert topk_cli.main([str(copy), "--k", "1"]) == 0
@@ -107,6 +121,9 @@ def test_scripts_read_a_run_in_progress_copied_elsewhere(tiny_run, tmp_path, cap
     assert report_cli.main([str(copy)]) == 0
     text = (copy / "report" / "report.md").read_text()
     assert "Run in progress" in text and "**Best trial:" in text
+    assert "## Did NetAug help here?" in text and "still running" in text  # final rows from Tune's result logs
+    assert set(full["model"]) >= {m for m in full["model"] if m.startswith("final:")} and any(
+        m.startswith("final:") for m in landed["model"])
     capsys.readouterr()
     assert compare_cli.main([str(tiny_run), str(copy)]) == 0
     table = capsys.readouterr().out

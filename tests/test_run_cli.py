@@ -88,7 +88,18 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
 
 
-TINY = TINY_PIPELINE + ["sweep.concurrency=1", "sweep.trials=3", "sweep.epochs=2"]
+@pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
+def test_an_empty_space_file_exits_2_saying_so(tmp_path, text):
+    path = tmp_path / "space.yaml"
+    path.write_text(text)
+    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(path), "--out",
+                           str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "is empty" in lines[0] and str(path) in lines[0], proc.stderr
+    assert not (tmp_path / "run").exists() and proc.stdout == ""
+
+
+TINY = TINY_PIPELINE + ["sweep.concurrency=1", "sweep.trials=3", "sweep.epochs=2", "final.seeds=1"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
@@ -98,7 +109,16 @@ def _start(out: Path, *extra: str) -> subprocess.Popen:
                             start_new_session=True)
 
 
-def test_dashboard_answers_and_a_killed_sweep_resumes_with_each_trial_once(tmp_path):
+def _api(url: str, token: str | None):
+    request = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, None
+
+
+def test_dashboard_lists_this_run_with_its_token_and_a_killed_sweep_resumes_with_each_trial_once(tmp_path):
     out = tmp_path / "run"
     proc = _start(out)
     lines: list[str] = []
@@ -108,8 +128,19 @@ def test_dashboard_answers_and_a_killed_sweep_resumes_with_each_trial_once(tmp_p
             lines.append(line)
             if match := re.search(r"dashboard (http://\S+)", line):
                 url = match.group(1)
-                with urllib.request.urlopen(url, timeout=30) as response:
-                    assert response.status == 200
+                assert "ray get-auth-token" in line  # how to get past the dashboard's token prompt
+            if line.startswith("[supernet") and url is not None:  # the run's trial actor is alive now
+                token = subprocess.run(["ray", "get-auth-token"], capture_output=True, text=True,
+                                       timeout=60).stdout.strip()
+                assert _api(f"{url}/api/jobs/", None)[0] == 401  # the token is needed
+                status, jobs = _api(f"{url}/api/jobs/", token)
+                assert status == 200
+                (ours,) = [j for j in jobs if j["type"] == "DRIVER" and int(j["driver_info"]["pid"]) == proc.pid]
+                assert "search/run.py" in ours["entrypoint"] and ours["status"] == "RUNNING"
+                status, actors = _api(f"{url}/api/v0/actors", token)
+                assert status == 200
+                mine = [a for a in actors["data"]["result"]["result"] if a["job_id"] == ours["job_id"]]
+                assert any(a["class_name"] == "ImplicitFunc" for a in mine), actors  # the supernet's Tune trial
             if line.startswith("[sweep") and "epoch 1/2" in line:
                 break  # the first sweep trial has reported and checkpointed
         assert url is not None, "".join(lines)
@@ -128,6 +159,100 @@ def test_dashboard_answers_and_a_killed_sweep_resumes_with_each_trial_once(tmp_p
     assert len(trials) == 3 and trials["trial_id"].is_unique, trials
     assert (trials["status"] == "TERMINATED").all() and trials["test_top1"].notna().all()
     epochs = pd.read_parquet(out / "epochs.parquet")
-    assert len(epochs) == 6 and not epochs.duplicated(["trial_id", "epoch"]).any()
+    sweep = epochs[epochs.stage == "sweep"]
+    assert len(sweep) == 6 and not sweep.duplicated(["trial_id", "epoch"]).any()
     assert "search: kept" in text and "best trial" in text
     assert json.loads((out / "search.json").read_text())["evaluated"] == 2
+    final = pd.read_parquet(out / "final.parquet")  # the final stage ran after the resumed sweep
+    assert len(final) == 3 and (final["status"] == "TERMINATED").all()
+
+
+def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[subprocess.Popen, str, str]:
+    """Start the CLI, send `sig` to its whole process group (as a terminal does) once `marker` is printed."""
+    proc = _start(out, "--no-dashboard", *extra)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                os.killpg(proc.pid, sig)
+                break
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert any(marker in line for line in seen), "".join(seen)
+    return proc, "".join(seen), rest
+
+
+# (stage, the line that shows it is running, what must not exist after the interruption)
+INTERRUPTS = [
+    ("supernet", "[supernet", ["search.json", "sweep", "final"]),
+    ("search", "supernet checkpoint ->", ["search.json", "sweep", "final"]),
+    ("sweep", "[sweep", ["trials.parquet", "final"]),
+    ("final", "[final", ["final.parquet", "final/model.pt"]),
+]
+
+
+@pytest.mark.parametrize("stage,marker,absent", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
+def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, stage, marker, absent):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--out",
+         str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)]],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    seen = []
+    try:
+        for line in proc.stdout:
+            seen.append(line)
+            if marker in line:
+                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
+                break
+        rest, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=60)
+    assert any(marker in line for line in seen), "".join(seen)
+    stdout = "".join(seen) + rest
+    lines = err.strip().splitlines()
+    assert proc.returncode == 130, (stdout, err)
+    assert len(lines) == 1 and lines[0].startswith("interrupted; resume with: python search/run.py --space "), err
+    assert f"--out {out}" in lines[0] and lines[0].endswith("--resume") and "--set final.seeds=1" in lines[0]
+    assert "Traceback" not in stdout + err
+    for name in absent:
+        assert not (out / name).exists(), f"{name} exists after Ctrl+C in the {stage} stage"
+    later = {"supernet": "search ", "search": "[sweep", "sweep": "[final", "final": "delivered"}[stage]
+    assert not any(line.startswith(later) for line in rest.splitlines())
+
+
+def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
+    out = tmp_path / "run"
+    proc = _start(out, "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2")
+    try:
+        for line in proc.stdout:
+            if line.startswith("[final") and "epoch 1/2" in line:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=60)
+    subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
+    assert not (out / "final.parquet").exists() and (out / "trials.parquet").exists()
+    proc = _start(out, "--resume", "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2")
+    text, _ = proc.communicate(timeout=600)
+    assert proc.returncode == 0, text
+    final = pd.read_parquet(out / "final.parquet")
+    assert sorted(zip(final["arm"], final["seed"])) == sorted(
+        (a, s) for a in ("winner", "baseline", "netaug_fixed") for s in (0, 1))
+    assert (final["status"] == "TERMINATED").all() and final["trial_id"].is_unique
+    epochs = pd.read_parquet(out / "epochs.parquet")
+    rows = epochs[epochs.stage == "final"]
+    assert len(rows) == 12 and not rows.duplicated(["trial_id", "epoch"]).any()
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert not preds.duplicated(["trial_id", "model", "split", "sample_index"]).any()
+    assert sorted(m for m in preds["model"].unique() if m.startswith("final:")) == sorted(
+        f"final:{a}:s{s}" for a in ("winner", "baseline", "netaug_fixed") for s in (0, 1))
+    assert (out / "final" / "model.onnx").is_file() and "delivered:" in text

@@ -10,6 +10,21 @@ from netaug.data.tensors import Batcher, DataSplits, ImageSet, channel_stats, re
 __all__ = ["Batcher", "DataSplits", "ImageSet", "load_data", "make_batcher"]
 
 FLIP_BY_DEFAULT = {"digits": False, "idx": False, "fashion-mnist": False, "cifar10": True, "imagefolder": True}
+CLASS_NAMES = {
+    "digits": tuple(str(i) for i in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
+                      "Ankle boot"),
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+}
+
+
+def _class_names(cfg: DataConfig, num_classes: int) -> tuple[str, ...] | None:
+    if cfg.name == "imagefolder":
+        from netaug.data.imagefolder import class_names
+
+        return tuple(class_names(cfg.root))
+    names = CLASS_NAMES.get(cfg.name)
+    return names if names is not None and len(names) == num_classes else None
 
 
 def _train_and_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
@@ -53,7 +68,7 @@ def load_data(cfg: DataConfig) -> DataSplits:
     num_classes = int(max(int(train.labels.max()), int(val.labels.max()), int(test.labels.max())) + 1)
     mean, std = channel_stats(train.images)
     flip = FLIP_BY_DEFAULT[cfg.name] if cfg.flip is None else cfg.flip
-    return DataSplits(cfg.name, train, val, test, num_classes, mean, std, flip)
+    return DataSplits(cfg.name, train, val, test, num_classes, mean, std, flip, _class_names(cfg, num_classes))
 
 
 def make_batcher(data: DataSplits, cfg: DataConfig, device="cpu", channels_last: bool = False) -> Batcher:

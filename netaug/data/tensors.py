@@ -45,6 +45,10 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     flip: bool
+    classes: tuple[str, ...] | None = None  # class names by label; None: the labels' numbers
+
+    def class_names(self) -> list[str]:
+        return list(self.classes) if self.classes is not None else [str(i) for i in range(self.num_classes)]
 
     @property
     def in_channels(self) -> int:

@@ -25,6 +25,7 @@ def save_exported(path: str | Path, model: InvertedResidualNet, data: DataSplits
                   "mean": list(data.mean), "std": list(data.std)},
         **(extra or {}),
     }
+    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
 

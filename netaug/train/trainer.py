@@ -30,7 +30,7 @@ import torch.nn as nn
 from netaug.augment import AugmentedNet, augment, recalibrate_bn, width_multipliers
 from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
-from netaug.data import DataSplits, make_batcher
+from netaug.data import DataSplits, ImageSet, make_batcher
 from netaug.losses import kd_kl, rkd_angle, rkd_distance
 from netaug.models import InvertedResidualNet, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
@@ -117,6 +117,7 @@ class Trainer:
         self.epoch = 0
         self.global_step = 0
         self.arch_log = arch_log
+        self.batch_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None  # sees every training batch
         self._calibration: list[torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ training
@@ -210,6 +211,8 @@ class Trainer:
         for x, y in self.batcher.batches(self.data.train, self.cfg.training.batch_size, shuffle=True,
                                          augment=self.cfg.data.augment, generator=self.batch_generator,
                                          drop_last=True):
+            if self.batch_hook is not None:
+                self.batch_hook(x, y)
             losses = self.step(x, y)
             for key in sums:
                 sums[key] += losses[key]
@@ -245,13 +248,17 @@ class Trainer:
             self._calibration = [x for _, (x, _y) in zip(range(self.cfg.training.bn_calib_batches), batches)]
         return self._calibration
 
-    def evaluate(self, split: str = "val", subnets: Sequence[tuple[str, ConfigLike]] = (("base", "min"),)
+    def evaluate(self, split: str | ImageSet = "val", subnets: Sequence[tuple[str, ConfigLike]] = (("base", "min"),)
                  ) -> dict[str, EvalResult]:
-        """Evaluate the base (and any listed sub-networks of the augmented model) on a split.
+        """Evaluate the base (and any listed sub-networks of the augmented model) on a split (a name, or
+        any ImageSet such as a fixed subset of train), un-augmented and in order.
 
         Sub-networks share weights and BatchNorm buffers, so each is recalibrated first.
         """
-        data = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
+        if isinstance(split, ImageSet):
+            data = split
+        else:
+            data = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
         results = {}
         aug = self.augmented
         for name, config in subnets if aug is not None else (("base", "min"),):

@@ -1,0 +1,173 @@
+"""Paired comparisons over seeds: mean difference, a t interval and a two-sided paired t-test.
+
+Every arm of the final stage is trained once per seed, and for one seed all arms start from the
+same weights and see the same batches, so arm and baseline are paired by seed. The statistic is
+the per-seed difference d_i = arm_i - baseline_i; docs/metrics.md says why a paired t-test.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean of the paired differences with its confidence interval and two-sided p-value."""
+
+    n: int
+    mean: float
+    sd: float  # sample standard deviation of the differences (ddof = 1); nan for n < 2
+    low: float  # interval bounds; nan when n < 2 or the differences do not vary
+    high: float
+    p_value: float  # nan when n < 2 or the differences do not vary
+    confidence: float
+
+    @property
+    def significant(self) -> bool:
+        return not math.isnan(self.p_value) and self.p_value < 1 - self.confidence
+
+    def verdict(self, better: str = "the arm", worse: str = "the baseline") -> str:
+        """Plain words for the result."""
+        if self.n < 2:
+            return "one seed: no interval, no test (set final.seeds >= 2)"
+        if math.isnan(self.p_value):
+            return "identical differences on every seed: no test"
+        level = f"{round((1 - self.confidence) * 100, 6):g}%"
+        if not self.significant:
+            return f"not significant at {level}"
+        return f"significant at {level}: {better if self.mean > 0 else worse} is better"
+
+
+def paired_difference(arm: Sequence[float], baseline: Sequence[float], confidence: float = 0.95) -> PairedDifference:
+    """Paired t statistics of arm - baseline (equal-length sequences, paired by position)."""
+    a, b = np.asarray(arm, dtype=float), np.asarray(baseline, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired samples need equal 1-D shapes, got {a.shape} and {b.shape}")
+    d = a - b
+    n = len(d)
+    if n == 0:
+        raise ValueError("no pairs")
+    mean = float(d.mean())
+    if n < 2:
+        return PairedDifference(n, mean, float("nan"), float("nan"), float("nan"), float("nan"), confidence)
+    sd = float(d.std(ddof=1))
+    if sd <= 1e-12 * max(1.0, abs(mean)):  # the same difference on every seed (up to float rounding)
+        return PairedDifference(n, mean, 0.0, float("nan"), float("nan"), float("nan"), confidence)
+    se = sd / math.sqrt(n)
+    t = mean / se
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * se
+    p = float(2 * stats.t.sf(abs(t), n - 1))
+    return PairedDifference(n, mean, sd, mean - half, mean + half, p, confidence)
+
+
+def format_points(value: float) -> str:
+    """A top-1 difference (a fraction) in percentage points with its sign, e.g. +0.83."""
+    if math.isnan(value):
+        return "nan"
+    points = round(value * 100, 2)
+    return f"{points + 0.0:+.2f}"  # + 0.0 turns -0.0 into 0.0
+
+
+@dataclass(frozen=True)
+class ArmComparison:
+    """One arm against the baseline arm, paired by seed."""
+
+    arm: str
+    description: str
+    baseline: str
+    metric: str
+    seeds: tuple[int, ...]
+    arm_mean: float
+    baseline_mean: float
+    result: PairedDifference
+
+    def line(self) -> str:
+        r = self.result
+        interval = "" if math.isnan(r.low) else f" [{format_points(r.low)}, {format_points(r.high)}]"
+        p = "" if math.isnan(r.p_value) else f", p = {r.p_value:.3g}"
+        what = self.metric.replace("_top1", " top-1")
+        seeds = f"{r.n} seed{'s' if r.n != 1 else ''}"
+        verdict = r.verdict(self.arm, self.baseline)
+        return (f"{self.arm} ({self.description}) vs {self.baseline}: {what} {format_points(r.mean)} pts"
+                f"{interval}{p}, {seeds}: {verdict}")
+
+
+def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: str = "baseline",
+                    confidence: float = 0.95) -> list[ArmComparison]:
+    """Every arm but `baseline` against it, on the seeds both have a value for (rows: one per arm and seed)."""
+    by_arm: dict[str, dict[int, float]] = {}
+    descriptions: dict[str, str] = {}
+    for row in rows:
+        if row.get(metric) is None or (isinstance(row[metric], float) and math.isnan(row[metric])):
+            continue
+        by_arm.setdefault(row["arm"], {})[int(row["seed"])] = float(row[metric])
+        descriptions[row["arm"]] = row.get("description") or row.get("mode") or row["arm"]
+    if baseline not in by_arm:
+        return []
+    base = by_arm[baseline]
+    out = []
+    for arm, values in by_arm.items():
+        seeds = tuple(sorted(set(values) & set(base)))
+        if arm == baseline or not seeds:
+            continue
+        a, b = [values[s] for s in seeds], [base[s] for s in seeds]
+        out.append(ArmComparison(arm, descriptions[arm], baseline, metric, seeds, float(np.mean(a)),
+                                 float(np.mean(b)), paired_difference(a, b, confidence)))
+    return out
+
+
+def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict]) -> list[str]:
+    """The answer to "did NetAug help here?": one line per arm, then one plain sentence."""
+    if not comparisons:
+        arms = sorted({r["arm"] for r in rows})
+        return [f"no paired comparison: the final stage needs a baseline arm and another one (ran: {', '.join(arms)})"]
+    lines = ["Did NetAug help here? (paired by seed; docs/metrics.md)"]
+    lines += ["  " + c.line() for c in comparisons]
+    tie = 5e-5  # below half a hundredth of a point: the same accuracy (float rounding of equal counts)
+    better = [c for c in comparisons if c.result.significant and c.result.mean > 0]
+    worse = [c for c in comparisons if c.result.significant and c.result.mean < 0]
+    behind = [c for c in comparisons if c.result.mean < -tie]
+    level = [c for c in comparisons if abs(c.result.mean) <= tie]
+    how = "significantly for " + ", ".join(c.arm for c in worse) if worse else "not significantly"
+    if better:
+        lines.append("Answer: yes. " + "; ".join(f"{c.arm} beat plain training by {format_points(c.result.mean)} pts"
+                                                 for c in better) + ".")
+    elif len(behind) == len(comparisons):
+        lines.append(f"Answer: no. Plain training beat every NetAug arm here ({how}).")
+    elif len(behind) + len(level) == len(comparisons):
+        tied = ", ".join(c.arm for c in level)
+        lines.append(f"Answer: no. No NetAug arm beat plain training here: {tied} tied with it on mean test top-1"
+                     + (f", {', '.join(c.arm for c in behind)} fell behind ({how})." if behind else "."))
+    elif max(c.result.n for c in comparisons) < 2:
+        lines.append("Answer: not tested. One seed per arm gives no interval; set final.seeds to 3 or more.")
+    else:
+        lines.append("Answer: not shown. No arm differs significantly from plain training with "
+                     f"{max(c.result.n for c in comparisons)} seeds; more seeds or longer training would tell.")
+    return lines
+
+
+def final_table_lines(rows: Sequence[dict]) -> list[str]:
+    """Per arm: seeds finished and mean ± std of train, val and test top-1."""
+    ok = [r for r in rows if r.get("status", "TERMINATED") == "TERMINATED"]
+    errored = sum(r.get("status") == "ERROR" for r in rows)
+    lines = [f"final: {len(rows)} trials ({len(ok)} finished, {errored} errored)",
+             f"  {'arm':<14}{'mode':<12}{'seeds':>6}{'train top-1':>18}{'val top-1':>18}{'test top-1':>18}"]
+
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "-"
+        sd = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+        return f"{np.mean(values):.4f} ± {sd:.4f}"
+
+    arms = list(dict.fromkeys(r["arm"] for r in ok))
+    for arm in arms:
+        mine = [r for r in ok if r["arm"] == arm]
+        cols = [cell([float(r[m]) for r in mine if r.get(m) is not None]) for m in ("train_top1", "val_top1",
+                                                                                     "test_top1")]
+        lines.append(f"  {arm:<14}{mine[0]['mode']:<12}{len(mine):>6}" + "".join(f"{c:>18}" for c in cols))
+    return lines

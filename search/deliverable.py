@@ -1,0 +1,92 @@
+"""The deliverable of a run: the best tiny model, ready to deploy.
+
+The arm with the best mean val top-1 over its seeds wins (it may be baseline: we deliver the best
+model, not the best-looking method); within it, the seed with the best val top-1. Test metrics play
+no part in the choice. Its exported base becomes `final/model.pt` (loadable with
+`netaug.train.export.load_exported`), `final/model.onnx` (torch.onnx, checked against torch with
+onnxruntime on the whole test split) and `final/model.json` (what a deployer needs to know).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from netaug.config import SpaceConfig
+from netaug.io import atomic_path
+
+MODEL_PT, MODEL_ONNX, MODEL_JSON = "model.pt", "model.onnx", "model.json"
+ONNX_TOLERANCE = 1e-4  # max |logit difference| accepted between onnxruntime and torch
+
+
+def choose(rows: list[dict]) -> tuple[str, dict]:
+    """(best arm by mean val top-1, its best seed's row). Ties: lower mean val loss, then the arm listed first."""
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+
+    def mean(arm: str, key: str) -> float:
+        values = [r[key] for r in rows if r["arm"] == arm and r.get(key) is not None]
+        return float(np.mean(values)) if values else float("nan")
+
+    best_arm = min(arms, key=lambda a: (-mean(a, "val_top1"), mean(a, "val_loss"), arms.index(a)))
+    mine = [r for r in rows if r["arm"] == best_arm]
+    best = min(mine, key=lambda r: (-r["val_top1"], r.get("val_loss") or 0.0, r["seed"]))
+    return best_arm, best
+
+
+def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
+    """Write final/model.{pt,onnx,json} for the chosen arm and seed; returns summary lines."""
+    from netaug.data import load_data, make_batcher
+    from netaug.train.deploy import check_onnx, deployment_facts, export_onnx
+    from netaug.train.evaluate import evaluate
+    from netaug.train.export import load_exported
+
+    arm, row = choose(rows)
+    out = run_dir / "final"
+    with atomic_path(out / MODEL_PT) as tmp:
+        shutil.copyfile(run_dir / row["model_file"], tmp)
+    model, payload = load_exported(out / MODEL_PT)
+    data = load_data(cfg.data)
+    shape = (data.in_channels, data.resolution, data.resolution)
+    facts = deployment_facts(model, shape)
+    export_onnx(model, out / MODEL_ONNX, shape)
+    batcher = make_batcher(data, cfg.data)
+    check = check_onnx(out / MODEL_ONNX, model, (x for x, _ in batcher.batches(data.test, 512)))
+    exported_test = evaluate(model, data.test, batcher, 512, 1)
+    means = {a: float(np.mean([r["val_top1"] for r in rows if r["arm"] == a])) for a in dict.fromkeys(
+        r["arm"] for r in rows)}
+    info = {
+        "arm": arm, "seed": row["seed"], "mode": row["mode"], "description": row.get("description"),
+        "chosen_by": "best mean val top-1 over seeds, then the best seed's val top-1 (test plays no part)",
+        "mean_val_top1_by_arm": means,
+        "hyperparameters": {k: row.get(k) for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction")},
+        "largest_augmented": json.loads(row["largest"]) if row.get("largest") else None,
+        "epochs": row["epochs"], "model": payload.get("model_name"), "class": payload["class"],
+        "input_shape": [1, *shape], "input_layout": "NCHW float32",
+        "normalisation": {"mean": list(data.mean), "std": list(data.std),
+                          "formula": "x = (pixel / 255 - mean[c]) / std[c], pixels as uint8 in [0, 255]"},
+        "classes": data.class_names(),
+        **facts.to_dict(),
+        "val_top1": row["val_top1"], "test_top1": row["test_top1"], "test_top1_exported": exported_test.top1,
+        "onnx": {**check.to_dict(), "tolerance": ONNX_TOLERANCE,
+                 "passed": check.max_abs_logit_diff <= ONNX_TOLERANCE and check.top1_agreement == 1.0},
+        "files": {"torch": f"final/{MODEL_PT}", "onnx": f"final/{MODEL_ONNX}", "source": row["model_file"]},
+    }
+    with atomic_path(out / MODEL_JSON) as tmp:
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+    kib = 1024.0
+    agree = round(check.top1_agreement * check.samples)
+    lines = [f"delivered: {out / MODEL_PT} (+ {MODEL_ONNX}, {MODEL_JSON}) from arm {arm} ({row.get('description')}), "
+             f"seed {row['seed']}: val top-1 {row['val_top1']:.4f}, test top-1 {row['test_top1']:.4f}",
+             f"  {facts.macs / 1e6:.2f}M MACs, {facts.params_bn_folded / 1e3:.1f}k params (BN folded); weights "
+             f"{facts.weights_bytes_fp32 / kib:.1f} KiB fp32, {facts.weights_bytes_int8 / kib:.1f} KiB int8; "
+             f"peak activation {facts.peak_activation_bytes_fp32 / kib:.1f} KiB fp32, "
+             f"{facts.peak_activation_bytes_int8 / kib:.1f} KiB int8 ({facts.peak_activation_layer})",
+             f"  ONNX vs torch on {check.samples} test images: max |delta logit| {check.max_abs_logit_diff:.2e} "
+             f"(tolerance {ONNX_TOLERANCE:g}), top-1 agrees on {agree}/{check.samples}"
+             + ("" if info["onnx"]["passed"] else "  ** ONNX PARITY FAILED **")]
+    if arm == "baseline":
+        lines.insert(1, "  plain training gave the best model here, so the delivered model is plain training's")
+    return lines

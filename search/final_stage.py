@@ -1,0 +1,342 @@
+"""Stage 4: retrain the sweep's winner from scratch against plain training, paired over seeds.
+
+Arms (`final.arms`): `winner` (the best sweep trial by sweep.metric: its mode, parameters and a*),
+`baseline` (plain training of the same base) and `netaug_fixed` (plain NetAug at the winner's r, s
+and alpha, every layer at r). Each arm x seed is one Tune trial, checkpointed every epoch, trained
+for `final.epochs`. For one seed every arm starts from the same base weights and sees the same
+batches and augmentation draws (the trainer seeds them from training.seed alone), so the arms differ
+only by method; each trial reports digests of its initial base weights and of its batches to show it.
+
+Each epoch records the base's top-1 on a fixed, un-augmented subset of the training split
+(`train_top1`): NetAug claims to lift the tiny model's training accuracy, and this is where to see
+it. The last epoch writes per-sample predictions (model `final:<arm>:s<seed>`) and the exported
+base (`final/models/<arm>_s<seed>.pt`). The driver then writes final.parquet, compares every arm
+with baseline (paired t over seeds, netaug.stats) and delivers the best model (search/deliverable.py).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from ray import tune
+
+from netaug.config import SpaceConfig, from_dict
+from netaug.errors import StageIncomplete, UserError
+from netaug.io import atomic_path, write_parquet
+from search.checkpoints import load_trainer_state, trainer_checkpoint
+from search.cluster import resources_for
+from search.evaluation import KS, PREDICTIONS_SCHEMA, cached_data, final_evaluation
+from search.progress import LineReporter
+
+EXPERIMENT = "final"
+FINAL_FILE = "final.parquet"
+ARMS_FILE = "arms.json"
+TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]
+FINAL_SCHEMA = pa.schema(
+    [("arm", pa.string()), ("mode", pa.string()), ("seed", pa.int64()), ("r", pa.float64()), ("s", pa.int64()),
+     ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()), ("largest", pa.string()),
+     ("base_macs", pa.int64()), ("aug_macs", pa.int64()), ("epochs", pa.int64()), ("train_top1", pa.float64()),
+     ("val_top1", pa.float64()), ("test_top1", pa.float64())]
+    + [(name, pa.float64()) for name in TEST_METRICS]
+    + [("wall_s", pa.float64()), ("step_s", pa.float64()),
+       # beyond the columns every consumer needs: what a reader checks the pairing and the method with
+       ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("description", pa.string()),
+       ("share_fraction", pa.float64()), ("val_loss", pa.float64()), ("init_digest", pa.string()),
+       ("batch_digest", pa.string()), ("model_file", pa.string())])
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method the final stage retrains: everything a trial needs besides the seed."""
+
+    name: str
+    mode: str
+    description: str  # e.g. "netaug_rkd, a*" or "plain training"
+    r: float | None = None
+    s: int | None = None
+    aug_loss_weight: float | None = None
+    lambda_kd: float | None = None
+    share_fraction: float | None = None
+    largest: list | None = None  # the largest augmented model (a* of the winner); None: every layer at r
+
+    def model_name(self, seed: int) -> str:
+        return f"final:{self.name}:s{seed}"
+
+    def file_stem(self, seed: int) -> str:
+        return f"{self.name}_s{seed}"
+
+
+def _num(value, kind=float):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else kind(value)
+
+
+def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
+    """The best finished sweep trial by sweep.metric, from trials.parquet."""
+    path = run_dir / "trials.parquet"
+    if not path.is_file():
+        raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
+    metric = cfg.sweep.metric
+    rows = [t for t in pq.read_table(path).to_pylist() if t["status"] != "ERROR" and t.get(metric) is not None]
+    if not rows:
+        raise UserError(f"--out: no sweep trial in {path} has a {metric}; the final stage needs a winner")
+    key = (lambda t: -t[metric]) if metric == "val_top1" else (lambda t: t[metric])
+    return min(rows, key=lambda t: (key(t), t["trial_id"]))
+
+
+def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
+    """The arms of `final.arms`, resolved against the sweep's winner."""
+    arms = []
+    for name in cfg.final.arms:
+        if name == "baseline":
+            arms.append(Arm("baseline", "baseline", "plain training"))
+            continue
+        if winner is None:
+            raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
+        common = {"r": float(winner["r"]), "s": int(winner["s"]), "aug_loss_weight": float(winner["aug_loss_weight"]),
+                  "share_fraction": _num(winner.get("share_fraction"))}
+        if name == "winner":
+            searched = cfg.sweep.largest == "searched" and winner.get("arch")
+            largest = json.loads(winner["arch"]) if searched else None
+            lam = float(winner["lambda_kd"]) if winner["mode"] in ("netaug_kd", "netaug_rkd") else None
+            what = "a*" if searched else f"every layer at r={common['r']:.3g}"
+            arms.append(Arm("winner", winner["mode"], f"{winner['mode']}, {what}", lambda_kd=lam,
+                            largest=largest, **common))
+        elif name == "netaug_fixed":
+            arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}", **common))
+    return arms
+
+
+def final_epochs(cfg: SpaceConfig) -> int:
+    return cfg.final.epochs if cfg.final.epochs is not None else cfg.training.epochs
+
+
+def arm_space(space: SpaceConfig, arm: Arm, seed: int) -> SpaceConfig:
+    """The space one final trial trains with: the arm's method and parameters, the seed, final.epochs."""
+    raw = space.to_dict()
+    epochs = final_epochs(space)
+    raw["training"].update(mode=arm.mode, seed=seed, epochs=epochs,
+                           warmup_epochs=min(space.training.warmup_epochs, epochs))
+    if arm.r is not None:
+        raw["netaug"].update(r=arm.r, s=arm.s, aug_loss_weight=arm.aug_loss_weight)
+    if arm.lambda_kd is not None:
+        raw["rkd"]["lambda_kd"] = arm.lambda_kd
+    if arm.share_fraction is not None:
+        raw["sharing"].update(enabled=True, share_fraction=arm.share_fraction)
+    elif arm.mode == "baseline":
+        raw["sharing"]["enabled"] = False
+    return from_dict(SpaceConfig, raw)
+
+
+def train_eval_subset(data, size: int, split_seed: int):
+    """A fixed subset of the training split (chosen by the data's split seed, not the training seed)."""
+    n = len(data.train)
+    if size >= n:
+        return data.train
+    keep = np.sort(np.random.default_rng(split_seed + 7).permutation(n)[:size])
+    return data.train.take(keep)
+
+
+def weights_digest(module) -> str:
+    """A short digest of a module's parameters (names, shapes and values)."""
+    h = hashlib.sha1()
+    for name, p in module.named_parameters():
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _batch_hasher(h):
+    def update(x, y) -> None:
+        h.update(x.detach().cpu().contiguous().numpy().tobytes())
+        h.update(y.detach().cpu().numpy().tobytes())
+    return update
+
+
+def final_trial(config: dict) -> None:
+    """Tune trainable of one arm x seed: train from scratch (or resume), report every epoch with a checkpoint."""
+    started = time.perf_counter()
+    from netaug.models import profile_macs
+    from netaug.train.export import save_exported
+    from netaug.train.runtime import configure_threads
+    from netaug.train.trainer import Trainer
+
+    configure_threads()
+    space = from_dict(SpaceConfig, json.loads(config["space_json"]))
+    arm, seed = Arm(**config["arms"][config["arm"]]), int(config["seed"])
+    cfg = arm_space(space, arm, seed)
+    run_dir = Path(config["run_dir"])
+    trial_id = tune.get_context().get_trial_id()
+    data = cached_data(cfg)
+    trainer = Trainer(cfg, data, largest=arm.largest)
+    aug = trainer.augmented
+    init_digest = weights_digest(aug.export("min") if aug is not None else trainer.model)
+    checkpoint = tune.get_checkpoint()
+    state = load_trainer_state(checkpoint) if checkpoint is not None else None
+    epoch_digests: list[str] = []
+    step_s = 0.0
+    if state is not None:
+        trainer.load_state_dict(state["trainer"])
+        epoch_digests, step_s = list(state["epoch_digests"]), state["step_s"]
+        init_digest = state["init_digest"]
+    shape = (data.in_channels, data.resolution, data.resolution)
+    base_macs = profile_macs(trainer.export_base() if aug is None else aug.export("min"), shape)[0]
+    aug_macs = profile_macs(aug.export("max"), shape)[0] if aug is not None else None
+    subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
+    fixed = {"arm": arm.name, "mode": arm.mode, "seed": seed, "base_macs": base_macs, "aug_macs": aug_macs,
+             "largest": json.dumps(aug.config("max")) if aug is not None else None, "init_digest": init_digest}
+    epochs = cfg.training.epochs
+    while trainer.epoch < epochs:
+        h = hashlib.sha1()
+        trainer.batch_hook = _batch_hasher(h)
+        rec = trainer.train_epoch()
+        epoch_digests.append(h.hexdigest())
+        t0 = time.perf_counter()
+        val = trainer.evaluate("val")["base"]
+        train = trainer.evaluate(subset)["base"]
+        step_s += rec.epoch_s + time.perf_counter() - t0
+        metrics = {**fixed, "epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
+                   "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "lr": rec.lr, "epoch_s": rec.epoch_s,
+                   "val_top1": val.top1, "val_loss": val.loss, "train_top1": train.top1,
+                   "batch_digest": hashlib.sha1("".join(epoch_digests).encode()).hexdigest()[:16]}
+        if trainer.epoch == epochs:
+            t0 = time.perf_counter()
+            fragment = run_dir / EXPERIMENT / "predictions" / f"{arm.file_stem(seed)}.parquet"
+            metrics.update(final_evaluation(trainer, fragment, trial_id, arm.model_name(seed), with_aug=False))
+            model_file = Path(EXPERIMENT) / "models" / f"{arm.file_stem(seed)}.pt"
+            save_exported(run_dir / model_file, trainer.export_base(), data,
+                          {"model_name": cfg.model.name, "arm": arm.name, "mode": arm.mode, "seed": seed,
+                           "classes": data.class_names(), "space": cfg.to_dict()})
+            metrics["model_file"] = str(model_file)
+            step_s += time.perf_counter() - t0
+        metrics["step_s"] = step_s
+        metrics["trial_s"] = time.perf_counter() - started
+        state = {"trainer": trainer.state_dict(), "epoch_digests": epoch_digests, "step_s": step_s,
+                 "init_digest": init_digest}
+        with trainer_checkpoint(state, config["space_json"]) as ckpt:
+            tune.report(metrics, checkpoint=ckpt)
+
+
+# ---------------------------------------------------------------------------- driver side
+
+
+def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tune.ResultGrid, list[Arm]]:
+    """Run (or continue) the final trials; returns Tune's ResultGrid and the arms."""
+    path = run_dir / EXPERIMENT
+    trainable = tune.with_resources(final_trial, resources_for(cfg.final.resources))
+    if tune.Tuner.can_restore(str(path)):
+        if not resume:
+            raise UserError(f"--out: {run_dir} already holds a final stage; pass --resume to continue it")
+        arms = [Arm(**a) for a in json.loads((path / ARMS_FILE).read_text())]
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
+        return tuner.fit(), arms
+    winner = winner_of(run_dir, cfg) if set(cfg.final.arms) != {"baseline"} else None
+    arms = arms_for(cfg, winner)
+    path.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path / ARMS_FILE) as tmp:
+        tmp.write_text(json.dumps([asdict(a) for a in arms], indent=2) + "\n")
+    seeds = [cfg.training.seed + i for i in range(cfg.final.seeds)]
+    epochs = final_epochs(cfg)
+    print(f"final: {len(arms)} arms x {len(seeds)} seeds, {epochs} epochs each: "
+          + "; ".join(f"{a.name} ({a.description})" for a in arms), flush=True)
+    reporter = LineReporter("final", ("arm", "seed", "train_top1", "val_top1", "epoch_s"), epochs)
+    tuner = tune.Tuner(
+        trainable,
+        param_space={"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
+                     "arms": {a.name: asdict(a) for a in arms},
+                     "seed": tune.grid_search(seeds), "arm": tune.grid_search([a.name for a in arms])},
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
+            failure_config=tune.FailureConfig(max_failures=cfg.final.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1)))
+    return tuner.fit(), arms
+
+
+def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dict]]:
+    """(final.parquet rows, epochs.parquet rows) from the final stage's ResultGrid."""
+    from search.results import _error_text, epoch_row, trial_id_of
+
+    by_name = {a.name: a for a in arms}
+    rows, epoch_rows = [], []
+    for result in grid:
+        m = dict(result.metrics or {})
+        config = result.config or {}
+        arm = by_name.get(config.get("arm")) or Arm(**config["arms"][config["arm"]])
+        seed = int(config["seed"])
+        tid = trial_id_of(result)
+        done = int(m.get("epoch", 0) or 0)
+        status = "ERROR" if result.error is not None else "TERMINATED" if done >= epochs else "INCOMPLETE"
+        row = {"arm": arm.name, "mode": arm.mode, "seed": seed, "r": arm.r, "s": arm.s,
+               "aug_loss_weight": arm.aug_loss_weight, "lambda_kd": arm.lambda_kd, "largest": m.get("largest"),
+               "base_macs": m.get("base_macs"), "aug_macs": _num(m.get("aug_macs"), int), "epochs": done,
+               "train_top1": m.get("train_top1"), "val_top1": m.get("val_top1"), "test_top1": m.get("test_top1"),
+               **{k: m.get(k) for k in TEST_METRICS}, "wall_s": m.get("time_total_s"), "step_s": m.get("step_s"),
+               "trial_id": tid, "status": status, "error": _error_text(result.error),
+               "description": arm.description, "share_fraction": arm.share_fraction, "val_loss": m.get("val_loss"),
+               "init_digest": m.get("init_digest"), "batch_digest": m.get("batch_digest"),
+               "model_file": m.get("model_file")}
+        rows.append(row)
+        df = result.metrics_dataframe
+        if df is not None and len(df) and "epoch" in df:
+            df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
+            epoch_rows += [epoch_row(tid, "final", rec, arm.name, seed) for rec in df.to_dict("records")]
+    order = {a.name: i for i, a in enumerate(arms)}
+    rows.sort(key=lambda r: (order.get(r["arm"], 99), r["seed"]))
+    return rows, epoch_rows
+
+
+def write_final_results(grid, arms: list[Arm], run_dir: Path, epochs: int) -> list[dict]:
+    """final.parquet; the final trials' epochs and predictions merged into epochs/predictions.parquet."""
+    from search.results import EPOCHS_SCHEMA
+
+    rows, epoch_rows = final_rows(grid, arms, epochs)
+    write_parquet(pa.Table.from_pylist(rows, schema=FINAL_SCHEMA), run_dir / FINAL_FILE)
+    epochs_path = run_dir / "epochs.parquet"
+    kept = []
+    if epochs_path.is_file():
+        old = pq.read_table(epochs_path).to_pylist()
+        kept = [{**{k: None for k in EPOCHS_SCHEMA.names}, "stage": "sweep", **r} for r in old]
+        kept = [r for r in kept if r["stage"] != "final"]
+    write_parquet(pa.Table.from_pylist(kept + epoch_rows, schema=EPOCHS_SCHEMA), epochs_path)
+    preds_path = run_dir / "predictions.parquet"
+    tables = []
+    if preds_path.is_file():
+        old = pq.read_table(preds_path, schema=PREDICTIONS_SCHEMA)
+        keep = [not str(m).startswith("final:") for m in old["model"].to_pylist()]
+        tables.append(old.filter(pa.array(keep)))
+    names = {f"{r['arm']}_s{r['seed']}" for r in rows if r["status"] == "TERMINATED"}
+    tables += [pq.read_table(f, schema=PREDICTIONS_SCHEMA)
+               for f in sorted((run_dir / EXPERIMENT / "predictions").glob("*.parquet")) if f.stem in names]
+    write_parquet(pa.concat_tables(tables) if tables else PREDICTIONS_SCHEMA.empty_table(), preds_path)
+    return rows
+
+
+def run_final_stage(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> list[str]:
+    """The whole stage as the driver runs it: trials, Parquet, the answer, the deliverable. Returns the
+    summary lines."""
+    from netaug.stats import arm_comparisons, comparison_lines, final_table_lines
+    from search.deliverable import deliver
+
+    grid, arms = run_final(cfg, run_dir, resume)
+    finished = grid.num_terminated + grid.num_errors
+    expected = len(arms) * cfg.final.seeds
+    if finished < len(grid) or len(grid) < expected:
+        raise StageIncomplete(f"final: {finished} of {expected} trials finished")
+    rows = write_final_results(grid, arms, run_dir, final_epochs(cfg))
+    ok = [r for r in rows if r["status"] == "TERMINATED"]
+    lines = final_table_lines(rows)
+    comparisons = arm_comparisons(ok, "test_top1", "baseline", cfg.final.confidence)
+    lines += comparison_lines(comparisons, ok)
+    if ok:
+        lines += deliver(cfg, run_dir, ok)
+    else:
+        lines.append("no final trial finished: nothing to deliver")
+    lines.append(f"final results: {run_dir / FINAL_FILE}")
+    return lines

@@ -1,0 +1,138 @@
+"""The final stage in the tiny pipeline with a real local Ray, Optuna, pyarrow and onnxruntime:
+final.parquet against predictions.parquet and torchmetrics, pairing digests, the delivered model."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import ray
+import torch
+from conftest import TINY_PIPELINE
+from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
+
+from netaug.config import load_space
+from netaug.data import load_data, make_batcher
+from netaug.train.export import load_exported
+from search.final_stage import FINAL_SCHEMA, run_final_stage
+from search.results import EPOCHS_SCHEMA, write_results
+from search.search_stage import run_search
+from search.supernet_stage import run_supernet
+from search.sweep_stage import finalize_stopped, run_sweep
+
+TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random", "sweep.trials=2", "sweep.epochs=1",
+                        "final.seeds=2", "final.epochs=2"]
+REQUIRED = ["arm", "mode", "seed", "r", "s", "aug_loss_weight", "lambda_kd", "largest", "base_macs", "aug_macs",
+            "epochs", "train_top1", "val_top1", "test_top1"] + [
+    f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in (1, 3, 5)] + ["wall_s", "step_s"]
+
+
+@pytest.fixture(scope="module")
+def final_run(tmp_path_factory):
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    run_dir = tmp_path_factory.mktemp("final")
+    cfg = load_space(None, TINY)
+    try:
+        run_supernet(cfg, run_dir)
+        run_search(cfg, run_dir)
+        grid = run_sweep(cfg, run_dir)
+        write_results(grid, run_dir, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
+        lines = run_final_stage(cfg, run_dir)
+    finally:
+        ray.shutdown()
+    return cfg, run_dir, lines
+
+
+def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
+    cfg, run_dir, lines = final_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    assert list(final.columns) == FINAL_SCHEMA.names and list(final.columns[: len(REQUIRED)]) == REQUIRED
+    assert sorted(zip(final["arm"], final["seed"])) == sorted(
+        (a, s) for a in ("winner", "baseline", "netaug_fixed") for s in (0, 1))
+    assert (final["status"] == "TERMINATED").all() and (final["epochs"] == 2).all()
+    assert final[["train_top1", "val_top1", "test_top1", "base_macs", "wall_s", "step_s"]].notna().all().all()
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    best = trials.loc[trials["val_top1"].idxmax()]
+    winner = final[final.arm == "winner"].iloc[0]
+    assert winner["mode"] == best["mode"] and winner["r"] == pytest.approx(best["r"])
+    assert json.loads(winner["largest"]) == json.loads(best["arch"])  # the winner trains with its a*
+    fixed = final[final.arm == "netaug_fixed"].iloc[0]
+    assert fixed["mode"] == "netaug" and fixed["r"] == pytest.approx(best["r"]) and fixed["s"] == best["s"]
+    assert fixed["aug_macs"] > winner["aug_macs"] > winner["base_macs"]  # every layer at r is wider than a*
+    base = final[final.arm == "baseline"]
+    assert base["largest"].isna().all() and base["r"].isna().all() and (base["mode"] == "baseline").all()
+    assert (final["base_macs"] == final["base_macs"].iloc[0]).all()
+    # the pairing, as the trials measured it: one initial base and one batch sequence per seed, across arms
+    for _seed, group in final.groupby("seed"):
+        assert group["init_digest"].nunique() == 1 and group["batch_digest"].nunique() == 1
+    assert final.groupby("seed")["init_digest"].first().nunique() == 2
+    # the summary answers with one line per arm against baseline
+    text = "\n".join(lines)
+    assert "winner (netaug_rkd, a*) vs baseline: test top-1 " in text and "2 seeds" in text
+    assert "netaug_fixed (netaug, every layer at r=" in text and "Answer:" in text
+
+
+def test_final_metrics_equal_what_predictions_give_and_torchmetrics(final_run):
+    _, run_dir, _ = final_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    assert preds["model"].str.startswith("aug:").any()  # the sweep's predictions are kept beside the final ones
+    for row in final.itertuples():
+        test = preds[(preds.model == f"final:{row.arm}:s{row.seed}") & (preds.split == "test")]
+        test = test.sort_values("sample_index")
+        assert len(test) and (test.trial_id == row.trial_id).all()
+        topk, labels = np.stack(test["topk"].to_numpy()), test["label"].to_numpy()
+        assert row.test_top1 == pytest.approx(float((topk[:, 0] == labels).mean()), abs=1e-12)
+        probs = np.zeros((len(test), 10), dtype=np.float32)
+        np.put_along_axis(probs, topk, np.stack(test["topk_prob"].to_numpy()), axis=1)
+        p, t = torch.from_numpy(probs), torch.from_numpy(labels.copy())
+        for k in (1, 3, 5):
+            kw = {"num_classes": 10, "average": "macro", "top_k": k}
+            assert getattr(row, f"test_precision_at_{k}") == pytest.approx(float(multiclass_precision(p, t, **kw)),
+                                                                            abs=1e-6)
+            assert getattr(row, f"test_recall_at_{k}") == pytest.approx(float(multiclass_recall(p, t, **kw)), abs=1e-6)
+            assert getattr(row, f"test_f1_at_{k}") == pytest.approx(float(multiclass_f1_score(p, t, **kw)), abs=1e-6)
+
+
+def test_epochs_parquet_has_both_stages_and_train_top1_every_final_epoch(final_run):
+    _, run_dir, _ = final_run
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert list(epochs.columns) == EPOCHS_SCHEMA.names
+    assert set(epochs["stage"]) == {"sweep", "final"}
+    final = epochs[epochs.stage == "final"]
+    assert len(final) == 6 * 2 and not final.duplicated(["trial_id", "epoch"]).any()
+    assert final[["train_top1", "val_top1", "val_loss", "train_loss"]].notna().all().all()
+    assert final["train_top1"].between(0, 1).all()
+    last = final[final.epoch == 2].set_index("trial_id")["train_top1"]
+    rows = pd.read_parquet(run_dir / "final.parquet").set_index("trial_id")
+    assert np.allclose(last.sort_index(), rows.loc[last.index, "train_top1"].sort_index())
+
+
+def test_the_delivered_model_is_the_best_by_val_and_matches_onnx(final_run):
+    cfg, run_dir, lines = final_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    info = json.loads((run_dir / "final" / "model.json").read_text())
+    means = final.groupby("arm")["val_top1"].mean()
+    assert means[info["arm"]] == means.max()
+    mine = final[final.arm == info["arm"]]
+    assert mine.set_index("seed").loc[info["seed"], "val_top1"] == mine["val_top1"].max()
+    model, payload = load_exported(run_dir / "final" / "model.pt")
+    data = load_data(cfg.data)
+    batcher = make_batcher(data, cfg.data)
+    x = torch.cat([b for b, _ in batcher.batches(data.test, 512)])
+    with torch.no_grad():
+        logits = model(x).numpy()
+    row = mine.set_index("seed").loc[info["seed"]]
+    assert float((logits.argmax(1) == data.test.labels.numpy()).mean()) == pytest.approx(row["test_top1"], abs=1e-12)
+    session = ort.InferenceSession(str(run_dir / "final" / "model.onnx"), providers=["CPUExecutionProvider"])
+    theirs = session.run(None, {"input": x.numpy()})[0]
+    assert np.abs(theirs - logits).max() <= 1e-4 and (theirs.argmax(1) == logits.argmax(1)).all()
+    assert info["onnx"]["passed"] and info["onnx"]["samples"] == len(data.test)
+    assert info["input_shape"] == [1, 1, 8, 8] and info["classes"] == [str(i) for i in range(10)]
+    assert info["normalisation"]["mean"] == pytest.approx(list(data.mean))
+    assert info["macs"] == row["base_macs"] and info["test_top1_exported"] == pytest.approx(row["test_top1"])
+    assert info["peak_activation_bytes_fp32"] == 4 * info["peak_activation_bytes_int8"] > 0
+    assert any(line.startswith("delivered: ") for line in lines)
