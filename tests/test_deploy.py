@@ -122,3 +122,24 @@ def test_arms_of_one_seed_share_initial_base_weights_and_batches():
         assert len(batches[0]) == len(data.train) // 256 and batches[0] == batches[1] == batches[2]
     assert runs[("baseline", 3)][0] != runs[("baseline", 4)][0]
     assert runs[("baseline", 3)][1] != runs[("baseline", 4)][1]
+
+
+def test_with_share_then_unshare_only_the_shared_blocks_start_differently():
+    from netaug.data import load_data
+    from netaug.models.weight_sharing import identical_block_groups, materialize
+
+    space = load_space(None, ["data.resolution=8"])
+    data = load_data(space.data)
+    plain = Trainer(arm_space(space, Arm("baseline", "baseline", "plain"), 0), data).model
+    shared = Trainer(arm_space(space, Arm("netaug_fixed", "netaug", "fixed", r=2.0, s=2, aug_loss_weight=1.0,
+                                          share_fraction=0.1), 0), data).augmented.export("min")
+    a, b = dict(materialize(plain).named_parameters()), dict(materialize(shared).named_parameters())
+    in_groups = {i for group in identical_block_groups(plain.spec) for i in group}
+    assert in_groups
+    for name, value in a.items():
+        block = int(name.split(".")[1]) if name.startswith("blocks.") else None
+        if block not in in_groups:
+            assert torch.equal(value, b[name]), name  # stem, unshared blocks, head: the same start
+    later = {i for group in identical_block_groups(plain.spec) for i in group[1:]}
+    assert any(not torch.equal(a[f"blocks.{i}.expand.conv.weight"], b[f"blocks.{i}.expand.conv.weight"])
+               for i in later)  # a shared group's later blocks start as its first block

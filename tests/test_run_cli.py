@@ -167,9 +167,13 @@ def test_dashboard_lists_this_run_with_its_token_and_a_killed_sweep_resumes_with
     assert len(final) == 3 and (final["status"] == "TERMINATED").all()
 
 
-def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[subprocess.Popen, str, str]:
-    """Start the CLI, send `sig` to its whole process group (as a terminal does) once `marker` is printed."""
-    proc = _start(out, "--no-dashboard", *extra)
+def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[int, str, str]:
+    """Run the CLI and send `sig` to its whole process group (as a terminal does) once a stdout line
+    contains `marker`; returns (exit code, stdout, stderr)."""
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--out",
+         str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)], *extra],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     seen = []
     try:
         for line in proc.stdout:
@@ -177,13 +181,13 @@ def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[subproces
             if marker in line:
                 os.killpg(proc.pid, sig)
                 break
-        rest, _ = proc.communicate(timeout=120)
+        rest, err = proc.communicate(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=60)
     assert any(marker in line for line in seen), "".join(seen)
-    return proc, "".join(seen), rest
+    return proc.returncode, "".join(seen) + rest, err
 
 
 # (stage, the line that shows it is running, what must not exist after the interruption)
@@ -198,47 +202,22 @@ INTERRUPTS = [
 @pytest.mark.parametrize("stage,marker,absent", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
 def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, stage, marker, absent):
     out = tmp_path / "run"
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--out",
-         str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)]],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    seen = []
-    try:
-        for line in proc.stdout:
-            seen.append(line)
-            if marker in line:
-                os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
-                break
-        rest, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=60)
-    assert any(marker in line for line in seen), "".join(seen)
-    stdout = "".join(seen) + rest
+    code, stdout, err = _run_until(out, marker, signal.SIGINT)  # what Ctrl+C in a terminal does
     lines = err.strip().splitlines()
-    assert proc.returncode == 130, (stdout, err)
+    assert code == 130, (stdout, err)
     assert len(lines) == 1 and lines[0].startswith("interrupted; resume with: python search/run.py --space "), err
     assert f"--out {out}" in lines[0] and lines[0].endswith("--resume") and "--set final.seeds=1" in lines[0]
     assert "Traceback" not in stdout + err
     for name in absent:
         assert not (out / name).exists(), f"{name} exists after Ctrl+C in the {stage} stage"
     later = {"supernet": "search ", "search": "[sweep", "sweep": "[final", "final": "delivered"}[stage]
-    assert not any(line.startswith(later) for line in rest.splitlines())
+    after = stdout.split(marker, 1)[1]
+    assert not any(line.startswith(later) for line in after.splitlines())
 
 
 def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
     out = tmp_path / "run"
-    proc = _start(out, "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2")
-    try:
-        for line in proc.stdout:
-            if line.startswith("[final") and "epoch 1/2" in line:
-                os.killpg(proc.pid, signal.SIGKILL)
-                break
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=60)
+    _run_until(out, "epoch 1/2 arm", signal.SIGKILL, "--set", "final.seeds=2", "--set", "sweep.trials=2")
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
     assert not (out / "final.parquet").exists() and (out / "trials.parquet").exists()
     proc = _start(out, "--resume", "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2")
