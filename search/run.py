@@ -34,18 +34,18 @@ EXIT_INCOMPLETE = 1
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__.split("\n\n")[1],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p = argparse.ArgumentParser(prog="python search/run.py", description=__doc__.split("\n\n")[1])
     p.add_argument("--space", required=True, help="space file (YAML), e.g. spaces/mbv2.yaml")
     p.add_argument("--stage", choices=(*STAGES, "all"), default="all",
                    help="one stage, or all of them in order (supernet and search are skipped with "
-                        "sweep.largest: fixed); final needs a run directory whose sweep has finished")
+                        "sweep.largest: fixed); final needs a run directory whose sweep has finished "
+                        "(default: all)")
     p.add_argument("--out", default=None, help="run directory, also Ray Tune's storage path (default: runs/<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a space key, e.g. --set sweep.trials=4 (repeatable)")
     p.add_argument("--resume", action="store_true",
-                   help="continue an interrupted run in --out (finished stages are kept, the sweep's searcher "
-                        "state is restored)")
+                   help="continue an interrupted run in --out (finished stages and finished trials are kept; "
+                        "the sweep's searcher state is restored)")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or ray://host:port (default: local)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     return p.parse_args(argv)
