@@ -30,7 +30,8 @@ class LineReporter(Callback):
         self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts))
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        last = self.last_epoch.get(trial.trial_id, 0)
+        # a trial that finished before a resume reports nothing in this process: its last result says how far it got
+        last = self.last_epoch.get(trial.trial_id, (getattr(trial, "last_result", None) or {}).get("epoch") or 0)
         early = self.total is not None and last < self.total
         self._print(f"{trial.trial_id} " + (f"stopped early by the scheduler after epoch {last}" if early else "done"))
 
