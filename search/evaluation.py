@@ -13,6 +13,7 @@ from netaug.io import write_parquet
 from netaug.spos import path_id
 
 KS = (1, 3, 5)
+TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]  # macro, of the base
 PREDICTIONS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
     ("label", pa.int64()), ("topk", pa.list_(pa.int64())), ("topk_prob", pa.list_(pa.float32())),

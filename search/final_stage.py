@@ -32,13 +32,12 @@ from netaug.errors import StageIncomplete, UserError
 from netaug.io import atomic_path, write_parquet
 from search.checkpoints import load_trainer_state, trainer_checkpoint
 from search.cluster import resources_for
-from search.evaluation import KS, PREDICTIONS_SCHEMA, cached_data, final_evaluation
+from search.evaluation import PREDICTIONS_SCHEMA, TEST_METRICS, cached_data, final_evaluation
 from search.progress import LineReporter
 
 EXPERIMENT = "final"
 FINAL_FILE = "final.parquet"
 ARMS_FILE = "arms.json"
-TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]
 FINAL_SCHEMA = pa.schema(
     [("arm", pa.string()), ("mode", pa.string()), ("seed", pa.int64()), ("r", pa.float64()), ("s", pa.int64()),
      ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()), ("largest", pa.string()),
@@ -285,7 +284,7 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
 
 def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dict]]:
     """(final.parquet rows, epochs.parquet rows) from the final stage's ResultGrid."""
-    from search.results import _error_text, epoch_row, trial_id_of
+    from search.results import epoch_row, error_text, trial_id_of
 
     by_name = {a.name: a for a in arms}
     rows, epoch_rows = [], []
@@ -302,7 +301,7 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
                "base_macs": m.get("base_macs"), "aug_macs": _num(m.get("aug_macs"), int), "epochs": done,
                "train_top1": m.get("train_top1"), "val_top1": m.get("val_top1"), "test_top1": m.get("test_top1"),
                **{k: m.get(k) for k in TEST_METRICS}, "wall_s": m.get("time_total_s"), "step_s": m.get("step_s"),
-               "trial_id": tid, "status": status, "error": _error_text(result.error),
+               "trial_id": tid, "status": status, "error": error_text(result.error),
                "description": arm.description, "share_fraction": arm.share_fraction, "val_loss": m.get("val_loss"),
                "init_digest": m.get("init_digest"), "batch_digest": m.get("batch_digest"),
                "model_file": m.get("model_file")}

@@ -17,9 +17,9 @@ from netaug.config import SWEPT_PARAMS
 from netaug.io import write_parquet
 from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
-from search.sweep_stage import EXPERIMENT, KS, PREDICTIONS_SCHEMA
+from search.evaluation import KS, PREDICTIONS_SCHEMA, TEST_METRICS
+from search.sweep_stage import EXPERIMENT
 
-TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]
 TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
      ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
@@ -52,7 +52,7 @@ def trial_id_of(result) -> str:
     return match.group(1) if match else Path(result.path).name
 
 
-def _error_text(error: BaseException | None) -> str | None:
+def error_text(error: BaseException | None) -> str | None:
     if error is None:
         return None
     cause = error
@@ -73,7 +73,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         config = result.config or {}
         run = int(m.get("epoch", 0) or 0)
         status = "ERROR" if result.error is not None else "TERMINATED" if run >= epochs else "STOPPED"
-        row = {"trial_id": tid, "status": status, "error": _error_text(result.error),
+        row = {"trial_id": tid, "status": status, "error": error_text(result.error),
                **{k: config.get(k) for k in SWEPT_PARAMS}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
                "aug_macs": m.get("aug_macs"), "epochs_run": run, "val_top1": m.get("val_top1"),
                "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
