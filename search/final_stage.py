@@ -284,7 +284,7 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
 
 def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dict]]:
     """(final.parquet rows, epochs.parquet rows) from the final stage's ResultGrid."""
-    from search.results import epoch_row, error_text, trial_id_of
+    from search.results import epoch_rows_of, error_text, trial_id_of
 
     by_name = {a.name: a for a in arms}
     rows, epoch_rows = [], []
@@ -306,10 +306,7 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
                "init_digest": m.get("init_digest"), "batch_digest": m.get("batch_digest"),
                "model_file": m.get("model_file")}
         rows.append(row)
-        df = result.metrics_dataframe
-        if df is not None and len(df) and "epoch" in df:
-            df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
-            epoch_rows += [epoch_row(tid, "final", rec, arm.name, seed) for rec in df.to_dict("records")]
+        epoch_rows += epoch_rows_of(result.metrics_dataframe, tid, "final", arm.name, seed)
     order = {a.name: i for i, a in enumerate(arms)}
     rows.sort(key=lambda r: (order.get(r["arm"], 99), r["seed"]))
     return rows, epoch_rows

@@ -45,6 +45,14 @@ def epoch_row(trial_id: str, stage: str, report: dict, arm: str | None = None, s
             **{k: number(report.get(k)) for k in EPOCH_METRICS}}
 
 
+def epoch_rows_of(df, trial_id: str, stage: str, arm: str | None = None, seed: int | None = None) -> list[dict]:
+    """epochs.parquet rows from a trial's metrics dataframe: one per epoch, the last report of a retried one."""
+    if df is None or not len(df) or "epoch" not in df:
+        return []
+    df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
+    return [epoch_row(trial_id, stage, rec, arm, seed) for rec in df.to_dict("records")]
+
+
 def trial_id_of(result) -> str:
     if result.metrics and result.metrics.get("trial_id"):
         return result.metrics["trial_id"]
@@ -86,10 +94,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         if df is not None and "started_at" in df and df["started_at"].notna().any():
             row["started_at"] = float(df["started_at"].min())  # the first attempt's start
         trials.append(row)
-        if df is not None and len(df) and "epoch" in df:
-            df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
-            for rec in df.to_dict("records"):
-                epoch_rows.append(epoch_row(tid, "sweep", rec))
+        epoch_rows += epoch_rows_of(df, tid, "sweep")
     trials.sort(key=lambda r: (r.get("started_at") is None, r.get("started_at") or 0, r["trial_id"]))
     return trials, epoch_rows
 
