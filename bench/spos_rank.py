@@ -35,7 +35,6 @@ def main(argv: list[str] | None = None) -> int:
     import torch
     from scipy.stats import kendalltau, spearmanr
 
-    from netaug.augment import spec_for
     from netaug.data import load_data
     from netaug.models import profile_macs
     from netaug.spos import PathEvaluator, PathSpace, path_id
@@ -61,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     supernet = scorer.supernet
     shape = (data.in_channels, data.resolution, data.resolution)
     evaluator = PathEvaluator(supernet, shape, scorer)
-    space = PathSpace.from_rs(supernet, r, s)
+    space = PathSpace.from_netaug(supernet, cfg.netaug, r, s)
     gen = torch.Generator().manual_seed(cfg.search.seed)
     paths: dict = {}
     while len(paths) < min(args.paths, space.size):
@@ -74,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, cand in enumerate(inherited):
         torch.manual_seed(cfg.training.seed)
-        net = supernet.base_cls(spec_for(supernet.base_spec, cand.path))
+        net = supernet.base_cls(supernet.spec_of(cand.path))
         t0 = time.perf_counter()
         alone = Trainer(alone_cfg, data, mode="baseline", base=net)
         alone.fit()

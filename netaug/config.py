@@ -103,12 +103,23 @@ class TrainingConfig:
 class NetAugConfig:
     r: float = opt(3.0, "width augmentation factor: the largest augmented width is r x base", ge=1, le=16)
     s: int = opt(2, "diversity factor: widths are linearly spaced from 1 to r in s + 1 points", ge=1, le=32)
-    augment_expand: bool = opt(True, "also augment the expand (middle) width of each block on the same grid")
+    augment_expand: bool = opt(True, "also augment the expand (middle) width of each block")
+    expand_r: float | None = opt(
+        None, "largest expand factor of a block's middle width; null: r (the width grid)", ge=1, le=16)
+    expand_s: int | None = opt(
+        None, "expand factors are linearly spaced from 1 to expand_r in expand_s + 1 points; null: s", ge=1, le=32)
+    mid_width: Literal["input", "block"] = opt(
+        "input", "a block's middle width: input (official: active input width x expand ratio x expand "
+        "factor, so width and expand augmentation multiply) or block (base middle width x expand factor)")
+    init: Literal["augmented", "base"] = opt(
+        "augmented", "augmented (official): PyTorch's kaiming-uniform init of the whole augmented model, "
+        "the base is its slice; base: the base's own fan-out init, extra weights initialised around it")
     aug_loss_weight: float = opt(1.0, "alpha: weight of the augmented models' loss", ge=0)
     aug_samples: int = opt(1, "augmented models sampled per step", ge=1, le=16)
     min_w_fraction: float = opt(
-        0.1, "final fraction of epochs in min_w mode (base widths, random expand)", ge=0, le=1)
-    sort_channels: bool = opt(True, "sort the augmented middle channels by L1 importance each epoch")
+        0.5, "final fraction of epochs in min_w mode (base widths, random expands); official: 0.5", ge=0, le=1)
+    sort_channels: bool = opt(
+        True, "sort the augmented middle channels by L1 importance at the start of each width-augmented epoch")
 
 
 @dataclass

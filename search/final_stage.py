@@ -3,9 +3,10 @@
 Arms (`final.arms`): `winner` (the best sweep trial by sweep.metric: its mode, parameters and a*),
 `baseline` (plain training of the same base) and `netaug_fixed` (plain NetAug at the winner's r, s
 and alpha, every layer at r). Each arm x seed is one Tune trial, checkpointed every epoch, trained
-for `final.epochs`. For one seed every arm starts from the same base weights and sees the same
-batches and augmentation draws (the trainer seeds them from training.seed alone), so the arms differ
-only by method; each trial reports digests of its initial base weights and of its batches to show it.
+for `final.epochs`. For one seed every arm sees the same batches and augmentation draws (the trainer
+seeds them from training.seed alone), and starts from the same base weights unless the method's own
+init differs (netaug.init=augmented, the official NetAug init, is a slice of the augmented model's);
+each trial reports digests of its initial base weights and of its batches to show it.
 
 Each epoch records the base's top-1 on a fixed, un-augmented subset of the training split
 (`train_top1`): NetAug claims to lift the tiny model's training accuracy, and this is where to see

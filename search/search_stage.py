@@ -114,7 +114,7 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
     shape = (data.in_channels, data.resolution, data.resolution)
     base_macs = profile_macs(supernet.export("min"), shape)[0]
     limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
-    space = PathSpace.from_rs(supernet, r, s, expand=cfg.netaug.augment_expand)
+    space = PathSpace.from_netaug(supernet, cfg.netaug, r, s)
 
     scorer = RayScorer(cfg, checkpoint)
     evaluator = PathEvaluator(supernet, shape, scorer)

@@ -77,7 +77,7 @@ def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str
     evaluator.cache.update(zip(paths_from_json([json.loads(a) for a in known]), known.values()))
     base_macs = profile_macs(supernet.export("min"), shape)[0]
     limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
-    space = PathSpace.from_rs(supernet, cfg.netaug.r, cfg.netaug.s, expand=cfg.netaug.augment_expand)
+    space = PathSpace.from_netaug(supernet, cfg.netaug)
     gen = torch.Generator().manual_seed(cfg.search.seed)
     chosen, table = uniform_search(evaluator, space, min(cfg.sweep.num_paths, space.size), limit, gen)
     rows = archs_table(table, chosen, f"sweep-{trial_id}", "uniform", cfg.netaug.r, cfg.netaug.s)

@@ -176,3 +176,80 @@ def test_channels_last_dynamic_forward_matches_contiguous(pair):
     ref = aug(x)
     aug_cl = aug.to(memory_format=torch.channels_last)
     assert torch.allclose(aug_cl(x.contiguous(memory_format=torch.channels_last)), ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------- fidelity to the official NetAug
+def test_official_grids_from_a_space_file():
+    from netaug.augment import netaug_grids
+    from netaug.config import load_space
+
+    cfg = load_space(None, ["netaug.r=2.6", "netaug.s=2", "netaug.expand_r=2.8", "netaug.expand_s=3"]).netaug
+    widths, expands = netaug_grids(cfg)
+    assert widths == [1.0, 1.8, 2.6] and expands == pytest.approx([1.0, 1.6, 2.2, 2.8])
+    same = load_space(None, ["netaug.r=2.5", "netaug.s=3"]).netaug
+    assert netaug_grids(same) == ([1.0, 1.5, 2.0, 2.5], [1.0, 1.5, 2.0, 2.5])  # null: the width grid
+    assert netaug_grids(load_space(None, ["netaug.augment_expand=false"]).netaug)[1] == [1.0]
+
+
+@pytest.mark.parametrize("mid_width", ["input", "block"])
+def test_middle_width_follows_the_active_input_width_or_the_block(mid_width):
+    """input: middle = base middle x (active input / base input) x expand factor (the official rule,
+    widths and expands multiply); block: base middle x expand factor. Checked by direct arithmetic."""
+    base = build_model("mobilenetv2_tiny", 10, 3, resolution=32)
+    aug = augment(base, [1.0, 1.8, 2.6], [1.0, 1.6, 2.2, 2.8], mid_width=mid_width)
+    gen = torch.Generator().manual_seed(3)
+    for _ in range(5):
+        config = aug.set_active("random", gen)
+        spec = aug.active_spec()
+        widths, expands = config
+        in_ch = max(base.spec.stem_ch, int(base.spec.stem_ch * widths[0] + 0.5))
+        for b, bb, e in zip(spec.blocks, base.spec.blocks, expands):
+            assert b.in_ch == in_ch
+            if bb.mid_ch is not None:
+                factor = e * in_ch / bb.in_ch if mid_width == "input" else e
+                want = bb.mid_ch if factor == 1 else max(bb.mid_ch, int(bb.mid_ch * factor + 0.5))
+                assert b.mid_ch == want
+            in_ch = b.out_ch
+        x = torch.randn(2, 3, 32, 32)
+        with torch.no_grad():
+            aug.eval()
+            static = aug.export(config).eval()
+            assert torch.allclose(aug(x), static(x), atol=1e-5)  # the static twin computes the same
+            aug.train()
+    aug.set_active("min")
+    assert aug.active_spec() == base.spec
+    n = {kind: sum(p.numel() for p in augment(base, [1.0, 1.8, 2.6], [1.0, 1.6, 2.2, 2.8], mid_width=kind)
+                   .parameters()) for kind in ("input", "block")}
+    assert n["input"] > 1.5 * n["block"]
+
+
+def test_official_mbv2_tiny_augmented_model_has_the_official_size():
+    """The official lists on MobileNetV2-Tiny (ImageNet, 144 px) give 5.83M params in the official
+    code (mit-han-lab/tinyml); the middle width per block alone ("block") would give 3.17M."""
+    base = build_model("mobilenetv2_tiny", 1000, 3, resolution=144)
+    n = {kind: sum(p.numel() for p in augment(base, [1.0, 1.8, 2.6], [1.0, 1.6, 2.2, 2.8], mid_width=kind)
+                   .parameters()) for kind in ("input", "block")}
+    assert round(n["input"] / 1e6, 2) == 5.83 and round(n["block"] / 1e6, 2) == 3.17
+
+
+def test_official_init_is_kaiming_uniform_over_the_augmented_shapes():
+    """init=augmented: every conv is U(-b, b) with b = 1/sqrt(fan_in of the augmented weight) (PyTorch's
+    default, a = sqrt(5)), BN 1/0, linear truncated normal(0.02); the base is the leading slice."""
+    from scipy.stats import kstest
+
+    torch.manual_seed(0)
+    base = build_model("mobilenetv2_tiny", 10, 3, resolution=32)
+    aug = augment(base, [1, 2, 3], [1, 2, 3], init="augmented")
+    conv = aug.blocks[3].expand.conv.weight.detach()
+    bound = 1 / (conv.shape[1] * conv.shape[2] * conv.shape[3]) ** 0.5
+    assert conv.abs().max() <= bound and kstest(conv.flatten().numpy(), "uniform", (-bound, 2 * bound)).pvalue > 1e-3
+    lin = aug.classifier.weight.detach()
+    assert abs(float(lin.std()) - 0.02) < 0.002 and lin.abs().max() <= 2
+    assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) for bn in
+               (m for m in aug.modules() if isinstance(m, torch.nn.BatchNorm2d)))
+    exported = aug.export("min").state_dict()
+    assert torch.equal(exported["blocks.3.expand.conv.weight"], conv[:base.blocks[3].expand.conv.weight.shape[0],
+                                                                    :base.blocks[3].expand.conv.weight.shape[1]])
+    assert not torch.equal(exported["blocks.3.expand.conv.weight"], base.state_dict()["blocks.3.expand.conv.weight"])
+    kept = augment(base, [1, 2, 3], [1, 2, 3], init="base").export("min").state_dict()
+    assert all(torch.equal(v, base.state_dict()[k]) for k, v in kept.items())  # init=base keeps the base

@@ -103,9 +103,12 @@ def _first_epoch(cfg, data, largest=None) -> tuple[str, list[bytes]]:
     return init, seen
 
 
-def test_arms_of_one_seed_share_initial_base_weights_and_batches():
+@pytest.mark.parametrize("init", ["base", "augmented"])
+def test_arms_of_one_seed_share_initial_base_weights_and_batches(init):
+    """netaug.init=base: every arm starts from the baseline's weights. augmented (the official init):
+    the NetAug arms share theirs (slices of one augmented init), the baseline keeps its own."""
     space = load_space(None, ["data.resolution=8", "training.batch_size=256", "training.epochs=1",
-                              "training.bn_calib_batches=1"])
+                              "training.bn_calib_batches=1", f"netaug.init={init}"])
     from netaug.data import load_data
 
     data = load_data(space.data)
@@ -118,7 +121,10 @@ def test_arms_of_one_seed_share_initial_base_weights_and_batches():
     for seed in (3, 4):
         inits = {runs[(a.name, seed)][0] for a in arms}
         batches = [runs[(a.name, seed)][1] for a in arms]
-        assert len(inits) == 1, "every arm of a seed starts from the same base weights"
+        if init == "base":
+            assert len(inits) == 1, "every arm of a seed starts from the same base weights"
+        else:
+            assert runs[("netaug_fixed", seed)][0] == runs[("winner", seed)][0] != runs[("baseline", seed)][0]
         assert len(batches[0]) == len(data.train) // 256 and batches[0] == batches[1] == batches[2]
     assert runs[("baseline", 3)][0] != runs[("baseline", 4)][0]
     assert runs[("baseline", 3)][1] != runs[("baseline", 4)][1]
@@ -128,7 +134,7 @@ def test_with_share_then_unshare_only_the_shared_blocks_start_differently():
     from netaug.data import load_data
     from netaug.models.weight_sharing import identical_block_groups, materialize
 
-    space = load_space(None, ["data.resolution=8"])
+    space = load_space(None, ["data.resolution=8", "netaug.init=base"])
     data = load_data(space.data)
     plain = Trainer(arm_space(space, Arm("baseline", "baseline", "plain"), 0), data).model
     shared = Trainer(arm_space(space, Arm("netaug_fixed", "netaug", "fixed", r=2.0, s=2, aug_loss_weight=1.0,

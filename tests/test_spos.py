@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 from torch.utils.flop_counter import FlopCounterMode
 
-from netaug.augment import augment, spec_for
+from netaug.augment import augment, spec_for, width_multipliers
 from netaug.data import Batcher
 from netaug.models import build_model, profile_macs
 from netaug.spos import LocalScorer, PathEvaluator, PathSpace, evolution_search, uniform_search
@@ -34,7 +34,7 @@ def make_evaluator(supernet, digits16):
 
 
 def test_sampled_paths_are_valid_subnetworks_containing_the_base(supernet):
-    space = PathSpace.from_rs(supernet, 2, 2)
+    space = PathSpace.from_grids(supernet, width_multipliers(2, 2), width_multipliers(2, 2))
     assert space.width_choices[0] == (1.0, 1.5, 2.0)
     gen = torch.Generator().manual_seed(0)
     base = supernet.base_spec
@@ -47,11 +47,11 @@ def test_sampled_paths_are_valid_subnetworks_containing_the_base(supernet):
             assert not b.residual or b.in_ch == b.out_ch
         assert supernet.set_active(path) == path
     with pytest.raises(ValueError):
-        PathSpace.from_rs(supernet, 4, 2)
+        PathSpace.from_grids(supernet, width_multipliers(4, 2), width_multipliers(4, 2))
 
 
 def test_sampling_is_uniform_per_layer(supernet):
-    space = PathSpace.from_rs(supernet, 3, 4)
+    space = PathSpace.from_grids(supernet, width_multipliers(3, 4), width_multipliers(3, 4))
     gen = torch.Generator().manual_seed(1)
     draws = [space.sample(gen) for _ in range(3000)]
     for group in (0, 3, supernet.num_width_groups - 1):
@@ -64,7 +64,7 @@ def test_sampling_is_uniform_per_layer(supernet):
 
 
 def test_path_macs_equal_a_direct_count_on_the_dynamic_network(supernet):
-    space = PathSpace.from_rs(supernet, 3, 4)
+    space = PathSpace.from_grids(supernet, width_multipliers(3, 4), width_multipliers(3, 4))
     gen = torch.Generator().manual_seed(2)
     for _ in range(3):
         path = space.sample(gen)
@@ -76,7 +76,7 @@ def test_path_macs_equal_a_direct_count_on_the_dynamic_network(supernet):
 
 
 def test_uniform_search_recalibrates_each_evaluation_and_is_deterministic(supernet, digits16):
-    space = PathSpace.from_rs(supernet, 2, 2)
+    space = PathSpace.from_grids(supernet, width_multipliers(2, 2), width_multipliers(2, 2))
     base_macs = profile_macs(supernet.export("min"), (1, 16, 16))[0]
     results = []
     for _ in range(2):
@@ -93,7 +93,7 @@ def test_uniform_search_recalibrates_each_evaluation_and_is_deterministic(supern
 
 
 def test_evolution_never_exceeds_the_macs_limit(supernet, digits16):
-    space = PathSpace.from_rs(supernet, 2, 2)
+    space = PathSpace.from_grids(supernet, width_multipliers(2, 2), width_multipliers(2, 2))
     base_macs = profile_macs(supernet.export("min"), (1, 16, 16))[0]
     limit = 2.5 * base_macs
     runs = []

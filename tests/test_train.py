@@ -74,6 +74,41 @@ def test_min_w_phase_and_baseline_mode(digits16, fast_cfg):
     assert losses["aug_loss"] == 0 and losses["loss"] == losses["base_loss"]
 
 
+def test_foreach_sgd_gives_bitwise_the_same_weights_as_the_per_parameter_loop(digits16, fast_cfg):
+    """The trainer's foreach SGD (faster on CPU) against torch's single-tensor SGD, 6 netaug_rkd steps."""
+    weights = []
+    for foreach in (False, True):
+        trainer = Trainer(fast_cfg, digits16, mode="netaug_rkd")
+        for group in trainer.optimizer.param_groups:
+            group["foreach"] = foreach
+        batches = trainer.batcher.batches(digits16.train, 64, shuffle=True, augment=True,
+                                          generator=torch.Generator().manual_seed(0))
+        for _ in range(6):
+            trainer.step(*next(batches))
+        weights.append(trainer.model.state_dict())
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_channels_are_sorted_only_in_width_augmented_epochs(digits16, fast_cfg):
+    """As the official code: sorting at the start of each "random" epoch, none in the min_w epochs,
+    and the logged sub-networks of min_w epochs keep every width at the base's."""
+    import dataclasses
+
+    fast_cfg.training.epochs, fast_cfg.netaug.min_w_fraction = 4, 0.5
+    small = dataclasses.replace(digits16, train=digits16.train.take(np.arange(128)))
+    logged: list[dict] = []
+    trainer = Trainer(fast_cfg, small, mode="netaug", arch_log=logged.append)
+    sorted_in: list[int] = []
+    sort = trainer.augmented.sort_channels
+    trainer.augmented.sort_channels = lambda optimizer=None: (sorted_in.append(trainer.epoch), sort(optimizer))
+    for _ in range(4):
+        trainer.train_epoch()
+    assert sorted_in == [0, 1]
+    assert {e["kind"] for e in logged if e["epoch"] >= 2} == {"min_w"}
+    assert all(set(e["config"][0]) == {1.0} for e in logged if e["epoch"] >= 2)
+    assert any(set(e["config"][0]) != {1.0} for e in logged if e["epoch"] < 2)
+
+
 def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg):
     """One NetAug step's accumulated gradient equals the gradient of L(base) + alpha * L(aug)."""
     fast_cfg.netaug.aug_loss_weight = 0.7
@@ -91,8 +126,10 @@ def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg):
     loss = loss + 0.7 * trainer.criterion(model(x), y)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    # Now the same step through the trainer, with lr 0 so that the weights stay put.
-    trainer.optimizer.param_groups[0]["lr"] = trainer.optimizer.param_groups[1]["lr"] = 0.0
+    # Now the same step through the trainer, with lr 0 so that the weights stay put, and no momentum:
+    # foreach SGD with Nesterov momentum adds the momentum buffer into .grad in place.
+    for group in trainer.optimizer.param_groups:
+        group.update(lr=0.0, momentum=0.0, nesterov=False)
     trainer.scheduler.base_lrs = [0.0, 0.0]
     trainer.step(x, y)
     for n, p in model.named_parameters():
@@ -191,7 +228,7 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
     trainer.scheduler.base_lrs = [0.0, 0.0]
     for group in trainer.optimizer.param_groups:
-        group["lr"] = 0.0
+        group.update(lr=0.0, momentum=0.0, nesterov=False)  # foreach Nesterov SGD edits .grad in place
     losses = trainer.step(x, y)
     assert losses["teacher_loss"] > 0 and losses["distill_loss"] > 0
     assert (losses["aug_loss"] > 0) == (mode != "kd")

@@ -8,7 +8,7 @@ from netaug.augment.network import (
     slice_state_dict,
     spec_for,
 )
-from netaug.augment.widths import widen, width_multipliers
+from netaug.augment.widths import netaug_grids, widen, width_multipliers
 
 __all__ = ["AugmentedNet", "SubnetConfig", "augment", "recalibrate_bn", "slice_state_dict", "spec_for", "widen",
-           "width_multipliers"]
+           "netaug_grids", "width_multipliers"]

@@ -21,7 +21,7 @@ from torch.nn.utils import parametrize
 from netaug.augment.dynamic_ops import DynamicBatchNorm2d, DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear
 from netaug.augment.widths import widen
 from netaug.models.layers import Ops
-from netaug.models.network import InvertedResidualNet
+from netaug.models.network import InvertedResidualNet, init_weights
 from netaug.models.spec import BlockSpec, NetSpec
 from netaug.models.weight_sharing import plain_state_dict
 
@@ -31,14 +31,25 @@ ConfigLike = str | SubnetConfig | Sequence
 DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicBatchNorm2d, linear=DynamicLinear)
 
 
-def spec_for(base: NetSpec, config: SubnetConfig) -> NetSpec:
-    """The static structure of sub-network `config` of the augmented twin of `base`."""
+MID_WIDTHS = ("input", "block")
+
+
+def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input") -> NetSpec:
+    """The static structure of sub-network `config` of the augmented twin of `base`.
+
+    A block's middle width follows `mid_width`: "input" (the official NetAug) scales the base's
+    middle width by the block's active input width over its base input width, times the expand
+    factor, so width and expand augmentation multiply; "block" scales it by the expand factor alone.
+    """
+    if mid_width not in MID_WIDTHS:
+        raise ValueError(f"mid_width must be one of {MID_WIDTHS}, got {mid_width!r}")
     widths, expands = config
     stem = widen(base.stem_ch, widths[0])
     blocks, in_ch = [], stem
     for b, e in zip(base.blocks, expands):
         out = widen(b.out_ch, widths[b.stage + 1])
-        mid = None if b.mid_ch is None else widen(b.mid_ch, e)
+        factor = e * in_ch / b.in_ch if mid_width == "input" else e
+        mid = None if b.mid_ch is None else widen(b.mid_ch, factor)
         blocks.append(BlockSpec(in_ch, out, mid, b.kernel, b.stride, b.residual, b.stage))
         in_ch = out
     feature = widen(base.feature_ch, widths[-1])
@@ -58,8 +69,9 @@ class AugmentedNet(InvertedResidualNet):
     """The largest augmented model; `set_active` picks a sub-network, `export` gives a static base."""
 
     def __init__(self, base_spec: NetSpec, base_cls: type[InvertedResidualNet],
-                 width_mults: Sequence[float], expand_mults: Sequence[float]) -> None:
+                 width_mults: Sequence[float], expand_mults: Sequence[float], mid_width: str = "input") -> None:
         self.base_spec = base_spec
+        self.mid_width = mid_width
         self.base_cls = base_cls
         self.width_mults = tuple(sorted({float(m) for m in width_mults}))
         self.expand_mults = tuple(sorted({float(m) for m in expand_mults}))
@@ -67,11 +79,15 @@ class AugmentedNet(InvertedResidualNet):
             raise ValueError("width_mults and expand_mults must start at 1 (the base model)")
         self.num_width_groups = base_spec.num_stages + 2
         self.ceiling: SubnetConfig | None = None
-        super().__init__(spec_for(base_spec, self.config("max")), DYNAMIC_OPS)
+        super().__init__(self.spec_of(self.config("max")), DYNAMIC_OPS)
         self.active: SubnetConfig = self.config("min")
         self.set_active("min")
 
     # ------------------------------------------------------------------ configurations
+    def spec_of(self, config: SubnetConfig) -> NetSpec:
+        """The static structure of sub-network `config`."""
+        return spec_for(self.base_spec, config, self.mid_width)
+
     def expand_choices(self, block: int) -> tuple[float, ...]:
         return (1.0,) if self.base_spec.blocks[block].mid_ch is None else self.expand_mults
 
@@ -127,7 +143,7 @@ class AugmentedNet(InvertedResidualNet):
     def set_active(self, config: ConfigLike = "min", generator: torch.Generator | None = None) -> SubnetConfig:
         """Activate a sub-network; returns the resolved config (log it: it is plain JSON)."""
         config = self.normalize(config, generator)
-        spec = spec_for(self.base_spec, config)
+        spec = self.spec_of(config)
         self.stem.conv.active_out = spec.stem_ch
         for block, b in zip(self.blocks, spec.blocks):
             if block.expand is not None:
@@ -138,12 +154,12 @@ class AugmentedNet(InvertedResidualNet):
         return config
 
     def active_spec(self) -> NetSpec:
-        return spec_for(self.base_spec, self.active)
+        return self.spec_of(self.active)
 
     # ------------------------------------------------------------------ export
     def export(self, config: ConfigLike = "min") -> InvertedResidualNet:
         """A plain static network (the base model's class) computing what sub-network `config` computes."""
-        spec = spec_for(self.base_spec, self.normalize(config))
+        spec = self.spec_of(self.normalize(config))
         net = self.base_cls(spec).to(next(self.parameters()).device)
         net.load_state_dict(slice_state_dict(plain_state_dict(self), net.state_dict()))
         return net.train(self.training)
@@ -186,12 +202,24 @@ def _permute_(tensor: torch.Tensor, perm: torch.Tensor, dim: int) -> None:
     tensor.copy_(tensor.index_select(dim, perm))
 
 
-def augment(base: InvertedResidualNet, width_mults: Sequence[float],
-            expand_mults: Sequence[float] | None = None) -> AugmentedNet:
-    """Build the largest augmented model of `base`, whose "min" sub-network holds base's weights."""
-    aug = AugmentedNet(base.spec, type(base), width_mults, expand_mults if expand_mults is not None else [1.0])
+def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mults: Sequence[float] | None = None,
+            mid_width: str = "input", init: str = "base") -> AugmentedNet:
+    """Build the largest augmented model of `base`, whose "min" sub-network is the base.
+
+    init "base": the base's weights are copied into the leading slices (the extra weights keep the
+    fan-out init of the augmented shapes). init "augmented" (the official NetAug): the whole
+    augmented model is initialised at once (`init_weights(..., "uniform")`) and the base's own
+    weights are not used; the base is its leading slice.
+    """
+    aug = AugmentedNet(base.spec, type(base), width_mults, expand_mults if expand_mults is not None else [1.0],
+                       mid_width)
     device = next(base.parameters()).device
     aug.to(device)
+    if init == "augmented":
+        init_weights(aug, "uniform")
+        return aug.train(base.training)
+    if init != "base":
+        raise ValueError(f"init must be 'base' or 'augmented', got {init!r}")
     own = aug.state_dict()
     base_state = base.state_dict()
     with torch.no_grad():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
 
@@ -47,14 +49,24 @@ class ProxylessNASMobile(InvertedResidualNet):
     """ProxylessNAS-Mobile (Cai et al. 2019) with its searched kernel sizes and expand ratios."""
 
 
-def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convs (fan-out), BN gamma 1 / beta 0, small normal linear weights."""
+def init_weights(model: nn.Module, scheme: str = "fan_out") -> None:
+    """Initialise convs, BatchNorms (gamma 1, beta 0) and linear layers (bias 0).
+
+    Linear weights are truncated-normal(0.02), as in the official code. Convs: "fan_out" (plain
+    training, the official "he_fout") Kaiming-normal over fan-out; "uniform" (the official NetAug's
+    init of the augmented model) PyTorch's default Kaiming-uniform (a = sqrt(5)).
+    """
+    if scheme not in ("fan_out", "uniform"):
+        raise ValueError(f"init scheme must be 'fan_out' or 'uniform', got {scheme!r}")
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
-            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            if scheme == "fan_out":
+                nn.init.kaiming_normal_(m.weight, mode="fan_out")
+            else:
+                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.Linear):
-            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.trunc_normal_(m.weight, std=0.02)
             nn.init.zeros_(m.bias)

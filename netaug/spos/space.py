@@ -6,13 +6,16 @@ and with every multiplier >= 1 it always contains the base model as its prefix.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
-from netaug.augment import AugmentedNet, SubnetConfig, width_multipliers
+from netaug.augment import AugmentedNet, SubnetConfig, netaug_grids
+from netaug.config import NetAugConfig
 
 
 @dataclass(frozen=True)
@@ -23,16 +26,23 @@ class PathSpace:
     expand_choices: tuple[tuple[float, ...], ...]
 
     @staticmethod
-    def from_rs(supernet: AugmentedNet, r: float, s: int, expand: bool = True) -> PathSpace:
-        """Widths on the s-grid up to r; expands on the same grid, capped at the supernet's largest
-        (or fixed at 1 with `expand=False`, as when NetAug does not augment expand widths)."""
-        grid = tuple(width_multipliers(r, s))
-        if grid[-1] > supernet.width_mults[-1]:
-            raise ValueError(f"r={r} exceeds the supernet's largest width multiplier {supernet.width_mults[-1]}")
-        widths = (grid,) * supernet.num_width_groups
-        expands = tuple(tuple(m for m in grid if m <= supernet.expand_choices(i)[-1] and (expand or m == 1))
-                        or (1.0,) for i in range(len(supernet.base_spec.blocks)))
-        return PathSpace(widths, expands)
+    def from_grids(supernet: AugmentedNet, widths: Sequence[float], expands: Sequence[float]) -> PathSpace:
+        """Width choices `widths` for every width group and expand choices `expands` for every block
+        (those at or below the supernet's largest; 1 for blocks without a middle width)."""
+        widths, expands = tuple(widths), tuple(expands)
+        if widths[-1] > supernet.width_mults[-1]:
+            raise ValueError(f"r={widths[-1]} exceeds the supernet's largest width multiplier "
+                             f"{supernet.width_mults[-1]}")
+        per_block = tuple(tuple(m for m in expands if m <= supernet.expand_choices(i)[-1]) or (1.0,)
+                          for i in range(len(supernet.base_spec.blocks)))
+        return PathSpace((widths,) * supernet.num_width_groups, per_block)
+
+    @staticmethod
+    def from_netaug(supernet: AugmentedNet, netaug: NetAugConfig, r: float | None = None,
+                    s: int | None = None) -> PathSpace:
+        """The path space of NetAug's grids (`netaug_grids`), at (r, s) if given instead of netaug.r/s."""
+        cfg = dataclasses.replace(netaug, r=netaug.r if r is None else r, s=netaug.s if s is None else s)
+        return PathSpace.from_grids(supernet, *netaug_grids(cfg))
 
     @property
     def size(self) -> int:

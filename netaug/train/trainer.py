@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-from netaug.augment import AugmentedNet, augment, recalibrate_bn, width_multipliers
+from netaug.augment import AugmentedNet, augment, netaug_grids, recalibrate_bn
 from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
@@ -92,8 +92,8 @@ class Trainer:
 
             model: nn.Module = build_supernet(cfg, base)
         elif self.mode != "baseline":
-            widths = width_multipliers(cfg.netaug.r, cfg.netaug.s)
-            model: nn.Module = augment(base, widths, widths if cfg.netaug.augment_expand else [1.0])
+            widths, expands = netaug_grids(cfg.netaug)
+            model = augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init)
         else:
             model = base
         if largest is not None:
@@ -204,8 +204,8 @@ class Trainer:
 
     def train_epoch(self, progress: Callable[[dict[str, float]], None] | None = None) -> EpochRecord:
         """One pass over the training split (shuffled, augmented, last partial batch dropped)."""
-        if self.augmented is not None and self.cfg.netaug.sort_channels:
-            self.augmented.sort_channels(self.optimizer)
+        if self.augmented is not None and self.cfg.netaug.sort_channels and self.aug_kind() == "random":
+            self.augmented.sort_channels(self.optimizer)  # as the official code: only in width-augmented epochs
         sums = dict.fromkeys(("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss"), 0.0)
         steps, start = 0, time.perf_counter()
         for x, y in self.batcher.batches(self.data.train, self.cfg.training.batch_size, shuffle=True,

@@ -1,0 +1,428 @@
+"""Where does NetAug help? Paired arms over seeds, schedule lengths and base sizes, on real data.
+
+    python bench/evidence.py --out runs/evidence                 # run (or resume) the default grid
+    python bench/evidence.py --out runs/evidence --report        # tables and plot of what finished
+
+Arms (the final stage's, `search/final_stage.py`): `baseline` (plain training), `netaug` (every
+layer at the largest width), `netaug_rkd` (the same, with the largest model as online RKD
+teacher) and `netaug_rkd_astar` (NetAug+RKD whose largest model is the SPOS a*: a supernet trained
+on the same data, then a uniform search with inherited weights). Every cell (base size x schedule
+length x arm x seed) trains from scratch with `training.epochs` = the schedule length, so the
+learning-rate schedule is complete in each. For one seed the arms see the same batches.
+
+Resumable: every finished cell is a Parquet fragment under OUT/cells, every running one keeps a
+checkpoint per epoch under OUT/checkpoints; a rerun with the same OUT skips finished cells and
+continues the others. Cells run cheapest first (plain and NetAug before the teacher arms), so a
+budget that ends early leaves whole comparisons. Ctrl+C stops the workers; rerun to continue.
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+ARMS = ("baseline", "netaug", "netaug_rkd", "netaug_rkd_astar")
+ARM_COST = {"baseline": 1, "netaug": 5, "netaug_rkd": 25, "netaug_rkd_astar": 20}  # x baseline step, measured
+DEFAULT_SPACE = "spaces/netaug-official.yaml"
+RESULTS, EPOCHS, PLOT = "evidence.parquet", "evidence_epochs.parquet", "evidence.png"
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One training run of the study."""
+
+    base: str  # "mobilenetv2_tiny" or "mobilenetv2@0.1" (model name @ width multiplier)
+    epochs: int
+    arm: str
+    seed: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.base.replace('@', '-w')}_e{self.epochs}_{self.arm}_s{self.seed}"
+
+    def cost(self) -> float:
+        return self.epochs * ARM_COST[self.arm] * (1.4 if self.base == "mobilenetv2_tiny" else 1.0)
+
+
+def base_overrides(base: str) -> list[str]:
+    name, _, width = base.partition("@")
+    return [f"model.name={name}"] + ([f"model.width_mult={width}"] if width else [])
+
+
+def study_space(args, base: str, epochs: int):
+    """The study's space for one base and schedule: the official recipe's warm-up share (5 of 150 epochs)."""
+    from netaug.config import load_space
+
+    warmup = round(epochs * 5 / 150, 4)
+    return load_space(args.space, [*args.overrides, *base_overrides(base), f"training.epochs={epochs}",
+                                   f"final.epochs={epochs}", f"training.warmup_epochs={warmup}"])
+
+
+def arm_of(name: str, space, astar: list | None):
+    from search.final_stage import Arm
+
+    n = space.netaug
+    common = {"r": n.r, "s": n.s, "aug_loss_weight": n.aug_loss_weight}
+    if name == "baseline":
+        return Arm("baseline", "baseline", "plain training")
+    if name == "netaug":
+        return Arm("netaug", "netaug", f"netaug, every layer at r={n.r:g}", **common)
+    if name == "netaug_rkd":
+        return Arm("netaug_rkd", "netaug_rkd", f"netaug_rkd, every layer at r={n.r:g}",
+                   lambda_kd=space.rkd.lambda_kd, **common)
+    return Arm("netaug_rkd_astar", "netaug_rkd", "netaug_rkd, SPOS a*", lambda_kd=space.rkd.lambda_kd,
+               largest=astar, **common)
+
+
+# ---------------------------------------------------------------------------- worker side
+_DATA: dict = {}
+
+
+def _data(cfg):
+    from netaug.data import load_data
+
+    key = json.dumps(cfg.data.__dict__, sort_keys=True)
+    if key not in _DATA:
+        _DATA.clear()
+        _DATA[key] = load_data(cfg.data)
+    return _DATA[key]
+
+
+def _atomic_parquet(rows: list[dict], path: Path) -> None:
+    import pyarrow as pa
+
+    from netaug.io import write_parquet
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_parquet(pa.Table.from_pylist(rows), path)
+
+
+def _atomic_torch(obj, path: Path) -> None:
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_cell(args, cell: Cell) -> str:
+    """Train one cell (resuming from its checkpoint), write its row and its epoch rows."""
+    import torch
+
+    from netaug.models import profile_macs
+    from netaug.train.trainer import Trainer
+    from search.final_stage import arm_space, train_eval_subset, weights_digest
+
+    out = Path(args.out)
+    space = study_space(args, cell.base, cell.epochs)
+    astar = None
+    if cell.arm == "netaug_rkd_astar":
+        astar = json.loads((out / "astar" / f"{cell.base.replace('@', '-w')}.json").read_text())["arch"]
+    arm = arm_of(cell.arm, space, astar)
+    cfg = arm_space(space, arm, cell.seed)
+    data = _data(cfg)
+    started = time.perf_counter()
+    trainer = Trainer(cfg, data, largest=arm.largest)
+    aug = trainer.augmented
+    init = weights_digest(aug.export("min") if aug is not None else trainer.model)
+    ckpt = out / "checkpoints" / f"{cell.id}.pt"
+    epoch_rows: list[dict] = []
+    if ckpt.is_file():
+        state = torch.load(ckpt, weights_only=False)
+        trainer.load_state_dict(state["trainer"])
+        epoch_rows = state["epoch_rows"]
+    subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
+    while trainer.epoch < cell.epochs:
+        rec = trainer.train_epoch()
+        val = trainer.evaluate("val")["base"]
+        train = trainer.evaluate(subset)["base"]
+        epoch_rows.append({**asdict(cell), "epoch": trainer.epoch, "train_loss": rec.train_loss,
+                           "base_loss": rec.base_loss, "aug_loss": rec.aug_loss, "distill_loss": rec.distill_loss,
+                           "lr": rec.lr, "train_top1": train.top1, "val_top1": val.top1, "val_loss": val.loss,
+                           "epoch_s": rec.epoch_s, "step_s": rec.step_s})
+        _atomic_torch({"trainer": trainer.state_dict(), "epoch_rows": epoch_rows}, ckpt)
+        print(f"{cell.id}: epoch {trainer.epoch}/{cell.epochs} train top-1 {train.top1:.4f} "
+              f"val top-1 {val.top1:.4f} ({rec.epoch_s:.0f}s)", flush=True)
+    test = trainer.evaluate("test")["base"]
+    last = epoch_rows[-1]
+    shape = (data.in_channels, data.resolution, data.resolution)
+    base_net = aug.export("min") if aug is not None else trainer.model
+    row = {**asdict(cell), "mode": arm.mode, "description": arm.description, "r": arm.r, "s": arm.s,
+           "expand_r": cfg.netaug.expand_r, "expand_s": cfg.netaug.expand_s, "mid_width": cfg.netaug.mid_width,
+           "init": cfg.netaug.init, "aug_loss_weight": arm.aug_loss_weight, "lambda_kd": arm.lambda_kd,
+           "largest": json.dumps(aug.config("max")) if aug is not None else None,
+           "base_macs": profile_macs(base_net, shape)[0], "base_params": sum(p.numel() for p in base_net.parameters()),
+           "aug_macs": profile_macs(aug.export("max"), shape)[0] if aug is not None else None,
+           "train_top1": last["train_top1"], "val_top1": last["val_top1"], "val_loss": last["val_loss"],
+           "test_top1": test.top1, "test_loss": test.loss, "train_images": len(data.train),
+           "mean_step_s": sum(r["step_s"] for r in epoch_rows) / len(epoch_rows),
+           "cell_s": time.perf_counter() - started, "init_digest": init}
+    _atomic_parquet(epoch_rows, out / "epochs" / f"{cell.id}.parquet")
+    _atomic_parquet([row], out / "cells" / f"{cell.id}.parquet")
+    ckpt.unlink(missing_ok=True)
+    return cell.id
+
+
+def search_astar(args, base: str) -> str:
+    """Train the SPOS supernet of `base` on the study's data, then pick a* by inherited val top-1."""
+    import torch
+
+    from netaug.models import profile_macs
+    from netaug.spos import PathEvaluator, PathSpace, uniform_search
+    from netaug.spos.supernet import supernet_scorer
+    from netaug.train.trainer import Trainer
+
+    out = Path(args.out) / "astar" / f"{base.replace('@', '-w')}.json"
+    space = study_space(args, base, args.supernet_epochs)
+    space.supernet.epochs = args.supernet_epochs
+    data = _data(space)
+    started = time.perf_counter()
+    trainer = Trainer(space, data, mode=Trainer.SUPERNET)
+    for rec in trainer.fit():
+        print(f"supernet {base}: epoch {rec.epoch + 1}/{args.supernet_epochs} base val {rec.val['top1']:.4f} "
+              f"({rec.epoch_s:.0f}s)", flush=True)
+    scorer = supernet_scorer(space, data, trainer.state_dict())
+    shape = (data.in_channels, data.resolution, data.resolution)
+    evaluator = PathEvaluator(scorer.supernet, shape, scorer)
+    paths = PathSpace.from_netaug(scorer.supernet, space.netaug)
+    gen = torch.Generator().manual_seed(space.search.seed)
+    best, table = uniform_search(evaluator, paths, min(args.paths, paths.size), math.inf, gen)
+    base_macs = profile_macs(scorer.supernet.export("min"), shape)[0]
+    payload = {"base": base, "arch": [list(best.path[0]), list(best.path[1])], "val_top1": best.val_top1,
+               "macs": best.macs, "base_macs": base_macs, "supernet_epochs": args.supernet_epochs,
+               "paths": [c.row() for c in table], "seconds": time.perf_counter() - started}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    os.replace(tmp, out)
+    print(f"a* of {base}: {payload['arch']} ({best.macs / base_macs:.1f}x base MACs, inherited val top-1 "
+          f"{best.val_top1:.4f})", flush=True)
+    return base
+
+
+# ---------------------------------------------------------------------------- driver
+def plan(args) -> list[Cell]:
+    cells = [Cell(b, e, a, args.seed + i) for b in args.bases for e in args.epochs for a in args.arms
+             for i in range(args.seeds)]
+    cells += [Cell(b, e, "baseline", args.seed) for b in args.bases for e in args.curve_epochs]
+    tier = {"baseline": 0, "netaug": 0, "netaug_rkd": 1, "netaug_rkd_astar": 2}
+    return sorted(dict.fromkeys(cells), key=lambda c: (tier[c.arm], c.cost(), c.seed))
+
+
+def run(args) -> None:
+    out = Path(args.out)
+    cells = [c for c in plan(args) if not (out / "cells" / f"{c.id}.parquet").is_file()]
+    astar_needed = sorted({c.base for c in cells if c.arm == "netaug_rkd_astar"
+                           and not (out / "astar" / f"{c.base.replace('@', '-w')}.json").is_file()})
+    print(f"evidence: {len(plan(args))} cells, {len(cells)} to run ({args.jobs} workers x {args.threads} threads); "
+          f"out {out}", flush=True)
+    queue: list = [("cell", c) for c in cells]
+    first_astar = next((i for i, (_, c) in enumerate(queue) if c.arm == "netaug_rkd_astar"), len(queue))
+    queue[first_astar:first_astar] = [("astar", b) for b in astar_needed]
+    def ready(cell: Cell) -> bool:  # an a* cell waits for its base's supernet search
+        return cell.arm != "netaug_rkd_astar" or (out / "astar" / f"{cell.base.replace('@', '-w')}.json").is_file()
+
+    ctx = mp.get_context("spawn")
+    with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init,
+                                initargs=(args.threads,)) as pool:
+        running: dict = {}
+        failed: list[str] = []
+        try:
+            while queue or running:
+                while queue and len(running) < args.jobs:
+                    pick = next((i for i, (kind, c) in enumerate(queue) if kind == "astar" or ready(c)), None)
+                    if pick is None:
+                        break
+                    kind, item = queue.pop(pick)
+                    fn = search_astar if kind == "astar" else run_cell
+                    running[pool.submit(fn, args, item)] = (kind, item)
+                if not running:
+                    break
+                done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
+                for future in done:
+                    kind, item = running.pop(future)
+                    try:
+                        future.result()
+                        print(f"done: {kind} {item.id if kind == 'cell' else item}", flush=True)
+                    except Exception as exc:  # one failed cell must not stop the study
+                        name = item.id if kind == "cell" else item
+                        failed.append(name)
+                        print(f"FAILED: {kind} {name}: {type(exc).__name__}: {exc}", flush=True)
+        except KeyboardInterrupt:
+            for future in running:
+                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                proc.terminate()
+            print("interrupted; rerun the same command to continue (finished cells and epoch checkpoints are kept)",
+                  file=sys.stderr)
+            os._exit(130)
+    report(args)
+    if failed:
+        print(f"{len(failed)} failed: {', '.join(failed)}; rerun to retry them", file=sys.stderr)
+        sys.exit(1)
+
+
+# ---------------------------------------------------------------------------- report
+def load_rows(out: Path) -> tuple[list[dict], list[dict]]:
+    import pyarrow.parquet as pq
+
+    def read(folder: str) -> list[dict]:
+        files = sorted((out / folder).glob("*.parquet"))
+        return [r for f in files for r in pq.read_table(f).to_pylist()]
+
+    return read("cells"), read("epochs")
+
+
+def report(args) -> None:
+    import pyarrow as pa
+
+    from netaug.io import write_parquet
+    from netaug.stats import arm_comparisons, format_points
+
+    out = Path(args.out)
+    rows, epoch_rows = load_rows(out)
+    if not rows:
+        print(f"no finished cells under {out / 'cells'}")
+        return
+    write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
+    write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
+    lines = ["| base | epochs | arm | seeds | train top-1 | test top-1 | Δ test top-1 vs baseline (pts) [95% CI], p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    groups = sorted({(r["base"], r["epochs"]) for r in rows}, key=lambda g: (g[0], g[1]))
+    deltas = []
+    for base, epochs in groups:
+        mine = [r for r in rows if r["base"] == base and r["epochs"] == epochs]
+        comps = {c.arm: c for c in arm_comparisons(mine)}
+        for arm in [a for a in ARMS if any(r["arm"] == a for r in mine)]:
+            rs = [r for r in mine if r["arm"] == arm]
+            train = _mean_sd([r["train_top1"] for r in rs])
+            test = _mean_sd([r["test_top1"] for r in rs])
+            c = comps.get(arm)
+            if c is None:
+                delta = "—"
+            else:
+                res = c.result
+                ci = "" if math.isnan(res.low) else f" [{format_points(res.low)}, {format_points(res.high)}]"
+                p = "" if math.isnan(res.p_value) else f", p = {res.p_value:.3g}"
+                delta = f"{format_points(res.mean)}{ci}{p} (n={res.n})"
+                deltas.append((base, epochs, arm, res))
+            lines.append(f"| {base} | {epochs} | {arm} | {len(rs)} | {train} | {test} | {delta} |")
+    print("\n".join(lines))
+    (out / "evidence.md").write_text("\n".join(lines) + "\n")
+    plot(out, deltas, epoch_rows)
+    print(f"wrote {out / RESULTS}, {out / EPOCHS}, {out / 'evidence.md'}, {out / PLOT}")
+
+
+def _mean_sd(values: list[float]) -> str:
+    import numpy as np
+
+    if len(values) < 2:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
+    """Per base size: Δ test top-1 against schedule length (with paired intervals), and baseline's
+    train top-1 per epoch for its longest schedule (where it plateaus)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bases = sorted({r["base"] for r in epoch_rows})
+    fig, axes = plt.subplots(2, len(bases), figsize=(5.5 * len(bases), 7.5), squeeze=False)
+    for j, base in enumerate(bases):
+        ax = axes[0][j]
+        for arm in ARMS[1:]:
+            pts = sorted((e, r) for b, e, a, r in deltas if b == base and a == arm)
+            if not pts:
+                continue
+            xs = [e for e, _ in pts]
+            ys = [r.mean * 100 for _, r in pts]
+            err = [[(r.mean - r.low) * 100 if not math.isnan(r.low) else 0 for _, r in pts],
+                   [(r.high - r.mean) * 100 if not math.isnan(r.high) else 0 for _, r in pts]]
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=arm)
+        ax.axhline(0, color="black", lw=0.8)
+        ax.set(title=f"{base}: Δ test top-1 vs baseline", xlabel="schedule (epochs)", ylabel="Δ (pts), 95% CI")
+        ax.legend(fontsize=8)
+        ax = axes[1][j]
+        for arm in ARMS:
+            mine = [r for r in epoch_rows if r["base"] == base and r["arm"] == arm]
+            if not mine:
+                continue
+            longest = max(r["epochs"] for r in mine)
+            seed = min(r["seed"] for r in mine if r["epochs"] == longest)
+            curve = sorted((r["epoch"], r["train_top1"]) for r in mine if r["epochs"] == longest and r["seed"] == seed)
+            ax.plot([e for e, _ in curve], [t for _, t in curve], marker=".", label=f"{arm} ({longest} ep, s{seed})")
+        ax.set(title=f"{base}: train top-1 (fixed train subset) per epoch", xlabel="epoch", ylabel="train top-1")
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = out / (PLOT + ".tmp.png")
+    fig.savefig(tmp, dpi=110)
+    os.replace(tmp, out / PLOT)
+    plt.close(fig)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--out", default="runs/evidence", help="study folder (resumable)")
+    p.add_argument("--space", default=DEFAULT_SPACE, help="space file of the recipe")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a space key (repeatable)")
+    p.add_argument("--bases", nargs="+", default=["mobilenetv2@0.1", "mobilenetv2_tiny"],
+                   help="base models: a model name, or name@width_mult")
+    p.add_argument("--epochs", nargs="+", type=int, default=[2, 6, 18], help="schedule lengths")
+    p.add_argument("--curve-epochs", nargs="*", type=int, default=[30],
+                   help="extra baseline-only schedules (one seed) that show where train top-1 plateaus")
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--supernet-epochs", type=int, default=2, help="SPOS supernet epochs of the a* arm")
+    p.add_argument("--paths", type=int, default=8, help="paths the a* search evaluates")
+    p.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    p.add_argument("--report", action="store_true", help="only report what has finished")
+    args = p.parse_args(argv)
+    if args.threads is None:
+        args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    from netaug.config import load_space
+    from netaug.errors import UserError
+
+    args = parse_args(argv)
+    try:
+        for base in args.bases:
+            load_space(args.space, [*args.overrides, *base_overrides(base)])
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if args.report:
+        report(args)
+    else:
+        run(args)
+
+
+if __name__ == "__main__":
+    main()
