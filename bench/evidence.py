@@ -221,7 +221,7 @@ def search_astar(args, base: str) -> str:
 def plan(args) -> list[Cell]:
     cells = [Cell(b, e, a, args.seed + i) for b in args.bases for e in args.epochs for a in args.arms
              for i in range(args.seeds)]
-    cells += [Cell(b, e, "baseline", args.seed) for b in args.bases for e in args.curve_epochs]
+    cells += [Cell(b, e, "baseline", args.seed) for b in (args.curve_bases or args.bases) for e in args.curve_epochs]
     tier = {"baseline": 0, "netaug": 0, "netaug_rkd": 1, "netaug_rkd_astar": 2}
     return sorted(dict.fromkeys(cells), key=lambda c: (tier[c.arm], c.cost(), c.seed))
 
@@ -266,10 +266,9 @@ def run(args) -> None:
                         failed.append(name)
                         print(f"FAILED: {kind} {name}: {type(exc).__name__}: {exc}", flush=True)
         except KeyboardInterrupt:
-            for future in running:
-                future.cancel()
+            workers = list((getattr(pool, "_processes", None) or {}).values())
             pool.shutdown(wait=False, cancel_futures=True)
-            for proc in list(getattr(pool, "_processes", {}).values()):
+            for proc in workers:
                 proc.terminate()
             print("interrupted; rerun the same command to continue (finished cells and epoch checkpoints are kept)",
                   file=sys.stderr)
@@ -346,6 +345,7 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     bases = sorted({r["base"] for r in epoch_rows})
     fig, axes = plt.subplots(2, len(bases), figsize=(5.5 * len(bases), 7.5), squeeze=False)
@@ -362,7 +362,8 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
             ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=arm)
         ax.axhline(0, color="black", lw=0.8)
         ax.set(title=f"{base}: Δ test top-1 vs baseline", xlabel="schedule (epochs)", ylabel="Δ (pts), 95% CI")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
         ax = axes[1][j]
         for arm in ARMS:
             mine = [r for r in epoch_rows if r["base"] == base and r["arm"] == arm]
@@ -373,7 +374,10 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
             curve = sorted((r["epoch"], r["train_top1"]) for r in mine if r["epochs"] == longest and r["seed"] == seed)
             ax.plot([e for e, _ in curve], [t for _, t in curve], marker=".", label=f"{arm} ({longest} ep, s{seed})")
         ax.set(title=f"{base}: train top-1 (fixed train subset) per epoch", xlabel="epoch", ylabel="train top-1")
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    for ax in axes.flat:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     tmp = out / (PLOT + ".tmp.png")
     fig.savefig(tmp, dpi=110)
@@ -393,6 +397,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", nargs="+", type=int, default=[2, 6, 18], help="schedule lengths")
     p.add_argument("--curve-epochs", nargs="*", type=int, default=[30],
                    help="extra baseline-only schedules (one seed) that show where train top-1 plateaus")
+    p.add_argument("--curve-bases", nargs="*", default=None, help="bases of the curve runs (default: --bases)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")

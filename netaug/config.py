@@ -301,6 +301,9 @@ class SpaceConfig:
     def check(self) -> None:
         if self.search.r is not None and self.search.r > self.r_max():
             raise UserError(f"search.r: must not exceed the supernet's r_max {self.r_max():g}, got {self.search.r:g}")
+        if self.netaug.expand_r is not None and self.netaug.expand_r > self.supernet.e_max:
+            raise UserError(f"netaug.expand_r: must not exceed supernet.e_max={self.supernet.e_max:g} (the SPOS "
+                            f"supernet holds no wider middle), got {self.netaug.expand_r:g}")
         if self.sweep.largest == "searched" and self.sweep.r.high > self.r_max():
             raise UserError(f"sweep.r.high: must not exceed supernet.r_max={self.r_max():g}, "
                             f"got {self.sweep.r.high:g}")

@@ -189,6 +189,18 @@ def test_official_grids_from_a_space_file():
     same = load_space(None, ["netaug.r=2.5", "netaug.s=3"]).netaug
     assert netaug_grids(same) == ([1.0, 1.5, 2.0, 2.5], [1.0, 1.5, 2.0, 2.5])  # null: the width grid
     assert netaug_grids(load_space(None, ["netaug.augment_expand=false"]).netaug)[1] == [1.0]
+    # the shipped preset holds the official MBV2-Tiny recipe (tinymbv2.sh, configs/netaug.yaml)
+    from pathlib import Path
+
+    official = load_space(Path(__file__).resolve().parents[1] / "spaces" / "netaug-official.yaml",
+                          ["data.name=digits"])
+    assert netaug_grids(official.netaug) == ([1.0, 1.8, 2.6], pytest.approx([1.0, 1.6, 2.2, 2.8]))
+    n, t = official.netaug, official.training
+    assert (n.mid_width, n.init, n.min_w_fraction, n.sort_channels, n.aug_loss_weight) == (
+        "input", "augmented", 0.5, True, 1.0)
+    assert (t.epochs - t.warmup_epochs, t.warmup_epochs, t.lr * 128 / t.batch_size, t.weight_decay,
+            t.label_smoothing, t.momentum, t.nesterov) == (150, 5, 0.025, 4e-5, 0.1, 0.9, True)
+    assert official.model.name == "mobilenetv2_tiny"
 
 
 @pytest.mark.parametrize("mid_width", ["input", "block"])

@@ -64,6 +64,10 @@ BAD = [
     ({"netaug": {"s": 1.5}}, "netaug.s"),
     ({"netaug": {"aug_loss_weight": -1}}, "netaug.aug_loss_weight"),
     ({"netaug": {"min_w_fraction": 2}}, "netaug.min_w_fraction"),
+    ({"netaug": {"expand_r": 3.5}}, "netaug.expand_r"),
+    ({"netaug": {"mid_width": "output"}}, "netaug.mid_width"),
+    ({"netaug": {"init": "zeros"}}, "netaug.init"),
+    ({"netaug": {"expand_s": 0}}, "netaug.expand_s"),
     ({"netaug": {"unknown": 1}}, "netaug.unknown"),
 ]
 
@@ -119,7 +123,7 @@ def test_shipped_space_files_load(tmp_path):
     assert {p.name for p in spaces} >= {"mbv2.yaml", "mbv2-fashion-mnist.yaml", "mbv2-cifar10.yaml"}
     for path in spaces:
         overrides = [f"data.root={tmp_path}"] if "cifar10" in path.name else []
-        if "fashion" in path.name and not Path("/usr/share/datasets/fashion-mnist").is_dir():
+        if "name: fashion-mnist" in path.read_text() and not Path("/usr/share/datasets/fashion-mnist").is_dir():
             overrides = [f"data.root={tmp_path}"]
         cfg = load_space(path, overrides)
         assert cfg.r_max() >= cfg.sweep.r.high and cfg.sweep.trials >= 1

@@ -1,0 +1,90 @@
+"""bench/evidence.py: every cell's row, paired deltas that match scipy, resume, the a* arm, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from scipy.stats import ttest_rel
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ["--space", "spaces/netaug-official.yaml", "--set", "data.name=digits", "--set", "data.resolution=8",
+        "--set", "training.batch_size=128", "--set", "training.bn_calib_batches=1", "--set", "netaug.r=1.8",
+        "--set", "netaug.s=1", "--set", "netaug.expand_r=1.6", "--set", "netaug.expand_s=1",
+        "--set", "final.train_eval_size=100", "--bases", "mobilenetv2@0.1", "--epochs", "1", "--jobs", "2"]
+
+
+def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "bench/evidence.py", "--out", str(out), *TINY, *extra],
+                          capture_output=True, text=True, cwd=ROOT, timeout=900)
+
+
+def test_cells_paired_deltas_resume_and_astar(tmp_path):
+    out = tmp_path / "study"
+    first = run(out, "--seeds", "3", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
+                "--supernet-epochs", "1", "--paths", "2")
+    assert first.returncode == 0, first.stderr[-3000:]
+    df = pd.read_parquet(out / "evidence.parquet")
+    assert sorted(zip(df.arm, df.epochs, df.seed)) == sorted(
+        [(a, 1, s) for a in ("baseline", "netaug", "netaug_rkd_astar") for s in (0, 1, 2)] + [("baseline", 2, 0)])
+    assert df[["train_top1", "val_top1", "test_top1", "base_macs"]].notna().all().all()
+    assert df.test_top1.between(0, 1).all() and (df.base_macs == df.base_macs.iloc[0]).all()
+    # the a* arm trains with the searched path as its largest model
+    astar = json.loads((out / "astar" / "mobilenetv2-w0.1.json").read_text())
+    rows = df[df.arm == "netaug_rkd_astar"]
+    assert all(json.loads(x) == astar["arch"] for x in rows.largest) and (rows["mode"] == "netaug_rkd").all()
+    assert (df[df.arm == "netaug"].aug_macs > df[df.arm == "netaug"].base_macs).all()
+    # the printed delta is the paired t-test of test top-1 over seeds (scipy as the oracle)
+    one = df[df.epochs == 1].pivot(index="seed", columns="arm", values="test_top1")
+    d = (one.netaug - one.baseline).mean() * 100
+    p = ttest_rel(one.netaug, one.baseline).pvalue
+    line = next(x for x in first.stdout.splitlines() if x.startswith("| mobilenetv2@0.1 | 1 | netaug |"))
+    assert f"{d + 0.0:+.2f}" in line and (f"p = {p:.3g}" in line or p != p)
+    epochs = pd.read_parquet(out / "evidence_epochs.parquet")
+    assert len(epochs) == 9 * 1 + 2 and set(epochs.columns) >= {"epoch", "train_top1", "val_top1", "lr"}
+    assert (out / "evidence.png").stat().st_size > 10_000 and not list(out.rglob("*.tmp"))
+    # a rerun finds every cell finished and trains nothing
+    again = run(out, "--seeds", "3", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
+                "--supernet-epochs", "1", "--paths", "2")
+    assert again.returncode == 0 and "0 to run" in again.stdout and "epoch 1/1" not in again.stdout
+    def ordered(frame):
+        return frame.sort_values(["arm", "epochs", "seed"]).reset_index(drop=True)[["test_top1"]]
+
+    assert ordered(pd.read_parquet(out / "evidence.parquet")).equals(ordered(df))
+
+
+@pytest.mark.parametrize("bad, key", [(["--set", "netaug.r=0.5"], "netaug.r"),
+                                      (["--set", "data.name=idx", "--set", "data.root=/no/such/dir"], "data.root")])
+def test_bad_input_is_one_line_and_exit_2(tmp_path, bad, key):
+    res = run(tmp_path / "x", *bad)
+    assert res.returncode == 2 and key in res.stderr and "Traceback" not in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_ctrl_c_leaves_a_cell_that_resumes_from_its_last_epoch(tmp_path):
+    import os
+    import signal
+
+    out = tmp_path / "study"
+    args = [sys.executable, "bench/evidence.py", "--out", str(out), *TINY, "--set", "training.batch_size=32",
+            "--epochs", "12", "--seeds", "1", "--arms", "baseline", "--curve-epochs", "--jobs", "1"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                            start_new_session=True)
+    for line in proc.stdout:
+        if "epoch 2/12" in line:
+            break
+    os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "Traceback" not in err and "rerun the same command" in err
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["mobilenetv2-w0.1_e12_baseline_s0.pt"]
+    again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    resumed = [line for line in again.stdout.splitlines() if "epoch " in line and "/12" in line]
+    assert resumed and "epoch 1/12" not in again.stdout and resumed[-1].split("epoch ")[1].startswith("12/12")
+    epochs = pd.read_parquet(out / "evidence_epochs.parquet")
+    assert sorted(epochs.epoch) == list(range(1, 13))  # every epoch once, the interrupted run's kept
+    assert not list((out / "checkpoints").iterdir())
