@@ -117,8 +117,11 @@ def _atomic_torch(obj, path: Path) -> None:
 
 
 def _worker_init(threads: int) -> None:
+    import signal
+
     import torch
 
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl+C is the driver's: it terminates the workers
     torch.set_num_threads(threads)
 
 
