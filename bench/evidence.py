@@ -230,6 +230,9 @@ def plan(args) -> list[Cell]:
 
 
 def run(args) -> None:
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C works even if started with SIGINT ignored
     out = Path(args.out)
     cells = [c for c in plan(args) if not (out / "cells" / f"{c.id}.parquet").is_file()]
     astar_needed = sorted({c.base for c in cells if c.arm == "netaug_rkd_astar"
