@@ -85,35 +85,22 @@ def arm_of(name: str, space, astar: list | None):
 
 
 # ---------------------------------------------------------------------------- worker side
-_DATA: dict = {}
-
-
-def _data(cfg):
-    from netaug.data import load_data
-
-    key = json.dumps(cfg.data.__dict__, sort_keys=True)
-    if key not in _DATA:
-        _DATA.clear()
-        _DATA[key] = load_data(cfg.data)
-    return _DATA[key]
-
-
 def _atomic_parquet(rows: list[dict], path: Path) -> None:
     import pyarrow as pa
 
     from netaug.io import write_parquet
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     write_parquet(pa.Table.from_pylist(rows), path)
 
 
 def _atomic_torch(obj, path: Path) -> None:
     import torch
 
+    from netaug.io import atomic_path
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def _worker_init(threads: int) -> None:
@@ -131,6 +118,7 @@ def run_cell(args, cell: Cell) -> str:
 
     from netaug.models import profile_macs
     from netaug.train.trainer import Trainer
+    from search.evaluation import cached_data
     from search.final_stage import arm_space, train_eval_subset, weights_digest
 
     out = Path(args.out)
@@ -140,7 +128,7 @@ def run_cell(args, cell: Cell) -> str:
         astar = json.loads((out / "astar" / f"{cell.base.replace('@', '-w')}.json").read_text())["arch"]
     arm = arm_of(cell.arm, space, astar)
     cfg = arm_space(space, arm, cell.seed)
-    data = _data(cfg)
+    data = cached_data(cfg)
     started = time.perf_counter()
     trainer = Trainer(cfg, data, largest=arm.largest)
     aug = trainer.augmented
@@ -187,15 +175,17 @@ def search_astar(args, base: str) -> str:
     """Train the SPOS supernet of `base` on the study's data, then pick a* by inherited val top-1."""
     import torch
 
+    from netaug.io import atomic_path
     from netaug.models import profile_macs
     from netaug.spos import PathEvaluator, PathSpace, uniform_search
     from netaug.spos.supernet import supernet_scorer
     from netaug.train.trainer import Trainer
+    from search.evaluation import cached_data
 
     out = Path(args.out) / "astar" / f"{base.replace('@', '-w')}.json"
     space = study_space(args, base, args.supernet_epochs)
     space.supernet.epochs = args.supernet_epochs
-    data = _data(space)
+    data = cached_data(space)
     started = time.perf_counter()
     trainer = Trainer(space, data, mode=Trainer.SUPERNET)
     for rec in trainer.fit():
@@ -212,9 +202,8 @@ def search_astar(args, base: str) -> str:
                "macs": best.macs, "base_macs": base_macs, "supernet_epochs": args.supernet_epochs,
                "paths": [c.row() for c in table], "seconds": time.perf_counter() - started}
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_text(json.dumps(payload, indent=2) + "\n")
     print(f"a* of {base}: {payload['arch']} ({best.macs / base_macs:.1f}x base MACs, inherited val top-1 "
           f"{best.val_top1:.4f})", flush=True)
     return base
@@ -353,6 +342,8 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
+    from netaug.io import atomic_path
+
     bases = sorted({r["base"] for r in epoch_rows})
     fig, axes = plt.subplots(2, len(bases), figsize=(5.5 * len(bases), 7.5), squeeze=False)
     for j, base in enumerate(bases):
@@ -385,9 +376,8 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
     for ax in axes.flat:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    tmp = out / (PLOT + ".tmp.png")
-    fig.savefig(tmp, dpi=110)
-    os.replace(tmp, out / PLOT)
+    with atomic_path(out / PLOT) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
 
 

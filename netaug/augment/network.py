@@ -211,6 +211,8 @@ def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mult
     augmented model is initialised at once (`init_weights(..., "uniform")`) and the base's own
     weights are not used; the base is its leading slice.
     """
+    if init not in ("base", "augmented"):
+        raise ValueError(f"init must be 'base' or 'augmented', got {init!r}")
     aug = AugmentedNet(base.spec, type(base), width_mults, expand_mults if expand_mults is not None else [1.0],
                        mid_width)
     device = next(base.parameters()).device
@@ -218,8 +220,6 @@ def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mult
     if init == "augmented":
         init_weights(aug, "uniform")
         return aug.train(base.training)
-    if init != "base":
-        raise ValueError(f"init must be 'base' or 'augmented', got {init!r}")
     own = aug.state_dict()
     base_state = base.state_dict()
     with torch.no_grad():
