@@ -19,7 +19,7 @@ import yaml
 from netaug.errors import UserError
 
 DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder")
-MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile")
+MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")  # what a sweep may vary
@@ -61,9 +61,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile"] = opt(
-        "mobilenetv2_tiny", "base model: mobilenetv2_tiny, mobilenetv2 or proxylessnas_mobile")
-    width_mult: float = opt(1.0, "width multiplier (mobilenetv2, proxylessnas_mobile)", gt=0, le=4)
+    name: Literal["mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet"] = opt(
+        "mobilenetv2_tiny", "base model: mobilenetv2_tiny, mobilenetv2, proxylessnas_mobile or mcunet")
+    width_mult: float = opt(1.0, "width multiplier (mobilenetv2, proxylessnas_mobile, mcunet)", gt=0, le=4)
     small_input: bool | None = opt(
         None, "keep stem and first stage at stride 1; null means automatic (input <= 64 px)")
     dropout: float = opt(0.0, "dropout before the classifier", ge=0, lt=1)

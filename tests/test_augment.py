@@ -23,7 +23,7 @@ def test_width_multipliers():
         width_multipliers(2, 0)
 
 
-@pytest.fixture(params=["mobilenetv2_tiny", "proxylessnas_mobile"])
+@pytest.fixture(params=["mobilenetv2_tiny", "proxylessnas_mobile", "mcunet"])
 def pair(request):
     torch.manual_seed(0)
     base = build_model(request.param, 10, 3, resolution=32, **({"width_mult": 0.35}

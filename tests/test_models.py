@@ -8,12 +8,12 @@ import torch
 from netaug.models import build_model, count_params, profile_macs
 
 
-@pytest.mark.parametrize("name", ["mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile"])
+@pytest.mark.parametrize("name", ["mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet"])
 @pytest.mark.parametrize("res,channels", [(16, 1), (32, 3), (96, 3)])
 def test_output_shape(name, res, channels):
     model = build_model(name, 7, channels, resolution=res).eval()
     assert model(torch.randn(3, channels, res, res)).shape == (3, 7)
-    assert model.forward_features(torch.randn(2, channels, res, res)).shape == (2, model.spec.feature_ch)
+    assert model.forward_features(torch.randn(2, channels, res, res)).shape == (2, model.spec.embedding_ch)
 
 
 def test_small_input_layout_is_automatic_at_64px_or_less():
@@ -60,6 +60,7 @@ def test_macs_match_a_hand_computation():
     ("mobilenetv2_tiny", 144, 23.5, 0.75),  # NetAug / MCUNet papers
     ("mobilenetv2", 224, 300.0, 3.5),  # MobileNetV2 paper
     ("proxylessnas_mobile", 224, 320.0, 4.1),  # ProxylessNAS paper
+    ("mcunet", 176, 81.8, 0.74),  # NetAug paper / official README: MCUNet + NetAug, 0.74M, 81.8M
 ])
 def test_imagenet_figures_match_published_numbers(name, res, macs_m, params_m):
     model = build_model(name, 1000, 3, resolution=res)
@@ -74,3 +75,12 @@ def test_width_mult_scales_mobilenetv2():
     large = build_model("mobilenetv2", 10, 3, resolution=32, width_mult=1.0)
     assert count_params(small) < count_params(large)
     assert [b.out_ch for b in small.spec.blocks][-1] == 160 and [b.out_ch for b in large.spec.blocks][-1] == 320
+
+
+def test_mcunet_has_no_feature_conv_and_a_7x7_head_block():
+    model = build_model("mcunet", 1000, 3, resolution=176)
+    head = model.spec.blocks[-1]
+    assert model.feature_mix is None and model.spec.feature_ch == 0
+    assert (head.in_ch, head.mid_ch, head.out_ch, head.kernel) == (96, 480, 160, 7)
+    assert model.classifier.in_features == 160
+    assert [b.kernel for b in model.spec.blocks[1:5]] == [7, 3, 7, 5]

@@ -52,7 +52,7 @@ def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input") -> N
         mid = None if b.mid_ch is None else widen(b.mid_ch, factor)
         blocks.append(BlockSpec(in_ch, out, mid, b.kernel, b.stride, b.residual, b.stage))
         in_ch = out
-    feature = widen(base.feature_ch, widths[-1])
+    feature = widen(base.feature_ch, widths[-1]) if base.feature_ch else 0
     return NetSpec(base.in_channels, stem, base.stem_stride, tuple(blocks), feature, base.num_classes, base.dropout)
 
 
@@ -149,7 +149,8 @@ class AugmentedNet(InvertedResidualNet):
             if block.expand is not None:
                 block.expand.conv.active_out = b.mid_ch
             block.project.conv.active_out = b.out_ch
-        self.feature_mix.conv.active_out = spec.feature_ch
+        if self.feature_mix is not None:
+            self.feature_mix.conv.active_out = spec.feature_ch
         self.active = config
         return config
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from netaug.errors import UserError
-from netaug.models.network import InvertedResidualNet, MobileNetV2, ProxylessNASMobile
+from netaug.models.network import InvertedResidualNet, MCUNet, MobileNetV2, ProxylessNASMobile
 from netaug.models.profile import count_params, profile_macs
 from netaug.models.spec import BlockSpec, NetSpec, make_divisible, stage_blocks
 
-__all__ = ["BlockSpec", "InvertedResidualNet", "MobileNetV2", "NetSpec", "ProxylessNASMobile", "build_model",
+__all__ = ["BlockSpec", "InvertedResidualNet", "MCUNet", "MobileNetV2", "NetSpec", "ProxylessNASMobile", "build_model",
            "count_params", "model_names", "profile_macs", "resolve_small_input"]
 
 # (expand ratio t, channels c, blocks n, stride s) of MobileNetV2.
@@ -24,6 +24,10 @@ MBV2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 9
 PROXYLESS_STAGES = [([3, 3], [5, 3], 2, 2, 32), ([3, 3, 3, 3], [7, 3, 5, 5], 4, 2, 40),
                     ([6, 3, 3, 3], [7, 5, 5, 5], 4, 2, 80), ([6, 3, 3, 3], [5, 5, 5, 5], 4, 1, 96),
                     ([6, 6, 3, 3], [7, 7, 7, 7], 4, 2, 192)]
+# MCUNet (the NetAug paper's ImageNet model, 81.8M MACs at 176 px): per-stage (expand ratios, kernel
+# sizes, blocks, stride, channels) after a 16-channel stem and an 8-channel depthwise-separable block.
+MCUNET_STAGES = [([3, 5, 5, 4], [7, 3, 7, 5], 4, 2, 16), ([5, 5, 5], [5, 5, 5], 3, 2, 24),
+                 ([5, 6, 4], [3, 7, 5], 3, 2, 40), ([5, 5, 5], [5, 7, 3], 3, 1, 48), ([6, 5, 4], [3, 7, 3], 3, 2, 96)]
 SMALL_INPUT_MAX_RESOLUTION = 64
 
 
@@ -74,10 +78,29 @@ def proxylessnas_mobile_spec(num_classes: int, in_channels: int = 3, width_mult:
     return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), feature_ch, num_classes, dropout)
 
 
+def mcunet_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0, small_input: bool = False,
+                dropout: float = 0.0) -> NetSpec:
+    """MCUNet: stem 16 -> depthwise-separable 8 -> 5 searched stages -> 7x7 inverted head block (expand
+    480) to 160 channels -> pool -> linear. No 1x1 feature conv (feature_ch 0)."""
+    stem = make_divisible(16 * width_mult)
+    first = make_divisible(8 * width_mult)
+    blocks = stage_blocks(stem, first, 1, 1, 0, [1], [3])
+    in_ch = first
+    for stage, (expands, kernels, n, s, c) in enumerate(MCUNET_STAGES, start=1):
+        if small_input and stage == 1:
+            s = 1
+        out = make_divisible(c * width_mult)
+        blocks += stage_blocks(in_ch, out, n, s, stage, expands, kernels)
+        in_ch = out
+    blocks += stage_blocks(in_ch, make_divisible(160 * width_mult), 1, 1, len(MCUNET_STAGES) + 1, [5], [7])
+    return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), 0, num_classes, dropout)
+
+
 _REGISTRY: dict[str, tuple[type[InvertedResidualNet], Callable[..., NetSpec]]] = {
     "mobilenetv2_tiny": (MobileNetV2, mobilenetv2_tiny_spec),
     "mobilenetv2": (MobileNetV2, mobilenetv2_spec),
     "proxylessnas_mobile": (ProxylessNASMobile, proxylessnas_mobile_spec),
+    "mcunet": (MCUNet, mcunet_spec),
 }
 
 

@@ -20,17 +20,21 @@ class InvertedResidualNet(nn.Module):
         self.stem = ConvBN(ops.conv(spec.in_channels, spec.stem_ch, 3, spec.stem_stride), ops.bn(spec.stem_ch), True)
         self.blocks = nn.ModuleList(InvertedBlock(b, ops) for b in spec.blocks)
         last = spec.blocks[-1].out_ch
-        self.feature_mix = ConvBN(ops.conv(last, spec.feature_ch, 1, 1), ops.bn(spec.feature_ch), True)
+        self.feature_mix = (ConvBN(ops.conv(last, spec.feature_ch, 1, 1), ops.bn(spec.feature_ch), True)
+                            if spec.feature_ch else None)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
-        self.classifier = ops.linear(spec.feature_ch, spec.num_classes)
+        self.classifier = ops.linear(spec.embedding_ch, spec.num_classes)
         init_weights(self)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """The penultimate embedding: globally pooled output of the feature conv, (N, feature_ch)."""
+        """The penultimate embedding: globally pooled output of the feature conv (or of the last block
+        when there is none), (N, embedding_ch)."""
         x = self.stem(x)
         for block in self.blocks:
             x = block(x)
-        return self.feature_mix(x).mean(dim=(2, 3))
+        if self.feature_mix is not None:
+            x = self.feature_mix(x)
+        return x.mean(dim=(2, 3))
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate embedding, logits) from one forward pass."""
@@ -47,6 +51,11 @@ class MobileNetV2(InvertedResidualNet):
 
 class ProxylessNASMobile(InvertedResidualNet):
     """ProxylessNAS-Mobile (Cai et al. 2019) with its searched kernel sizes and expand ratios."""
+
+
+class MCUNet(InvertedResidualNet):
+    """MCUNet's ImageNet model as trained in the NetAug paper (Lin et al. 2020): searched kernels and
+    expands, a 7x7 inverted block as head and no 1x1 feature conv."""
 
 
 def init_weights(model: nn.Module, scheme: str = "fan_out") -> None:

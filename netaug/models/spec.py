@@ -35,7 +35,9 @@ class BlockSpec:
 
 @dataclass(frozen=True)
 class NetSpec:
-    """stem conv -> blocks -> 1x1 feature conv -> global pool -> (dropout) -> linear classifier."""
+    """stem conv -> blocks -> 1x1 feature conv -> global pool -> (dropout) -> linear classifier.
+
+    `feature_ch = 0` means no feature conv (MCUNet): the classifier reads the pooled last block."""
 
     in_channels: int
     stem_ch: int
@@ -44,6 +46,11 @@ class NetSpec:
     feature_ch: int
     num_classes: int
     dropout: float = 0.0
+
+    @property
+    def embedding_ch(self) -> int:
+        """Width of the pooled embedding the classifier reads."""
+        return self.feature_ch or self.blocks[-1].out_ch
 
     @property
     def num_stages(self) -> int:
