@@ -18,7 +18,7 @@ import yaml
 
 from netaug.errors import UserError
 
-DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder")
+DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
@@ -36,20 +36,31 @@ def opt(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    name: Literal["digits", "idx", "fashion-mnist", "cifar10", "imagefolder"] = opt(
-        "digits", "dataset: digits (bundled), idx, fashion-mnist, cifar10 or imagefolder")
+    name: Literal["digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards"] = opt(
+        "digits", "dataset: digits (bundled), idx, fashion-mnist, cifar10, imagefolder "
+        "(root/{train,val,test}/<class>/*) or shards (root/{train,val,test}/*.tar, webdataset layout)")
+    loader: Literal["memory", "stream"] = opt(
+        "memory", "memory: decode every split once into uint8 tensors; stream: keep images on disk and decode "
+        "each batch in DataLoader workers (imagefolder, shards), for datasets larger than memory")
+    workers: int = opt(2, "stream: DataLoader worker processes per training process", ge=0, le=64)
+    stats_images: int = opt(1024, "stream: training images sampled to estimate the normalisation", ge=1)
     root: str | None = opt(None, "dataset folder (not used by digits; fashion-mnist has a default)")
     resolution: int = opt(16, "input side in pixels; images are resized to it", ge=8, le=512)
     val_fraction: float = opt(0.1, "fraction of the training data held out for validation", gt=0, lt=1)
     test_fraction: float = opt(0.2, "digits only: fraction held out for test", gt=0, lt=1)
     split_seed: int = opt(0, "seed of the train/val/test split", ge=0)
     subset: int | None = opt(None, "keep at most this many training images, drawn by split_seed", ge=1)
-    augment: bool = opt(True, "padded random crop (and flip where it makes sense) on training batches")
+    augment: bool = opt(True, "memory: padded random crop; stream: random-resized crop; plus flip where it "
+                        "makes sense, on training batches")
     flip: bool | None = opt(None, "horizontal flip; null picks per dataset (off for digits and IDX)")
 
     def check(self) -> None:
         if self.val_fraction + (self.test_fraction if self.name == "digits" else 0.0) >= 1.0:
             raise UserError("data.val_fraction: val_fraction + test_fraction must be below 1")
+        if self.loader == "stream" and self.name not in ("imagefolder", "shards"):
+            raise UserError(f"data.loader: stream reads imagefolder or shards, not '{self.name}'")
+        if self.name == "shards" and self.loader != "stream":
+            raise UserError("data.loader: shards are read with loader: stream")
         if self.name == "fashion-mnist" and self.root is None:
             self.root = FASHION_MNIST_ROOT
         if self.name != "digits":

@@ -1,4 +1,5 @@
-"""Datasets chosen by `data.name` in the space file, all held in memory as uint8 tensors."""
+"""Datasets chosen by `data.name` in the space file: held in memory as uint8 tensors (`data.loader:
+memory`), or streamed from disk by DataLoader workers (`data.loader: stream`, netaug.data.stream)."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import numpy as np
 
 from netaug.config import DataConfig
 from netaug.data.tensors import Batcher, DataSplits, ImageSet, channel_stats, resize_uint8, stratified_split
+from netaug.errors import UserError
 
 __all__ = ["Batcher", "DataSplits", "ImageSet", "load_data", "make_batcher"]
 
-FLIP_BY_DEFAULT = {"digits": False, "idx": False, "fashion-mnist": False, "cifar10": True, "imagefolder": True}
+FLIP_BY_DEFAULT = {"digits": False, "idx": False, "fashion-mnist": False, "cifar10": True, "imagefolder": True,
+                   "shards": True}
 CLASS_NAMES = {
     "digits": tuple(str(i) for i in range(10)),
     "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag",
@@ -50,8 +53,41 @@ def _train_and_test(cfg: DataConfig) -> tuple[ImageSet, ImageSet | None]:
     raise AssertionError(cfg.name)  # the schema admits no other name
 
 
+def load_stream(cfg: DataConfig) -> DataSplits:
+    """Index (not decode) a folder tree or tar shards; val is carved from train by split_seed when absent."""
+    from pathlib import Path
+
+    from netaug.data.stream import StreamSet, folder_classes, index_folder, index_shards, stream_stats
+
+    root = Path(cfg.root).expanduser()
+    classes = folder_classes(root) if cfg.name == "imagefolder" else None
+
+    def split(name: str) -> StreamSet:
+        source, labels = index_folder(root, name, classes) if classes is not None else index_shards(root, name)
+        return StreamSet(source, labels, cfg.resolution)
+
+    train, test = split("train"), split("test")
+    if (root / "val").is_dir():
+        val = split("val")
+    else:
+        val_idx, train_idx = stratified_split(train.labels.numpy(), [cfg.val_fraction], cfg.split_seed)
+        train, val = train.take(train_idx), train.take(val_idx)
+        if len(val) == 0 or len(train) == 0:
+            raise UserError(f"data.val_fraction: carving val from {len(train) + len(val)} training images leaves "
+                            "an empty split")
+    if cfg.subset is not None and cfg.subset < len(train):
+        train = train.take(np.sort(np.random.default_rng(cfg.split_seed + 1).permutation(len(train))[: cfg.subset]))
+    num_classes = int(max(int(s.labels.max()) for s in (train, val, test)) + 1)
+    mean, std = stream_stats(train, cfg.stats_images, cfg.split_seed + 2, cfg.workers)
+    flip = FLIP_BY_DEFAULT[cfg.name] if cfg.flip is None else cfg.flip
+    names = tuple(classes) if classes is not None and len(classes) == num_classes else None
+    return DataSplits(cfg.name, train, val, test, num_classes, mean, std, flip, names)
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Load, resize and split the configured dataset. Splits are disjoint and fixed by `split_seed`."""
+    if cfg.loader == "stream":
+        return load_stream(cfg)
     full, test = _train_and_test(cfg)
     labels = full.labels.numpy()
     if test is None:
@@ -73,6 +109,11 @@ def load_data(cfg: DataConfig) -> DataSplits:
 
 def make_batcher(data: DataSplits, cfg: DataConfig, device="cpu", channels_last: bool = False) -> Batcher:
     """The batcher for these splits: their normalisation, plus crop/flip when `data.augment` is on."""
+    if cfg.loader == "stream":
+        from netaug.data.stream import StreamBatcher
+
+        return StreamBatcher(data.mean, data.std, device, flip=data.flip and cfg.augment, workers=cfg.workers,
+                             channels_last=channels_last)
     padding = max(1, data.resolution // 8) if cfg.augment else 0
     return Batcher(data.mean, data.std, device, crop_padding=padding, flip=data.flip and cfg.augment,
                    channels_last=channels_last)

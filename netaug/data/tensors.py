@@ -28,6 +28,10 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def sample_shape(self) -> tuple[int, int, int]:
+        return tuple(self.images.shape[1:])
+
     def take(self, index: np.ndarray | torch.Tensor) -> ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
         return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous())
@@ -38,7 +42,7 @@ class DataSplits:
     """train/val/test splits plus what a model and its export need to know about the data."""
 
     name: str
-    train: ImageSet
+    train: ImageSet  # or a StreamSet (netaug.data.stream): same interface, images stay on disk
     val: ImageSet
     test: ImageSet
     num_classes: int
@@ -52,11 +56,11 @@ class DataSplits:
 
     @property
     def in_channels(self) -> int:
-        return int(self.train.images.shape[1])
+        return int(self.train.sample_shape[0])
 
     @property
     def resolution(self) -> int:
-        return int(self.train.images.shape[-1])
+        return int(self.train.sample_shape[-1])
 
 
 def resize_uint8(images: torch.Tensor, size: int) -> torch.Tensor:

@@ -251,11 +251,11 @@ class Trainer:
     def evaluate(self, split: str | ImageSet = "val", subnets: Sequence[tuple[str, ConfigLike]] = (("base", "min"),)
                  ) -> dict[str, EvalResult]:
         """Evaluate the base (and any listed sub-networks of the augmented model) on a split (a name, or
-        any ImageSet such as a fixed subset of train), un-augmented and in order.
+        any ImageSet or StreamSet such as a fixed subset of train), un-augmented and in order.
 
         Sub-networks share weights and BatchNorm buffers, so each is recalibrated first.
         """
-        if isinstance(split, ImageSet):
+        if not isinstance(split, str):
             data = split
         else:
             data = {"train": self.data.train, "val": self.data.val, "test": self.data.test}[split]
