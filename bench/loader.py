@@ -24,7 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netaug.data.stream import StreamSet, StreamBatcher, decode, index_folder, random_resized_box  # noqa: E402
+from netaug.data.stream import StreamBatcher, StreamSet, decode, index_folder, random_resized_box  # noqa: E402
 
 
 def make_folder(root: Path, images: int, size: int, classes: int = 10) -> None:

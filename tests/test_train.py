@@ -115,8 +115,7 @@ def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg):
     trainer = Trainer(fast_cfg, digits16, mode="netaug")
     model = trainer.model
     x, y = next(trainer.batcher.batches(digits16.train, 32))
-    gen_state = trainer.arch_generator.get_state()
-    config = model.config("random", torch.Generator().set_state(gen_state))
+    config = model.config("random", trainer.step_generator(trainer.global_step))
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     model.zero_grad()
@@ -207,7 +206,7 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
     trainer = Trainer(fast_cfg, digits16, mode=mode)
     model, ce = trainer.model, trainer.criterion
     x, y = next(trainer.batcher.batches(digits16.train, 32))
-    config = model.config("random", torch.Generator().set_state(trainer.arch_generator.get_state()))
+    config = model.config("random", trainer.step_generator(trainer.global_step))
     ref = {n: p.detach().clone() for n, p in model.named_parameters()}
     model.train()
     model.zero_grad()

@@ -10,8 +10,9 @@ Two sources, both indexed once (paths or tar offsets and labels: a few bytes per
 
 Workers decode and resize with OpenCV (chosen by bench/loader.py: 1.4-1.9x Pillow's images/s per
 process), then apply the ImageNet recipes' transforms: train = random-resized crop to
-`data.resolution` plus optional horizontal flip; eval = resize the short side to resolution / 0.875, centre crop. Each sample's randomness comes from
-a seed drawn in the main process, so a batch is the same whatever the number of workers.
+`data.resolution` plus optional horizontal flip; eval = resize the short side to resolution / 0.875,
+centre crop. Each sample's randomness comes from a seed drawn in the main process, so a batch is the
+same whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -256,11 +257,15 @@ class _Plan:
         self.order = np.zeros(0, dtype=np.int64)
         self.seeds: np.ndarray | None = None
         self.batch_size = 1
+        self.shard = (0, 1)
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        rank, world = self.shard
         for start in range(0, len(self.order), self.batch_size):
-            idx = self.order[start:start + self.batch_size].tolist()
-            seeds = self.seeds[start:start + self.batch_size].tolist() if self.seeds is not None else [-1] * len(idx)
+            stop = min(start + self.batch_size, len(self.order))
+            lo, hi = start + rank * (stop - start) // world, start + (rank + 1) * (stop - start) // world
+            idx = self.order[lo:hi].tolist()
+            seeds = self.seeds[lo:hi].tolist() if self.seeds is not None else [-1] * len(idx)
             yield list(zip(idx, seeds))
 
     def __len__(self) -> int:
@@ -316,8 +321,9 @@ class StreamBatcher(Batcher):
 
     def batches(self, data: StreamSet, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """As `Batcher.batches`; augmentation is the random-resized crop (+ flip) done by the workers."""
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """As `Batcher.batches`; augmentation is the random-resized crop (+ flip) done by the workers,
+        and a shard decodes only its own images."""
         n = len(data)
         if shuffle or augment:
             assert generator is not None, "shuffle/augment need a torch.Generator for reproducibility"
@@ -325,7 +331,7 @@ class StreamBatcher(Batcher):
         seeds = torch.randint(0, 2**31 - 1, (n,), generator=generator) if augment else None
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         loader, plan = self._loader(data)
-        plan.order, plan.batch_size = order[:stop].numpy(), batch_size
+        plan.order, plan.batch_size, plan.shard = order[:stop].numpy(), batch_size, shard
         plan.seeds = seeds[:stop].numpy() if seeds is not None else None
         try:
             for images, labels in loader:

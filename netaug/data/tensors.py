@@ -134,11 +134,16 @@ class Batcher:
 
     def batches(self, data: ImageSet, batch_size: int, shuffle: bool = False, augment: bool = False,
                 generator: torch.Generator | None = None, drop_last: bool = False,
-                ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Yield (x, y) batches. `generator` drives shuffling and augmentation (required for either)."""
+                shard: tuple[int, int] = (0, 1)) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Yield (x, y) batches. `generator` drives shuffling and augmentation (required for either).
+
+        `shard=(rank, world)` yields worker `rank`'s contiguous 1/world of every batch of
+        `batch_size`; the random draws are those of the whole batch, so the workers' shards together
+        are exactly the one-worker batch."""
         n = len(data)
         if shuffle or augment:
             assert generator is not None, "shuffle/augment need a torch.Generator for reproducibility"
+        rank, world = shard
         order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
@@ -146,4 +151,7 @@ class Batcher:
             images = data.images[idx]
             if augment:
                 images = self.augment(images, generator)
+            if world > 1:
+                part = slice(rank * len(idx) // world, (rank + 1) * len(idx) // world)
+                images, idx = images[part], idx[part]
             yield self.normalise(images), data.labels[idx].to(self.device, non_blocking=True)

@@ -83,9 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=cfg.training.epochs * trainer.steps_per_epoch, unit="step", dynamic_ncols=True,
                disable=True if args.no_progress else None, file=sys.stderr)
 
-    def on_step(losses: dict[str, float]) -> None:
+    def on_step(losses: dict) -> None:
         bar.update(1)
-        bar.set_postfix(loss=f"{losses['loss']:.3f}", epoch=trainer.epoch + 1, refresh=False)
+        if bar.n % 20 == 1:  # reading a device-side loss is a host sync: not every step
+            bar.set_postfix(loss=f"{float(losses['loss']):.3f}", epoch=trainer.epoch + 1, refresh=False)
 
     def on_epoch(rec) -> None:
         for key in ("train_loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss", "lr", "epoch_s"):

@@ -30,11 +30,17 @@ def configure_threads() -> int:
     return n
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, local_rank: int | None = None) -> torch.device:
+    """"auto" is CUDA when present. A data-parallel worker takes GPU LOCAL_RANK (or `local_rank`)
+    among those it sees (one, when Ray gives each worker its own)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda" and not torch.cuda.is_available():
         raise UserError("training.device: cuda was asked for but no CUDA device is available")
+    if name == "cuda" and local_rank is not None:
+        index = int(os.environ.get("LOCAL_RANK", local_rank)) % torch.cuda.device_count()
+        torch.cuda.set_device(index)
+        return torch.device("cuda", index)
     return torch.device(name)
 
 

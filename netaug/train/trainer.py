@@ -14,6 +14,14 @@ Forward (F) and backward (B) passes per step, then one optimizer step:
 Gradients of every pass accumulate in the shared weights, so the step follows the gradient of
 L = L(base) + alpha * sum_i L(aug_i) + lambda * distill + L(teacher). The teacher's outputs enter
 the distillation term detached: it learns from its own CE only.
+
+Data-parallel (a torch.distributed process group is initialised, e.g. by a Ray Train worker): each
+of the N workers takes `training.batch_size` images of every global batch of N x batch_size, the
+learning rate is N x `training.lr` (linear scaling, as the official NetAug), and the passes above
+run locally; their accumulated gradients are averaged with one all-reduce per optimizer step (the
+official code's `no_sync()` on the earlier passes, without DDP's per-forward hooks). Sub-networks
+are drawn from a generator seeded by the step, so every worker trains the same ones. Losses stay on
+the device and are read once per epoch.
 """
 
 from __future__ import annotations
@@ -25,7 +33,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import torch
+import torch.distributed as dist
 import torch.nn as nn
+from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
 from netaug.augment import AugmentedNet, augment, netaug_grids, recalibrate_bn
 from netaug.augment.network import ConfigLike, SubnetConfig
@@ -55,6 +65,16 @@ class EpochRecord:
     val: dict[str, float] = field(default_factory=dict)
 
 
+LOSS_KEYS = ("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss")
+
+
+def data_parallel_world() -> tuple[int, int]:
+    """(rank, world size) of the initialised torch.distributed process group; (0, 1) without one."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
 def build_base(cfg: SpaceConfig, data: DataSplits) -> InvertedResidualNet:
     kw = {} if cfg.model.name == "mobilenetv2_tiny" else {"width_mult": cfg.model.width_mult}
     return build_model(cfg.model.name, data.num_classes, data.in_channels, resolution=data.resolution,
@@ -69,11 +89,18 @@ class Trainer:
 
     def __init__(self, cfg: SpaceConfig, data: DataSplits, mode: str | None = None,
                  arch_log: Callable[[dict], None] | None = None, base: InvertedResidualNet | None = None,
-                 largest: ConfigLike | None = None) -> None:
+                 largest: ConfigLike | None = None, micro_batches: int = 1) -> None:
         """`base` trains a given network (e.g. an SPOS path exported as a static model) instead of
         cfg.model; `largest` (e.g. a searched a*) replaces "every layer at r" as the largest augmented
-        model: the teacher, and the ceiling of every sampled augmented model."""
+        model: the teacher, and the ceiling of every sampled augmented model. `micro_batches` splits
+        each step's batch into that many chunks and averages their gradients: what N data-parallel
+        workers compute on one global batch (BatchNorm statistics per chunk included), in the same
+        floating-point order as their all-reduce."""
         self.mode = mode or cfg.training.mode
+        self.rank, self.world = data_parallel_world()
+        if self.world > 1:  # linear scaling rule: the global batch is world x batch_size
+            cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, lr=cfg.training.lr * self.world))
+        self.micro_batches = micro_batches
         if self.mode not in ("baseline", self.SUPERNET, *self.AUG_MODES, *TEACHER_MODES):
             raise ValueError(f"unknown training mode {self.mode!r}")
         if self.mode == self.SUPERNET:  # the supernet has its own epoch budget; the rest of training applies
@@ -84,7 +111,7 @@ class Trainer:
         self.data = data
         t = cfg.training
         seed_everything(t.seed)
-        self.device = resolve_device(t.device)
+        self.device = resolve_device(t.device, local_rank=self.rank if self.world > 1 else None)
         self.autocast_dtype = torch.bfloat16 if t.bf16 and self.device.type == "cuda" else None
         base = base if base is not None else build_base(cfg, data)
         if self.mode == self.SUPERNET:
@@ -103,7 +130,8 @@ class Trainer:
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
         self.batcher = make_batcher(data, cfg.data, self.device, channels_last=t.channels_last)
-        self.steps_per_epoch = max(1, len(data.train) // t.batch_size)
+        self.global_batch = t.batch_size * self.world
+        self.steps_per_epoch = max(1, len(data.train) // self.global_batch)
         self.release_step: int | None = None
         if cfg.sharing.enabled and self.mode != self.SUPERNET:  # the supernet trains unshared
             share_weights(self.model)
@@ -149,26 +177,75 @@ class Trainer:
         s_emb, t_emb = (features, t_features) if r.embedding == "features" else (logits, t_logits)
         return r.distance_weight * rkd_distance(s_emb, t_emb) + r.angle_weight * rkd_angle(s_emb, t_emb)
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, float]:
-        """One optimizer step; returns the step's losses (unweighted, plus the weighted total)."""
+    def step_generator(self, step: int) -> torch.Generator:
+        """The generator the sub-networks of `step` are drawn from: seeded by the training seed and the
+        step, not the rank, so every data-parallel worker trains the same sub-networks."""
+        return self.arch_generator.manual_seed((self.cfg.training.seed + 1) * 1_000_003 + step)
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One optimizer step on this worker's batch. Returns the step's losses (unweighted, plus the
+        weighted total) as 0-d tensors on the device: reading them is the caller's host sync."""
         if self.shared and self.global_step >= self.release_step:
             release(self.model)
             self.shared = False
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         aug = self.augmented
-        alpha, lam = self.cfg.netaug.aug_loss_weight, self.cfg.rkd.lambda_kd
-        teacher_loss = distill = 0.0
+        if self.mode == self.SUPERNET:
+            alpha, samples = 1.0, 1  # SPOS: one uniformly sampled single path per step, at full weight
+        else:
+            alpha = self.cfg.netaug.aug_loss_weight
+            samples = self.cfg.netaug.aug_samples if self.mode in self.AUG_MODES else 0
+        configs = []
+        if samples and alpha > 0:
+            kind, generator = self.aug_kind(), self.step_generator(self.global_step)
+            for sample in range(samples):
+                config = aug.normalize(kind, generator)
+                if self.arch_log is not None:
+                    self.arch_log({"epoch": self.epoch, "step": self.global_step, "sample": sample,
+                                   "kind": kind, "config": config})
+                configs.append(config)
+        chunks = list(zip(x.chunk(self.micro_batches), y.chunk(self.micro_batches)))
+        totals: dict[str, torch.Tensor] = {}
+        summed: list[torch.Tensor | None] = []
+        for i, (xc, yc) in enumerate(chunks):
+            losses = self._passes(xc, yc, configs, alpha)
+            totals = {k: totals[k] + v for k, v in losses.items()} if totals else losses
+            if len(chunks) > 1:  # sum each chunk's gradients, then average: what the all-reduce computes
+                grads = [p.grad for p in self.model.parameters()]
+                summed = grads if i == 0 else [a if b is None else b if a is None else a.add_(b)
+                                               for a, b in zip(summed, grads)]
+                self.optimizer.zero_grad(set_to_none=True)
+        if len(chunks) > 1:
+            for param, grad in zip(self.model.parameters(), summed):
+                param.grad = None if grad is None else grad.div_(len(chunks))
+        if aug is not None:
+            aug.set_active("min")
+        self._all_reduce_gradients()
+        self.optimizer.step()
+        self.scheduler.step()
+        self.global_step += 1
+        if len(chunks) > 1:
+            totals = {k: v / len(chunks) for k, v in totals.items()}
+        return totals
+
+    def _passes(self, x: torch.Tensor, y: torch.Tensor, configs: list[SubnetConfig], alpha: float
+                ) -> dict[str, torch.Tensor]:
+        """Forward and backward passes of one (micro-)batch; their gradients accumulate."""
+        aug = self.augmented
+        lam = self.cfg.rkd.lambda_kd
+        zero = torch.zeros((), device=self.device)
+        teacher_loss = distill = base = aug_total = zero
+
         teacher = None
         if self.mode in TEACHER_MODES:
             aug.set_active("max")
             t_features, t_logits = self._forward(x)
             t_loss = self.criterion(t_logits, y)
             t_loss.backward()
-            teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.item()
+            teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.detach()
         if aug is not None:
             aug.set_active("min")
-        base = 0.0
         if self.mode != self.SUPERNET or self.cfg.supernet.train_base:
             features, logits = self._forward(x)
             base_loss = self.criterion(logits, y)
@@ -176,58 +253,59 @@ class Trainer:
             if teacher is not None:
                 distill_loss = self.distill_loss(features, logits, teacher)
                 total = total + lam * distill_loss
-                distill = distill_loss.item()
+                distill = distill_loss.detach()
             total.backward()
-            base = base_loss.item()
-        aug_total = 0.0
-        if self.mode == self.SUPERNET:
-            alpha, samples = 1.0, 1  # SPOS: one uniformly sampled single path per step, at full weight
-        else:
-            samples = self.cfg.netaug.aug_samples if self.mode in self.AUG_MODES else 0
-        if samples and alpha > 0:
-            kind = self.aug_kind()
-            for sample in range(samples):
-                config = aug.set_active(kind, self.arch_generator)
-                if self.arch_log is not None:
-                    self.arch_log({"epoch": self.epoch, "step": self.global_step, "sample": sample,
-                                   "kind": kind, "config": config})
-                aug_loss = self.criterion(self._forward(x)[1], y)
-                (alpha * aug_loss).backward()
-                aug_total += aug_loss.item()
-        if aug is not None:
-            aug.set_active("min")
-        self.optimizer.step()
-        self.scheduler.step()
-        self.global_step += 1
+            base = base_loss.detach()
+        for config in configs:
+            aug.set_active(config)
+            aug_loss = self.criterion(self._forward(x)[1], y)
+            (alpha * aug_loss).backward()
+            aug_total = aug_total + aug_loss.detach()
+        lam = lam if teacher is not None else 0.0
         return {"loss": base + alpha * aug_total + lam * distill + teacher_loss, "base_loss": base,
                 "aug_loss": aug_total, "teacher_loss": teacher_loss, "distill_loss": distill}
 
-    def train_epoch(self, progress: Callable[[dict[str, float]], None] | None = None) -> EpochRecord:
-        """One pass over the training split (shuffled, augmented, last partial batch dropped)."""
+    def _all_reduce_gradients(self) -> None:
+        """Average the accumulated gradients over the data-parallel workers: one all-reduce of one
+        flat buffer per optimizer step (every worker ran the same passes, so the same parameters
+        hold gradients)."""
+        if self.world == 1:
+            return
+        grads = [p.grad for p in self.model.parameters() if p.grad is not None]
+        flat = _flatten_dense_tensors(grads)
+        dist.all_reduce(flat)
+        flat.div_(self.world)
+        for grad, synced in zip(grads, _unflatten_dense_tensors(flat, grads)):
+            grad.copy_(synced)
+
+    def train_epoch(self, progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> EpochRecord:
+        """One pass over the training split (shuffled, augmented, last partial batch dropped); with N
+        workers, this worker's share of every global batch. `progress` gets each step's device-side
+        losses (reading one is a host sync)."""
         if self.augmented is not None and self.cfg.netaug.sort_channels and self.aug_kind() == "random":
             self.augmented.sort_channels(self.optimizer)  # as the official code: only in width-augmented epochs
-        sums = dict.fromkeys(("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss"), 0.0)
+        sums = torch.zeros(len(LOSS_KEYS), device=self.device)
         steps, start = 0, time.perf_counter()
-        for x, y in self.batcher.batches(self.data.train, self.cfg.training.batch_size, shuffle=True,
+        for x, y in self.batcher.batches(self.data.train, self.global_batch, shuffle=True,
                                          augment=self.cfg.data.augment, generator=self.batch_generator,
-                                         drop_last=True):
+                                         drop_last=True, shard=(self.rank, self.world)):
             if self.batch_hook is not None:
                 self.batch_hook(x, y)
             losses = self.step(x, y)
-            for key in sums:
-                sums[key] += losses[key]
+            sums += torch.stack([losses[key] for key in LOSS_KEYS])
             steps += 1
             if progress is not None:
                 progress(losses)
+        means = dict(zip(LOSS_KEYS, (sums / max(1, steps)).tolist()))  # the epoch's one read of the losses
         elapsed = time.perf_counter() - start
-        means = {key: value / steps for key, value in sums.items()}
         record = EpochRecord(self.epoch, means["loss"], means["base_loss"], means["aug_loss"], means["teacher_loss"],
-                             means["distill_loss"], self.optimizer.param_groups[0]["lr"], elapsed, elapsed / steps)
+                             means["distill_loss"], self.optimizer.param_groups[0]["lr"], elapsed,
+                             elapsed / max(1, steps))
         self.epoch += 1
         return record
 
     def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None,
-            progress: Callable[[dict[str, float]], None] | None = None) -> list[EpochRecord]:
+            progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> list[EpochRecord]:
         """Train the remaining epochs, evaluating the base on val after each one."""
         history = []
         while self.epoch < self.cfg.training.epochs:
