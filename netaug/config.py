@@ -168,6 +168,9 @@ class SupernetConfig:
     epochs: int = opt(10, "supernet training epochs (batch size, lr and schedule come from training)", ge=1)
     train_base: bool = opt(True, "each step also trains the base path (the prefix every path contains)")
     max_failures: int = opt(2, "Ray Tune retries of a failed supernet trial, each from its last checkpoint", ge=0)
+    workers: int = opt(1, "data-parallel Ray Train workers per supernet trial (each with `resources`); the global "
+                       "batch is workers x training.batch_size and the learning rate workers x training.lr",
+                       ge=1, le=4096)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
@@ -231,6 +234,8 @@ class IntRange:
 class SweepConfig:
     trials: int = opt(8, "Optuna trials (Tune samples)", ge=1, le=100000)
     concurrency: int = opt(2, "trials running at once (ConcurrencyLimiter)", ge=1, le=1024)
+    workers: int = opt(1, "data-parallel Ray Train workers per sweep trial (each with `resources`); the global batch "
+                       "is workers x training.batch_size and the learning rate workers x training.lr", ge=1, le=4096)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sampler: Literal["tpe", "random", "gp"] = opt("tpe", "Optuna sampler: tpe, random or gp (seeded by sweep.seed)")
     scheduler: Literal["asha", "none"] = opt("asha", "asha stops weak trials early on the per-epoch metric")
@@ -289,6 +294,8 @@ class FinalConfig:
         "as train_top1", ge=1)
     confidence: float = opt(0.95, "confidence level of the paired intervals", gt=0, lt=1)
     max_failures: int = opt(1, "Tune retries of a failing final trial, each from its last checkpoint", ge=0)
+    workers: int = opt(1, "data-parallel Ray Train workers per final trial (each with `resources`); the global batch "
+                       "is workers x training.batch_size and the learning rate workers x training.lr", ge=1, le=4096)
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def check(self) -> None:

@@ -3,10 +3,11 @@
 Arms (`final.arms`): `winner` (the best sweep trial by sweep.metric: its mode, parameters and a*),
 `baseline` (plain training of the same base) and `netaug_fixed` (plain NetAug at the winner's r, s
 and alpha, every layer at r). Each arm x seed is one Tune trial, checkpointed every epoch, trained
-for `final.epochs`. For one seed every arm sees the same batches and augmentation draws (the trainer
-seeds them from training.seed alone), and starts from the same base weights unless the method's own
-init differs (netaug.init=augmented, the official NetAug init, is a slice of the augmented model's);
-each trial reports digests of its initial base weights and of its batches to show it.
+for `final.epochs` (on `final.workers` Ray Train workers when more than one). For one seed every arm
+sees the same batches and augmentation draws (the trainer seeds them from training.seed alone; with
+several workers, the digest is rank 0's share of each batch), and starts from the same base weights
+unless the method's own init differs (netaug.init=augmented, the official NetAug init, is a slice of
+the augmented model's); each trial reports digests of its initial base weights and of its batches to show it.
 
 Each epoch records the base's top-1 on a fixed, un-augmented subset of the training split
 (`train_top1`): NetAug claims to lift the tiny model's training accuracy, and this is where to see
@@ -31,8 +32,8 @@ from ray import tune
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
 from netaug.io import atomic_path, write_parquet
-from search.checkpoints import load_trainer_state, trainer_checkpoint
-from search.cluster import resources_for
+from search.checkpoints import load_trainer_state
+from search.data_parallel import run_trial, trial_resources
 from search.evaluation import PREDICTIONS_SCHEMA, TEST_METRICS, cached_data, final_evaluation
 from search.progress import LineReporter
 
@@ -184,7 +185,14 @@ class BatchDigest:
 
 
 def final_trial(config: dict) -> None:
-    """Tune trainable of one arm x seed: train from scratch (or resume), report every epoch with a checkpoint."""
+    """Tune trainable of one arm x seed, on `final.workers` data-parallel workers."""
+    space = from_dict(SpaceConfig, json.loads(config["space_json"]))
+    run_trial(final_body, config, space.final.workers, space.final.resources, Path(config["run_dir"]) / EXPERIMENT)
+
+
+def final_body(config: dict, session) -> None:
+    """One arm x seed: train from scratch (or resume); rank 0 evaluates, exports and reports with a checkpoint
+    every epoch."""
     started = time.perf_counter()
     from netaug.models import profile_macs
     from netaug.train.export import save_exported
@@ -196,12 +204,12 @@ def final_trial(config: dict) -> None:
     arm, seed = Arm(**config["arms"][config["arm"]]), int(config["seed"])
     cfg = arm_space(space, arm, seed)
     run_dir = Path(config["run_dir"])
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = session.trial_id
     data = cached_data(cfg)
     trainer = Trainer(cfg, data, largest=arm.largest)
     aug = trainer.augmented
     init_digest = weights_digest(aug.export("min") if aug is not None else trainer.model)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = session.checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     epoch_digests: list[str] = []
     step_s = 0.0
@@ -209,12 +217,18 @@ def final_trial(config: dict) -> None:
         trainer.load_state_dict(state["trainer"])
         epoch_digests, step_s = list(state["epoch_digests"]), state["step_s"]
         init_digest = state["init_digest"]
+    if not session.lead:  # train alongside rank 0; it evaluates, exports and checkpoints
+        while trainer.epoch < cfg.training.epochs:
+            trainer.train_epoch()
+            session.report({"epoch": trainer.epoch}, None, config["space_json"])
+        return
     shape = (data.in_channels, data.resolution, data.resolution)
     base_macs = profile_macs(aug.export("min") if aug is not None else trainer.model, shape)[0]
     aug_macs = profile_macs(aug.export("max"), shape)[0] if aug is not None else None
     subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
     fixed = {"arm": arm.name, "mode": arm.mode, "seed": seed, "base_macs": base_macs, "aug_macs": aug_macs,
-             "largest": json.dumps(aug.config("max")) if aug is not None else None, "init_digest": init_digest}
+             "largest": json.dumps(aug.config("max")) if aug is not None else None, "init_digest": init_digest,
+             "workers": session.world}
     epochs = cfg.training.epochs
     while trainer.epoch < epochs:
         digest = BatchDigest()
@@ -243,8 +257,7 @@ def final_trial(config: dict) -> None:
         metrics["trial_s"] = time.perf_counter() - started
         state = {"trainer": trainer.state_dict(), "epoch_digests": epoch_digests, "step_s": step_s,
                  "init_digest": init_digest}
-        with trainer_checkpoint(state, config["space_json"]) as ckpt:
-            tune.report(metrics, checkpoint=ckpt)
+        session.report(metrics, state, config["space_json"])
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -253,7 +266,7 @@ def final_trial(config: dict) -> None:
 def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tune.ResultGrid, list[Arm]]:
     """Run (or continue) the final trials; returns Tune's ResultGrid and the arms."""
     path = run_dir / EXPERIMENT
-    trainable = tune.with_resources(final_trial, resources_for(cfg.final.resources))
+    trainable = tune.with_resources(final_trial, trial_resources(cfg.final.workers, cfg.final.resources))
     if tune.Tuner.can_restore(str(path)):
         if not resume:
             raise UserError(f"--out: {run_dir} already holds a final stage; pass --resume to continue it")
@@ -275,7 +288,7 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
         param_space={"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
                      "arms": {a.name: asdict(a) for a in arms},
                      "seed": tune.grid_search(seeds), "arm": tune.grid_search([a.name for a in arms])},
-        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=True),
+        tune_config=tune.TuneConfig(num_samples=1, reuse_actors=cfg.final.workers == 1),  # Train drivers: not
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
             failure_config=tune.FailureConfig(max_failures=cfg.final.max_failures),

@@ -77,6 +77,11 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
     if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and set(cfg.final.arms) != {"baseline"}:
         raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
+    parallel = [f"{s}.workers={getattr(cfg, s).workers}" for s in ("supernet", "sweep", "final")
+                if s in stages and getattr(cfg, s).workers > 1]
+    if parallel and args.no_dashboard and args.address is None:
+        raise UserError(f"--no-dashboard: data-parallel trials ({', '.join(parallel)}) need the local dashboard: "
+                        "Ray Train frees the workers of a trial Tune stopped through its State API")
     for stage in ("supernet", "sweep", "final"):
         if stage in stages and (run_dir / stage).exists() and not args.resume:
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "

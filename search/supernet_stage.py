@@ -1,4 +1,5 @@
-"""Stage 1: train the SPOS supernet as one Ray Tune trial with a checkpoint every epoch.
+"""Stage 1: train the SPOS supernet as one Ray Tune trial (on `supernet.workers` Ray Train workers
+when more than one) with a checkpoint every epoch.
 
 A failed or killed trial is retried from its last checkpoint (FailureConfig); an interrupted run
 continues with `--resume` (Tuner.restore). Every sampled path is logged to
@@ -17,8 +18,8 @@ from ray import tune
 
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
-from search.checkpoints import load_trainer_state, trainer_checkpoint
-from search.cluster import resources_for
+from search.checkpoints import load_trainer_state
+from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
 from search.progress import LineReporter
 
 EXPERIMENT = "supernet"
@@ -34,7 +35,14 @@ def _keep_log_before(path: Path, step: int) -> None:
 
 
 def train_supernet(config: dict) -> None:
-    """Tune trainable: the one trainer in supernet mode, resuming from Tune's checkpoint if any."""
+    """Tune trainable: the one trainer in supernet mode, on `supernet.workers` data-parallel workers."""
+    cfg: SpaceConfig = from_dict(SpaceConfig, config["space"])
+    run_trial(supernet_body, config, cfg.supernet.workers, cfg.supernet.resources,
+              Path(config["run_dir"]) / EXPERIMENT)
+
+
+def supernet_body(config: dict, session: Session) -> None:
+    """Train the supernet, resuming from the trial's checkpoint if any; rank 0 evaluates, logs and checkpoints."""
     from torch.utils.tensorboard import SummaryWriter
 
     from netaug.data import load_data
@@ -47,30 +55,35 @@ def train_supernet(config: dict) -> None:
     log_path = Path(config["run_dir"]) / EXPERIMENT / ARCH_LOG
     log_path.parent.mkdir(parents=True, exist_ok=True)
     trainer = Trainer(cfg, data, mode=Trainer.SUPERNET)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = session.checkpoint()
     if checkpoint is not None:
         trainer.load_state_dict(load_trainer_state(checkpoint))
     start_epoch = trainer.epoch
     step_s = 0.0  # seconds inside training and evaluation steps since this (re)start
-    _keep_log_before(log_path, trainer.global_step)
-    writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb"))
-    with open(log_path, "a", buffering=1) as log:
+    if session.lead:
+        _keep_log_before(log_path, trainer.global_step)
+    writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb")) if session.lead else None
+    with open(log_path if session.lead else os.devnull, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
         while trainer.epoch < trainer.cfg.training.epochs:
             record = trainer.train_epoch()
+            if not session.lead:
+                session.report({"epoch": trainer.epoch}, None, config["space"])
+                continue
             t0 = time.perf_counter()
             val = trainer.evaluate("val", [("base", "min"), ("max", "max")])
             step_s += record.epoch_s + time.perf_counter() - t0
             metrics = {"epoch": trainer.epoch, "start_epoch": start_epoch, "train_loss": record.train_loss,
                        "base_loss": record.base_loss, "path_loss": record.aug_loss, "lr": record.lr,
                        "epoch_s": record.epoch_s, "val_base_top1": val["base"].top1,
-                       "val_max_top1": val["max"].top1, "pid": os.getpid(), "step_s": step_s}
+                       "val_max_top1": val["max"].top1, "pid": os.getpid(), "step_s": step_s,
+                       "workers": session.world}
             for key in ("train_loss", "base_loss", "path_loss", "lr", "val_base_top1", "val_max_top1"):
                 writer.add_scalar(key, metrics[key], trainer.epoch)
             writer.flush()
-            with trainer_checkpoint(trainer.state_dict(), config["space"]) as ckpt:
-                tune.report(metrics, checkpoint=ckpt)
-    writer.close()
+            session.report(metrics, trainer.state_dict(), config["space"])
+    if writer is not None:
+        writer.close()
 
 
 def experiment_path(run_dir: Path) -> Path:
@@ -102,13 +115,14 @@ def run_supernet(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.
     if result.error is not None:
         raise RuntimeError(f"supernet training failed: {result.error}")
     done = int((result.metrics or {}).get("epoch", 0) or 0)
-    if result.checkpoint is None or done < cfg.supernet.epochs:
+    checkpoint = checkpoint_of(result)
+    if checkpoint is None or done < cfg.supernet.epochs:
         raise StageIncomplete(f"supernet: stopped after {done} of {cfg.supernet.epochs} epochs")
-    return result.checkpoint
+    return checkpoint
 
 
 def _trainable(cfg: SpaceConfig):
-    return tune.with_resources(train_supernet, resources_for(cfg.supernet.resources))
+    return tune.with_resources(train_supernet, trial_resources(cfg.supernet.workers, cfg.supernet.resources))
 
 
 def latest_checkpoint(run_dir: Path) -> tuple[tune.Checkpoint, dict]:
@@ -121,12 +135,13 @@ def latest_checkpoint(run_dir: Path) -> tuple[tune.Checkpoint, dict]:
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
     results = tune.Tuner.restore(str(path), trainable=train_supernet).get_results()
     result = results[0]
-    if result.checkpoint is None:
+    checkpoint = checkpoint_of(result)
+    if checkpoint is None:
         raise UserError(f"--out: the supernet run under {run_dir} has no checkpoint yet; run --stage supernet")
     metrics = dict(result.metrics or {})
-    with result.checkpoint.as_directory() as folder:
+    with checkpoint.as_directory() as folder:
         planned = from_dict(SpaceConfig, json.loads((Path(folder) / "space.json").read_text())).supernet.epochs
     if int(metrics.get("epoch", 0) or 0) < planned:
         raise UserError(f"--out: the supernet under {run_dir} stopped after {metrics.get('epoch', 0)} of {planned} "
                         "epochs; finish it with --stage supernet --resume")
-    return result.checkpoint, metrics
+    return checkpoint, metrics

@@ -20,8 +20,9 @@ from ray import tune
 from netaug.config import SWEPT_PARAMS, SpaceConfig, from_dict
 from netaug.io import write_parquet
 from search.archs import ARCHS_FILE, archs_table
-from search.checkpoints import load_trainer_state, trainer_checkpoint
+from search.checkpoints import load_trainer_state
 from search.cluster import resources_for
+from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
 from search.evaluation import KS, PREDICTIONS_SCHEMA, cached_data, final_evaluation  # noqa: F401 (re-exported)
 from search.progress import LineReporter
 
@@ -103,7 +104,24 @@ def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
 
 
 def sweep_trial(config: dict) -> None:
-    """Tune trainable of one sweep trial."""
+    """Tune trainable of one sweep trial, on `sweep.workers` data-parallel workers."""
+    space = from_dict(SpaceConfig, json.loads(config["space_json"]))
+    run_trial(sweep_body, config, space.sweep.workers, space.sweep.resources, Path(config["run_dir"]) / EXPERIMENT)
+
+
+def _from_lead(session: Session, value):
+    """Rank 0's `value` on every data-parallel worker (it is already there with one worker)."""
+    if session.world == 1:
+        return value
+    import torch.distributed as dist
+
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def sweep_body(config: dict, session: Session) -> None:
+    """One sweep trial: a* search (rank 0), then training; rank 0 evaluates, writes and checkpoints."""
     started = time.perf_counter()
     started_at = time.time()
     import ray
@@ -118,24 +136,31 @@ def sweep_trial(config: dict) -> None:
     params = swept_params(config)
     cfg = trial_space(space, params)
     run_dir = Path(config["run_dir"])
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = session.trial_id
     (run_dir / EXPERIMENT).mkdir(parents=True, exist_ok=True)
-    _maybe_fail(run_dir, trial_id, config.get("fault_trials", ""))
+    if session.lead:
+        _maybe_fail(run_dir, trial_id, config.get("fault_trials", ""))
     data = cached_data(cfg)
-    checkpoint = tune.get_checkpoint()
+    checkpoint = session.checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     search_s = state.get("search_s", 0.0) if state is not None else 0.0
     if state is not None:
         largest = state.get("largest")
     elif space.sweep.largest == "searched":
         t0 = time.perf_counter()
-        largest = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id)
+        found = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id) if session.lead else None
+        largest = _from_lead(session, found)
         search_s = time.perf_counter() - t0
     else:
         largest = None
     trainer = Trainer(cfg, data, largest=largest)
     if state is not None:
         trainer.load_state_dict(state["trainer"])
+    if not session.lead:  # train alongside rank 0; it evaluates, writes and checkpoints
+        while trainer.epoch < cfg.training.epochs:
+            trainer.train_epoch()
+            session.report({"epoch": trainer.epoch}, None, config["space_json"])
+        return
     aug = trainer.augmented
     shape = (data.in_channels, data.resolution, data.resolution)
     base_macs = profile_macs(trainer.export_base(), shape)[0]
@@ -144,7 +169,8 @@ def sweep_trial(config: dict) -> None:
     writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
     step_s = state.get("step_s", 0.0) if state else 0.0
     fixed = {"arch": json.dumps(arch), "mode": cfg.training.mode, "base_macs": base_macs, "aug_macs": aug_macs,
-             "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id(), "started_at": started_at}
+             "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id(), "started_at": started_at,
+             "workers": session.world}
     setup_s = time.perf_counter() - started
     while trainer.epoch < cfg.training.epochs:
         rec = trainer.train_epoch()
@@ -165,8 +191,7 @@ def sweep_trial(config: dict) -> None:
         metrics["trial_s"] = time.perf_counter() - started
         writer.flush()
         state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s}
-        with trainer_checkpoint(state, config["space_json"]) as ckpt:
-            tune.report(metrics, checkpoint=ckpt)
+        session.report(metrics, state, config["space_json"])
     writer.close()
 
 
@@ -200,9 +225,10 @@ def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
     pending = {}
     for result in grid:
         m = result.metrics or {}
-        if result.error is None and result.checkpoint is not None and m.get("test_top1") is None:
+        checkpoint = checkpoint_of(result)
+        if result.error is None and checkpoint is not None and m.get("test_top1") is None:
             tid = trial_id_of(result)
-            pending[tid] = task.remote(result.config, tid, result.checkpoint.path)
+            pending[tid] = task.remote(result.config, tid, checkpoint.path)
     return dict(zip(pending, ray.get(list(pending.values())))) if pending else {}
 
 
@@ -251,7 +277,7 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
     from netaug.errors import UserError
 
     path = run_dir / EXPERIMENT
-    trainable = tune.with_resources(sweep_trial, resources_for(cfg.sweep.resources))
+    trainable = tune.with_resources(sweep_trial, trial_resources(cfg.sweep.workers, cfg.sweep.resources))
     if tune.Tuner.can_restore(str(path)):
         if not resume:
             raise UserError(f"--out: {run_dir} already holds a sweep; pass --resume to continue it")
@@ -271,7 +297,8 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
     tuner = tune.Tuner(
         trainable, param_space=param_space(cfg, run_dir, checkpoint),
         tune_config=tune.TuneConfig(search_alg=make_searcher(cfg), scheduler=scheduler, num_samples=sw.trials,
-                                    metric=metric, mode=mode, reuse_actors=True),
+                                    metric=metric, mode=mode,
+                                    reuse_actors=sw.workers == 1),  # a Train driver's actor is not reusable
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
             failure_config=tune.FailureConfig(max_failures=sw.max_failures),

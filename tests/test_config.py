@@ -122,10 +122,13 @@ def test_shipped_space_files_load(tmp_path):
     spaces = sorted((ROOT / "spaces").glob("*.yaml"))
     assert {p.name for p in spaces} >= {"mbv2.yaml", "mbv2-fashion-mnist.yaml", "mbv2-cifar10.yaml"}
     for path in spaces:
-        overrides = [f"data.root={tmp_path}"] if "cifar10" in path.name else []
+        overrides = [f"data.root={tmp_path}"] if "cifar10" in path.name or "imagenet" in path.name else []
         if "name: fashion-mnist" in path.read_text() and not Path("/usr/share/datasets/fashion-mnist").is_dir():
             overrides = [f"data.root={tmp_path}"]
         cfg = load_space(path, overrides)
         assert cfg.r_max() >= cfg.sweep.r.high and cfg.sweep.trials >= 1
     with pytest.raises(UserError, match=r"^data\.root"):
         load_space(ROOT / "spaces" / "mbv2-cifar10.yaml", ["data.root=/no/such/cifar"])
+    imagenet = load_space(ROOT / "spaces" / "mbv2-tiny-imagenet.yaml", [f"data.root={tmp_path}"])
+    assert (imagenet.data.loader, imagenet.data.resolution, imagenet.model.name) == ("stream", 144, "mobilenetv2_tiny")
+    assert imagenet.final.workers * imagenet.training.batch_size == 2048  # the official global batch

@@ -62,6 +62,10 @@ BAD_SPACES = [
     ({"netaug": {"s": 0}}, "netaug.s"),
     ({"training": {"lr": "fast"}}, "training.lr"),
     ({"searchh": {}}, "searchh"),
+    ({"sweep": {"workers": 0}}, "sweep.workers"),
+    ({"final": {"workers": 2}}, "--no-dashboard"),  # data-parallel trials need the dashboard's State API
+    ({"data": {"loader": "stream"}}, "data.loader"),  # digits are not streamed
+    ({"data": {"name": "shards", "root": "/"}}, "data.loader"),
 ]
 
 

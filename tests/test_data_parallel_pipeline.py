@@ -1,0 +1,79 @@
+"""Data-parallel trials in the tiny pipeline: every stage's trial on 2 Ray Train workers (gloo, CPU).
+
+Supernet, sweep (ASHA on) and final trials each launch a TorchTrainer of 2 workers from their Tune
+trial; the Parquet results, the early-stopped trials' test predictions (from the Train checkpoints)
+and the delivered model must come out as with 1 worker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import ray
+from conftest import TINY_PIPELINE
+
+from netaug.config import load_space
+from netaug.train.export import load_exported
+from search.final_stage import run_final_stage
+from search.results import write_results
+from search.search_stage import run_search
+from search.supernet_stage import latest_checkpoint, run_supernet
+from search.sweep_stage import finalize_stopped, run_sweep
+
+# 2 workers x 0.9 CPU (+ 0.01 for the Tune trial that drives them) fit the 2 CPUs of CI.
+TINY = TINY_PIPELINE + [
+    "supernet.workers=2", "supernet.resources.cpu=0.9",
+    "sweep.workers=2", "sweep.resources.cpu=0.9", "sweep.concurrency=1", "sweep.trials=2", "sweep.epochs=2",
+    "sweep.scheduler=asha", "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.sampler=random",
+    "final.workers=2", "final.resources.cpu=0.9", "final.seeds=1", "final.arms=[winner,baseline]"]
+
+
+@pytest.fixture(scope="module")
+def dp_run(tmp_path_factory):
+    # With the dashboard: Ray Train's placement-group cleaner asks its State API whether the Train run of a
+    # trial that Tune stopped (ASHA, or the last epoch) is gone, and frees the workers' resources then.
+    ray.init(num_cpus=2, include_dashboard=True, log_to_driver=False, configure_logging=False)
+    run_dir = tmp_path_factory.mktemp("dp")
+    cfg = load_space(None, TINY)
+    try:
+        run_supernet(cfg, run_dir)
+        run_search(cfg, run_dir)
+        grid = run_sweep(cfg, run_dir)
+        write_results(grid, run_dir, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
+        lines = run_final_stage(cfg, run_dir)
+    finally:
+        ray.shutdown()
+    return cfg, run_dir, grid, lines
+
+
+def test_supernet_trained_on_two_workers_and_its_checkpoint_is_found(dp_run):
+    _, run_dir, _, _ = dp_run
+    checkpoint, metrics = latest_checkpoint(run_dir)
+    assert metrics["workers"] == 2 and metrics["epoch"] == 1
+    assert Path(checkpoint.path).is_relative_to(run_dir / "supernet" / "train")  # Train's storage
+
+
+def test_two_worker_sweep_trials_report_to_tune_and_asha(dp_run):
+    _, run_dir, grid, _ = dp_run
+    assert len(grid) == 2 and grid.num_errors == 0
+    assert all(r.metrics["workers"] == 2 for r in grid)
+    trials = pd.read_parquet(run_dir / "trials.parquet")
+    assert (trials["status"] == "TERMINATED").all() and trials["test_top1"].notna().all()
+    # every trial's predictions are there, also for one ASHA stopped (evaluated from its Train checkpoint)
+    preds = pd.read_parquet(run_dir / "predictions.parquet")
+    assert set(trials["trial_id"]) <= set(preds["trial_id"])
+    epochs = pd.read_parquet(run_dir / "epochs.parquet")
+    assert set(epochs[epochs["stage"] == "sweep"]["trial_id"]) == set(trials["trial_id"])
+
+
+def test_two_worker_final_trials_deliver_the_model(dp_run):
+    cfg, run_dir, _, lines = dp_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    assert sorted(final["arm"]) == ["baseline", "winner"] and (final["status"] == "TERMINATED").all()
+    assert (final["epochs"] == cfg.final.epochs).all() and final["test_top1"].notna().all()
+    for row in final.itertuples():
+        model, payload = load_exported(run_dir / row.model_file)
+        assert payload["arm"] == row.arm
+    assert any(line.startswith("delivered:") for line in lines)
