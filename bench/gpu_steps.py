@@ -46,7 +46,8 @@ def step_ms(args, mode: str, bf16: bool, channels_last: bool) -> float:
     cfg = load_space(args.space, [f"model.name={args.model}", f"data.resolution={args.res}",
                                   f"training.batch_size={args.batch}", f"training.device={args.device}",
                                   f"training.bf16={str(bf16).lower()}",
-                                  f"training.channels_last={str(channels_last).lower()}", *args.overrides])
+                                  f"training.channels_last={str(channels_last).lower()}", *args.overrides,
+                                  "data.loader=memory"])  # random images held in memory: the step alone
     trainer = Trainer(cfg, data, mode=mode)
     batches = trainer.batcher.batches(trainer.data.train, args.batch, shuffle=True, augment=True,
                                       generator=torch.Generator().manual_seed(1), drop_last=True)

@@ -34,7 +34,11 @@ class ImageSet:
 
     def take(self, index: np.ndarray | torch.Tensor) -> ImageSet:
         index = torch.as_tensor(np.asarray(index), dtype=torch.long)
-        return ImageSet(self.images[index].contiguous(), self.labels[index].contiguous())
+        return ImageSet(self.images[index.to(self.images.device)].contiguous(), self.labels[index].contiguous())
+
+    def to(self, device: torch.device | str) -> ImageSet:
+        """The images on `device` (labels stay on the CPU: they index and score on the host)."""
+        return ImageSet(self.images.to(device), self.labels)
 
 
 @dataclass
@@ -115,20 +119,22 @@ class Batcher:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def augment(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """Padded random crop and optional horizontal flip, per sample, on uint8 images."""
+        """Padded random crop and optional horizontal flip, per sample, on uint8 images (on their device;
+        the random draws come from the CPU `generator`, so CPU and GPU runs see the same crops)."""
         n, _, h, w = images.shape
+        dev = images.device
         p = self.crop_padding
         if p > 0:
             padded = F.pad(images, (p, p, p, p))
-            oy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-            ox = torch.randint(0, 2 * p + 1, (n, 1), generator=generator)
-            rows = (oy + torch.arange(h)).view(n, 1, h, 1)
-            cols = (ox + torch.arange(w)).view(n, 1, 1, w)
-            batch_idx = torch.arange(n).view(n, 1, 1, 1)
-            chan_idx = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+            oy = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(dev, non_blocking=True)
+            ox = torch.randint(0, 2 * p + 1, (n, 1), generator=generator).to(dev, non_blocking=True)
+            rows = (oy + torch.arange(h, device=dev)).view(n, 1, h, 1)
+            cols = (ox + torch.arange(w, device=dev)).view(n, 1, 1, w)
+            batch_idx = torch.arange(n, device=dev).view(n, 1, 1, 1)
+            chan_idx = torch.arange(images.shape[1], device=dev).view(1, -1, 1, 1)
             images = padded[batch_idx, chan_idx, rows, cols]
         if self.flip:
-            mask = torch.rand(n, generator=generator) < 0.5
+            mask = (torch.rand(n, generator=generator) < 0.5).to(dev, non_blocking=True)
             images = torch.where(mask.view(n, 1, 1, 1), images.flip(3), images)
         return images
 
@@ -148,7 +154,7 @@ class Batcher:
         stop = n - n % batch_size if drop_last and n >= batch_size else n
         for start in range(0, stop, batch_size):
             idx = order[start:start + batch_size]
-            images = data.images[idx]
+            images = data.images[idx.to(data.images.device, non_blocking=True)]
             if augment:
                 images = self.augment(images, generator)
             if world > 1:

@@ -129,6 +129,10 @@ class Trainer:
             model.set_ceiling(largest)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
         self.model = model.to(self.device, memory_format=memory_format)
+        if self.device.type == "cuda" and cfg.data.loader == "memory":  # decode once, augment on the device
+            data = dataclasses.replace(data, train=data.train.to(self.device), val=data.val.to(self.device),
+                                       test=data.test.to(self.device))
+            self.data = data
         self.batcher = make_batcher(data, cfg.data, self.device, channels_last=t.channels_last)
         self.global_batch = t.batch_size * self.world
         self.steps_per_epoch = max(1, len(data.train) // self.global_batch)
