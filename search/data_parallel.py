@@ -51,6 +51,15 @@ class Session:
             return ray.train.get_checkpoint()
         return tune.get_checkpoint()
 
+    def replay(self, history: list[dict], space: dict | str) -> None:
+        """After a restart from a Train checkpoint, report the epochs it holds again: Tune restarted
+        the trial (it has no Tune checkpoint of its own) and dropped their results. One worker: a no-op
+        (Tune restored its own checkpoint and kept them)."""
+        if not self.train:
+            return
+        for metrics in history:
+            self.report(metrics if self.lead else {"epoch": metrics["epoch"]}, None, space)
+
     def report(self, metrics: dict, state: dict | None, space: dict | str) -> None:
         """Report `metrics` with a checkpoint of `state` (rank 0 only; the others report no checkpoint)."""
         space = json.loads(space) if isinstance(space, str) else space

@@ -213,10 +213,13 @@ def final_body(config: dict, session) -> None:
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     epoch_digests: list[str] = []
     step_s = 0.0
+    history: list[dict] = []
     if state is not None:
         trainer.load_state_dict(state["trainer"])
         epoch_digests, step_s = list(state["epoch_digests"]), state["step_s"]
         init_digest = state["init_digest"]
+        history = list(state.get("history", []))
+        session.replay(history, config["space_json"])
     if not session.lead:  # train alongside rank 0; it evaluates, exports and checkpoints
         while trainer.epoch < cfg.training.epochs:
             trainer.train_epoch()
@@ -255,8 +258,9 @@ def final_body(config: dict, session) -> None:
             step_s += time.perf_counter() - t0
         metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
+        history.append(metrics)
         state = {"trainer": trainer.state_dict(), "epoch_digests": epoch_digests, "step_s": step_s,
-                 "init_digest": init_digest}
+                 "init_digest": init_digest, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
 
 

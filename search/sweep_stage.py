@@ -154,8 +154,11 @@ def sweep_body(config: dict, session: Session) -> None:
     else:
         largest = None
     trainer = Trainer(cfg, data, largest=largest)
+    history: list[dict] = []
     if state is not None:
         trainer.load_state_dict(state["trainer"])
+        history = list(state.get("history", []))
+        session.replay(history, config["space_json"])
     if not session.lead:  # train alongside rank 0; it evaluates, writes and checkpoints
         while trainer.epoch < cfg.training.epochs:
             trainer.train_epoch()
@@ -190,7 +193,9 @@ def sweep_body(config: dict, session: Session) -> None:
             metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
         writer.flush()
-        state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s}
+        history.append(metrics)
+        state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s,
+                 "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
     writer.close()
 
