@@ -51,6 +51,23 @@ class Session:
             return ray.train.get_checkpoint()
         return tune.get_checkpoint()
 
+    def from_lead(self, value):
+        """Rank 0's `value` on every worker (it is already there with one worker)."""
+        if self.world == 1:
+            return value
+        import torch.distributed as dist
+
+        box = [value]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def follow(self, trainer, space: dict | str) -> None:
+        """A rank other than 0: train the remaining epochs alongside rank 0, which evaluates, writes and
+        checkpoints; report each epoch (every worker reports as often as rank 0)."""
+        while trainer.epoch < trainer.cfg.training.epochs:
+            trainer.train_epoch()
+            self.report({"epoch": trainer.epoch}, None, space)
+
     def replay(self, history: list[dict], space: dict | str) -> None:
         """After a restart from a Train checkpoint, report the epochs it holds again: Tune restarted
         the trial (it has no Tune checkpoint of its own) and dropped their results. One worker: a no-op

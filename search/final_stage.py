@@ -220,10 +220,8 @@ def final_body(config: dict, session) -> None:
         init_digest = state["init_digest"]
         history = list(state.get("history", []))
         session.replay(history, config["space_json"])
-    if not session.lead:  # train alongside rank 0; it evaluates, exports and checkpoints
-        while trainer.epoch < cfg.training.epochs:
-            trainer.train_epoch()
-            session.report({"epoch": trainer.epoch}, None, config["space_json"])
+    if not session.lead:
+        session.follow(trainer, config["space_json"])
         return
     shape = (data.in_channels, data.resolution, data.resolution)
     base_macs = profile_macs(aug.export("min") if aug is not None else trainer.model, shape)[0]

@@ -58,18 +58,17 @@ def supernet_body(config: dict, session: Session) -> None:
     checkpoint = session.checkpoint()
     if checkpoint is not None:
         trainer.load_state_dict(load_trainer_state(checkpoint))
+    if not session.lead:
+        session.follow(trainer, config["space"])
+        return
     start_epoch = trainer.epoch
     step_s = 0.0  # seconds inside training and evaluation steps since this (re)start
-    if session.lead:
-        _keep_log_before(log_path, trainer.global_step)
-    writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb")) if session.lead else None
-    with open(log_path if session.lead else os.devnull, "a", buffering=1) as log:
+    _keep_log_before(log_path, trainer.global_step)
+    writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb"))
+    with open(log_path, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
         while trainer.epoch < trainer.cfg.training.epochs:
             record = trainer.train_epoch()
-            if not session.lead:
-                session.report({"epoch": trainer.epoch}, None, config["space"])
-                continue
             t0 = time.perf_counter()
             val = trainer.evaluate("val", [("base", "min"), ("max", "max")])
             step_s += record.epoch_s + time.perf_counter() - t0
@@ -82,8 +81,7 @@ def supernet_body(config: dict, session: Session) -> None:
                 writer.add_scalar(key, metrics[key], trainer.epoch)
             writer.flush()
             session.report(metrics, trainer.state_dict(), config["space"])
-    if writer is not None:
-        writer.close()
+    writer.close()
 
 
 def experiment_path(run_dir: Path) -> Path:

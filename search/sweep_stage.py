@@ -109,17 +109,6 @@ def sweep_trial(config: dict) -> None:
     run_trial(sweep_body, config, space.sweep.workers, space.sweep.resources, Path(config["run_dir"]) / EXPERIMENT)
 
 
-def _from_lead(session: Session, value):
-    """Rank 0's `value` on every data-parallel worker (it is already there with one worker)."""
-    if session.world == 1:
-        return value
-    import torch.distributed as dist
-
-    box = [value]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
 def sweep_body(config: dict, session: Session) -> None:
     """One sweep trial: a* search (rank 0), then training; rank 0 evaluates, writes and checkpoints."""
     started = time.perf_counter()
@@ -149,7 +138,7 @@ def sweep_body(config: dict, session: Session) -> None:
     elif space.sweep.largest == "searched":
         t0 = time.perf_counter()
         found = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id) if session.lead else None
-        largest = _from_lead(session, found)
+        largest = session.from_lead(found)
         search_s = time.perf_counter() - t0
     else:
         largest = None
@@ -159,10 +148,8 @@ def sweep_body(config: dict, session: Session) -> None:
         trainer.load_state_dict(state["trainer"])
         history = list(state.get("history", []))
         session.replay(history, config["space_json"])
-    if not session.lead:  # train alongside rank 0; it evaluates, writes and checkpoints
-        while trainer.epoch < cfg.training.epochs:
-            trainer.train_epoch()
-            session.report({"epoch": trainer.epoch}, None, config["space_json"])
+    if not session.lead:
+        session.follow(trainer, config["space_json"])
         return
     aug = trainer.augmented
     shape = (data.in_channels, data.resolution, data.resolution)

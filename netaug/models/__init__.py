@@ -60,18 +60,24 @@ def mobilenetv2_tiny_spec(num_classes: int, in_channels: int = 3, small_input: b
     return mobilenetv2_spec(num_classes, in_channels, 0.35, small_input, dropout, feature_ch=448)
 
 
+def searched_blocks(stem: int, first: int, stages: list, width_mult: float, small_input: bool
+                    ) -> tuple[list[BlockSpec], int]:
+    """A depthwise-separable first block from the stem, then stages of searched (expand ratios, kernel
+    sizes, blocks, stride, channels); the small-input layout keeps the first stage at stride 1.
+    Returns the blocks and the last width."""
+    blocks = stage_blocks(stem, first, 1, 1, 0, [1], [3])
+    in_ch = first
+    for stage, (expands, kernels, n, s, c) in enumerate(stages, start=1):
+        out = make_divisible(c * width_mult)
+        blocks += stage_blocks(in_ch, out, n, 1 if small_input and stage == 1 else s, stage, expands, kernels)
+        in_ch = out
+    return blocks, in_ch
+
+
 def proxylessnas_mobile_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0,
                              small_input: bool = False, dropout: float = 0.0) -> NetSpec:
     stem = make_divisible(32 * width_mult)
-    first = make_divisible(16 * width_mult)
-    blocks = stage_blocks(stem, first, 1, 1, 0, [1], [3])
-    in_ch = first
-    for stage, (expands, kernels, n, s, c) in enumerate(PROXYLESS_STAGES, start=1):
-        if small_input and stage == 1:
-            s = 1
-        out = make_divisible(c * width_mult)
-        blocks += stage_blocks(in_ch, out, n, s, stage, expands, kernels)
-        in_ch = out
+    blocks, in_ch = searched_blocks(stem, make_divisible(16 * width_mult), PROXYLESS_STAGES, width_mult, small_input)
     head = make_divisible(320 * width_mult)
     blocks += stage_blocks(in_ch, head, 1, 1, len(PROXYLESS_STAGES) + 1, [6], [7])
     feature_ch = max(make_divisible(1280 * width_mult), 1280)
@@ -83,15 +89,7 @@ def mcunet_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0,
     """MCUNet: stem 16 -> depthwise-separable 8 -> 5 searched stages -> 7x7 inverted head block (expand
     480) to 160 channels -> pool -> linear. No 1x1 feature conv (feature_ch 0)."""
     stem = make_divisible(16 * width_mult)
-    first = make_divisible(8 * width_mult)
-    blocks = stage_blocks(stem, first, 1, 1, 0, [1], [3])
-    in_ch = first
-    for stage, (expands, kernels, n, s, c) in enumerate(MCUNET_STAGES, start=1):
-        if small_input and stage == 1:
-            s = 1
-        out = make_divisible(c * width_mult)
-        blocks += stage_blocks(in_ch, out, n, s, stage, expands, kernels)
-        in_ch = out
+    blocks, in_ch = searched_blocks(stem, make_divisible(8 * width_mult), MCUNET_STAGES, width_mult, small_input)
     blocks += stage_blocks(in_ch, make_divisible(160 * width_mult), 1, 1, len(MCUNET_STAGES) + 1, [5], [7])
     return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), 0, num_classes, dropout)
 
