@@ -3,12 +3,17 @@
     python bench/evidence.py --out runs/evidence                 # run (or resume) the default grid
     python bench/evidence.py --out runs/evidence --report        # tables and plot of what finished
 
-Arms (the final stage's, `search/final_stage.py`): `baseline` (plain training), `netaug` (every
-layer at the largest width), `netaug_rkd` (the same, with the largest model as online RKD
-teacher) and `netaug_rkd_astar` (NetAug+RKD whose largest model is the SPOS a*: a supernet trained
-on the same data, then a uniform search with inherited weights). Every cell (base size x schedule
-length x arm x seed) trains from scratch with `training.epochs` = the schedule length, so the
-learning-rate schedule is complete in each. For one seed the arms see the same batches.
+Arms: `baseline` (plain training), `netaug` (every layer at the largest width; channel sorting
+`netaug.sort` of the space, `all` by default as the official code), `netaug_sortaug` (the same with
+`sort: augmented`: the base's own channels never move, so it measures what sorting is worth),
+`netaug_rkd` (NetAug with the largest model as online RKD teacher, trained on its own CE),
+`netaug_rkd_sampled` / `netaug_rkd_fwd` (the cheaper teachers, `rkd.teacher: sampled | max_fwd`) and
+`netaug_rkd_astar` (NetAug+RKD whose largest model is the SPOS a*: a supernet trained on the same
+data, then a uniform search with inherited weights). Every cell (base size x schedule length x arm
+x seed) trains from scratch with `training.epochs` = the schedule length, so the learning-rate
+schedule is complete in each. For one seed the arms start from the same base weights and see the
+same batches. `--arm-seeds ARM=N` gives an arm fewer (or more) seeds than `--seeds`; arms run in
+tiers (baseline and netaug first), so the comparisons a budget must finish come first.
 
 Resumable: every finished cell is a Parquet fragment under OUT/cells, every running one keeps a
 checkpoint per epoch under OUT/checkpoints; a rerun with the same OUT skips finished cells and
@@ -31,8 +36,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-ARMS = ("baseline", "netaug", "netaug_rkd", "netaug_rkd_astar")
-ARM_COST = {"baseline": 1, "netaug": 5, "netaug_rkd": 25, "netaug_rkd_astar": 20}  # x baseline step, measured
+ARMS = ("baseline", "netaug", "netaug_sortaug", "netaug_rkd_sampled", "netaug_rkd_fwd", "netaug_rkd",
+        "netaug_rkd_astar")
+TEACHERS = {"netaug_rkd_sampled": "sampled", "netaug_rkd_fwd": "max_fwd"}  # rkd.teacher of the cheaper-teacher arms
+# x baseline step, measured (docs/results.md); the arms a study must finish first come first in `plan`
+ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled": 6, "netaug_rkd_fwd": 14,
+            "netaug_rkd": 25, "netaug_rkd_astar": 20}
+ARM_TIER = {"baseline": 0, "netaug": 0, "netaug_sortaug": 1, "netaug_rkd_sampled": 2, "netaug_rkd_fwd": 3,
+            "netaug_rkd": 4, "netaug_rkd_astar": 5}
 DEFAULT_SPACE = "spaces/netaug-official.yaml"
 RESULTS, EPOCHS, PLOT = "evidence.parquet", "evidence_epochs.parquet", "evidence.png"
 
@@ -77,6 +88,11 @@ def arm_of(name: str, space, astar: list | None):
         return Arm("baseline", "baseline", "plain training")
     if name == "netaug":
         return Arm("netaug", "netaug", f"netaug, every layer at r={n.r:g}", **common)
+    if name == "netaug_sortaug":
+        return Arm("netaug_sortaug", "netaug", f"netaug, every layer at r={n.r:g}, sort: augmented", **common)
+    if name in TEACHERS:
+        return Arm(name, "netaug_rkd", f"netaug_rkd, every layer at r={n.r:g}, teacher {TEACHERS[name]}",
+                   lambda_kd=space.rkd.lambda_kd, **common)
     if name == "netaug_rkd":
         return Arm("netaug_rkd", "netaug_rkd", f"netaug_rkd, every layer at r={n.r:g}",
                    lambda_kd=space.rkd.lambda_kd, **common)
@@ -101,6 +117,21 @@ def _atomic_torch(obj, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(path) as tmp:
         torch.save(obj, tmp)
+
+
+def _code_version() -> str:
+    """The commit the cell was trained with (plus "+dirty" for uncommitted changes), or "unknown"."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return rev + ("+dirty" if dirty else "")
 
 
 def _worker_init(threads: int) -> None:
@@ -128,6 +159,9 @@ def run_cell(args, cell: Cell) -> str:
         astar = json.loads((out / "astar" / f"{cell.base.replace('@', '-w')}.json").read_text())["arch"]
     arm = arm_of(cell.arm, space, astar)
     cfg = arm_space(space, arm, cell.seed)
+    if cell.arm == "netaug_sortaug":  # what sorting the base's own channels is worth
+        cfg.netaug.sort = "augmented"
+    cfg.rkd.teacher = TEACHERS.get(cell.arm, cfg.rkd.teacher)
     data = cached_data(cfg)
     started = time.perf_counter()
     trainer = Trainer(cfg, data, largest=arm.largest)
@@ -164,7 +198,9 @@ def run_cell(args, cell: Cell) -> str:
            "train_top1": last["train_top1"], "val_top1": last["val_top1"], "val_loss": last["val_loss"],
            "test_top1": test.top1, "test_loss": test.loss, "train_images": len(data.train),
            "mean_step_s": sum(r["step_s"] for r in epoch_rows) / len(epoch_rows),
-           "cell_s": time.perf_counter() - started, "init_digest": init}
+           "cell_s": time.perf_counter() - started, "init_digest": init, "sort": cfg.netaug.sort,
+           "sort_momentum": cfg.netaug.sort_momentum, "teacher": cfg.rkd.teacher if "rkd" in arm.mode else None,
+           "code": _code_version()}
     _atomic_parquet(epoch_rows, out / "epochs" / f"{cell.id}.parquet")
     _atomic_parquet([row], out / "cells" / f"{cell.id}.parquet")
     ckpt.unlink(missing_ok=True)
@@ -211,11 +247,12 @@ def search_astar(args, base: str) -> str:
 
 # ---------------------------------------------------------------------------- driver
 def plan(args) -> list[Cell]:
+    seeds = {a: args.seeds for a in args.arms}
+    seeds.update(args.arm_seeds)
     cells = [Cell(b, e, a, args.seed + i) for b in args.bases for e in args.epochs for a in args.arms
-             for i in range(args.seeds)]
+             for i in range(seeds[a])]
     cells += [Cell(b, e, "baseline", args.seed) for b in (args.curve_bases or args.bases) for e in args.curve_epochs]
-    tier = {"baseline": 0, "netaug": 0, "netaug_rkd": 1, "netaug_rkd_astar": 2}
-    return sorted(dict.fromkeys(cells), key=lambda c: (tier[c.arm], c.cost(), c.seed))
+    return sorted(dict.fromkeys(cells), key=lambda c: (ARM_TIER[c.arm], c.cost(), c.seed))
 
 
 def run(args) -> None:
@@ -289,7 +326,7 @@ def report(args) -> None:
     import pyarrow as pa
 
     from netaug.io import write_parquet
-    from netaug.stats import arm_comparisons, format_points
+    from netaug.stats import arm_comparisons, format_points, holm
 
     out = Path(args.out)
     rows, epoch_rows = load_rows(out)
@@ -298,27 +335,34 @@ def report(args) -> None:
         return
     write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
     write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
-    lines = ["| base | epochs | arm | seeds | train top-1 | test top-1 | Δ test top-1 vs baseline (pts) [95% CI], p |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = ["| base | epochs | arm | seeds | train top-1 | test top-1 | Δ test top-1 vs baseline (pts) [95% CI], p "
+             "| Holm p |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     groups = sorted({(r["base"], r["epochs"]) for r in rows}, key=lambda g: (g[0], g[1]))
+    comps = {(base, epochs, c.arm): c for base, epochs in groups
+             for c in arm_comparisons([r for r in rows if r["base"] == base and r["epochs"] == epochs])}
+    keys = list(comps)
+    adjusted = dict(zip(keys, holm([comps[k].result.p_value for k in keys])))  # over every comparison shown
     deltas = []
     for base, epochs in groups:
         mine = [r for r in rows if r["base"] == base and r["epochs"] == epochs]
-        comps = {c.arm: c for c in arm_comparisons(mine)}
         for arm in [a for a in ARMS if any(r["arm"] == a for r in mine)]:
             rs = [r for r in mine if r["arm"] == arm]
             train = _mean_sd([r["train_top1"] for r in rs])
             test = _mean_sd([r["test_top1"] for r in rs])
-            c = comps.get(arm)
-            if c is None:
-                delta = "—"
-            else:
+            c = comps.get((base, epochs, arm))
+            delta = holm_p = "—"
+            if c is not None:
                 res = c.result
                 ci = "" if math.isnan(res.low) else f" [{format_points(res.low)}, {format_points(res.high)}]"
                 p = "" if math.isnan(res.p_value) else f", p = {res.p_value:.3g}"
                 delta = f"{format_points(res.mean)}{ci}{p} (n={res.n})"
+                a = adjusted[(base, epochs, arm)]
+                holm_p = "—" if math.isnan(a) else f"{a:.3g}" + (" *" if a < 0.05 else "")
                 deltas.append((base, epochs, arm, res))
-            lines.append(f"| {base} | {epochs} | {arm} | {len(rs)} | {train} | {test} | {delta} |")
+            lines.append(f"| {base} | {epochs} | {arm} | {len(rs)} | {train} | {test} | {delta} | {holm_p} |")
+    lines.append("")
+    lines.append(f"Holm p: adjusted over the {sum(not math.isnan(a) for a in adjusted.values())} comparisons "
+                 "with a p-value in this table; * marks Holm p < 0.05.")
     print("\n".join(lines))
     (out / "evidence.md").write_text("\n".join(lines) + "\n")
     plot(out, deltas, epoch_rows)
@@ -396,6 +440,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-bases", nargs="*", default=None, help="bases of the curve runs (default: --bases)")
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--arm-seeds", nargs="*", default=[], metavar="ARM=N",
+                   help="seeds of one arm when not --seeds, e.g. netaug_sortaug=3")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--supernet-epochs", type=int, default=2, help="SPOS supernet epochs of the a* arm")
     p.add_argument("--paths", type=int, default=8, help="paths the a* search evaluates")
@@ -403,6 +449,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
     p.add_argument("--report", action="store_true", help="only report what has finished")
     args = p.parse_args(argv)
+    arm_seeds = {}
+    for item in args.arm_seeds:
+        arm, _, n = item.partition("=")
+        if arm not in args.arms or not n.isdigit() or int(n) < 1:
+            p.error(f"--arm-seeds {item}: expected ARM=N with ARM one of --arms and N >= 1")
+        arm_seeds[arm] = int(n)
+    args.arm_seeds = arm_seeds
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     return args

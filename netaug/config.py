@@ -129,8 +129,13 @@ class NetAugConfig:
     aug_samples: int = opt(1, "augmented models sampled per step", ge=1, le=16)
     min_w_fraction: float = opt(
         0.5, "final fraction of epochs in min_w mode (base widths, random expands); official: 0.5", ge=0, le=1)
-    sort_channels: bool = opt(
-        True, "sort the augmented middle channels by L1 importance at the start of each width-augmented epoch")
+    sort: Literal["all", "augmented", "off"] = opt(
+        "all", "channel sorting at the start of each width-augmented epoch, by the L1 importance of the "
+        "projection weights: all (official: every middle channel, so important augmented channels move into the "
+        "base), augmented (only the channels past the base's; the base is untouched) or off")
+    sort_momentum: Literal["follow", "stay"] = opt(
+        "follow", "follow: the optimizer's momentum is permuted with its weights; stay: left in the old channel "
+        "order, as the official code does")
 
 
 @dataclass
@@ -141,6 +146,10 @@ class RKDConfig:
     embedding: Literal["features", "logits"] = opt(
         "features", "what RKD compares: penultimate pooled features or logits")
     temperature: float = opt(4.0, "temperature T of Hinton KD (kd, netaug_kd)", gt=0)
+    teacher: Literal["max", "max_fwd", "sampled"] = opt(
+        "max", "the online teacher: max (the largest augmented model, trained on its own CE: forward + backward), "
+        "max_fwd (the largest model forward-only; it learns only through the sampled sub-networks that share its "
+        "weights) or sampled (the step's first sampled augmented model, whose pass NetAug runs anyway)")
 
 
 @dataclass
@@ -317,6 +326,9 @@ class SpaceConfig:
     final: FinalConfig = field(default_factory=FinalConfig)
 
     def check(self) -> None:
+        if self.training.mode == "kd" and self.rkd.teacher != "max":
+            raise UserError(f"rkd.teacher: {self.rkd.teacher} needs a NetAug mode (netaug_kd, netaug_rkd); kd trains "
+                            "no augmented sub-network, so its teacher must be max")
         if self.search.r is not None and self.search.r > self.r_max():
             raise UserError(f"search.r: must not exceed the supernet's r_max {self.r_max():g}, got {self.search.r:g}")
         if self.netaug.expand_r is not None and self.netaug.expand_r > self.supernet.e_max:

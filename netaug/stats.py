@@ -65,6 +65,19 @@ def paired_difference(arm: Sequence[float], baseline: Sequence[float], confidenc
     return PairedDifference(n, mean, sd, mean - half, mean + half, p, confidence)
 
 
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone, capped at 1), in the input's order;
+    nan stays nan and does not count as a comparison. Reject at level a where adjusted < a."""
+    idx = [i for i, p in enumerate(p_values) if not math.isnan(p)]
+    order = sorted(idx, key=lambda i: p_values[i])
+    adjusted = [float("nan")] * len(p_values)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[i]))
+        adjusted[i] = running
+    return adjusted
+
+
 def format_points(value: float) -> str:
     """A top-1 difference (a fraction) in percentage points with its sign, e.g. +0.83."""
     if math.isnan(value):
@@ -145,6 +158,11 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict])
                      + (f", {', '.join(c.arm for c in behind)} fell behind ({how})." if behind else "."))
     elif max(c.result.n for c in comparisons) < 2:
         lines.append("Answer: not tested. One seed per arm gives no interval; set final.seeds to 3 or more.")
+    elif worse:
+        rest = [c.arm for c in comparisons if c not in worse]
+        lines.append("Answer: no. No NetAug arm beat plain training significantly, and "
+                     f"{', '.join(c.arm for c in worse)} fell significantly behind it"
+                     + (f"; {', '.join(rest)} did not differ significantly." if rest else "."))
     else:
         lines.append("Answer: not shown. No arm differs significantly from plain training with "
                      f"{max(c.result.n for c in comparisons)} seeds; more seeds or longer training would tell.")

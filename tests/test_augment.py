@@ -100,7 +100,7 @@ def test_export_after_training_steps_matches_the_min_subnetwork():
     assert not torch.equal(exported.stem.conv.weight, base.stem.conv.weight)  # it did train
 
 
-def test_channel_sorting_keeps_max_and_base_functions_and_permutes_momentum():
+def _sorting_setup():
     torch.manual_seed(0)
     base = build_model("mobilenetv2_tiny", 10, 1, resolution=16)
     aug = augment(base, [1, 2, 3], [1, 2, 3])
@@ -112,17 +112,66 @@ def test_channel_sorting_keeps_max_and_base_functions_and_permutes_momentum():
     with torch.no_grad():  # make the importance order non-trivial
         for block in aug.blocks:
             block.project.conv.weight.mul_(torch.rand_like(block.project.conv.weight))
+    aug.eval()
+    outs = {}
+    for kind in ("max", "min"):
+        aug.set_active(kind)
+        seen: list[torch.Tensor] = []
+        hook = aug.blocks[3].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.detach()))
+        outs[kind] = aug(x)
+        hook.remove()
+        outs[f"{kind}_block"] = seen[0]
+    return aug, opt, x, outs
+
+
+def _moved(before: torch.Tensor, after: torch.Tensor) -> list[int]:
+    """perm with after[i] == before[perm[i]] (rows of a weight are distinct)."""
+    return [int((before == w).flatten(1).all(1).nonzero()[0]) for w in after]
+
+
+@pytest.mark.parametrize("momentum", ["follow", "stay"])
+def test_sorting_all_moves_augmented_channels_into_the_base_and_keeps_the_largest_function(momentum):
+    """scope "all" (official): every middle channel ranked, so the base's prefix gains augmented
+    channels and the base computes something else; the largest model computes the same function."""
+    aug, opt, x, outs = _sorting_setup()
+    block = aug.blocks[3]
+    keep = aug.base_spec.blocks[3].mid_ch
+    with torch.no_grad():  # an augmented channel that matters most: it must lead after the sort
+        block.project.conv.weight[:, -1] *= 1000
+    aug.set_active("max")
+    outs["max"] = aug(x)
+    dw_before = block.depthwise.conv.weight.clone()
+    momentum_before = opt.state[block.depthwise.conv.weight]["momentum_buffer"].clone()
+    importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    aug.sort_channels(opt, scope="all", momentum=momentum)
+    aug.set_active("max")
+    assert torch.allclose(aug(x), outs["max"], atol=1e-5, rtol=1e-4)
+    base_block_out = []
+    hook = block.register_forward_hook(lambda m, i, o: base_block_out.append(o.detach()))
+    aug.set_active("min")
+    aug(x)
+    hook.remove()
+    # the base changed: block 3's base output moves by a sizeable fraction of its scale
+    assert (base_block_out[0] - outs["min_block"]).abs().max() > 0.1 * outs["min_block"].abs().max()
+    perm = _moved(dw_before, block.depthwise.conv.weight)
+    assert perm[0] == importance.numel() - 1  # the boosted augmented channel is now the base's first
+    assert sum(p >= keep for p in perm[:keep]) > 0
+    assert perm == torch.sort(importance, descending=True)[1].tolist()  # independent: rank of all channels
+    after = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
+    assert bool((after[:-1] >= after[1:]).all())
+    momentum_after = opt.state[block.depthwise.conv.weight]["momentum_buffer"]
+    expected = momentum_before[perm] if momentum == "follow" else momentum_before
+    assert torch.equal(momentum_after, expected)
+
+
+def test_sorting_augmented_keeps_the_base_and_largest_functions_and_permutes_momentum():
+    aug, opt, x, outs = _sorting_setup()
     block = aug.blocks[3]
     keep = aug.base_spec.blocks[3].mid_ch
     importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
     momentum_before = opt.state[block.depthwise.conv.weight]["momentum_buffer"].clone()
     dw_before = block.depthwise.conv.weight.clone()
-    aug.eval()
-    outs = {}
-    for kind in ("max", "min"):
-        aug.set_active(kind)
-        outs[kind] = aug(x)
-    aug.sort_channels(opt)
+    aug.sort_channels(opt, scope="augmented")
     for kind in ("max", "min"):
         aug.set_active(kind)
         assert torch.allclose(aug(x), outs[kind], atol=1e-5, rtol=1e-4), kind
@@ -130,33 +179,66 @@ def test_channel_sorting_keeps_max_and_base_functions_and_permutes_momentum():
     assert torch.equal(after[:keep], importance[:keep])  # the base's channels stay in place
     assert bool((after[keep:-1] >= after[keep + 1:]).all())  # the rest sorted, most important first
     # The same permutation moved the depthwise filters and their momentum together.
-    perm = [int((dw_before == w).flatten(1).all(1).nonzero()[0]) for w in block.depthwise.conv.weight]
+    perm = _moved(dw_before, block.depthwise.conv.weight)
     momentum_after = opt.state[block.depthwise.conv.weight]["momentum_buffer"]
     assert torch.equal(momentum_after, momentum_before[perm])
 
 
-def test_bn_recalibration_gives_the_exact_batch_statistics_of_the_active_subnetwork():
+def test_official_draw_order_alternates_widths_and_expands():
+    """A seeded generator gives the draws in the official order: stem width, then per block the
+    stage's width at its first block and the block's expand factor, then the feature width; a choice
+    with one option draws nothing."""
+    aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2, 3], [1, 1.5, 2, 2.5])
+    spec = aug.base_spec
+    gen = torch.Generator().manual_seed(7)
+    config = aug.config("random", gen)
+    ref = torch.Generator().manual_seed(7)
+    draw = lambda choices: choices[int(torch.randint(len(choices), (1,), generator=ref))]
+    widths, expands = [draw(aug.width_mults)] + [None] * (spec.num_stages + 1), []
+    for i, b in enumerate(spec.blocks):
+        if i == 0 or b.stage != spec.blocks[i - 1].stage:
+            widths[b.stage + 1] = draw(aug.width_mults)
+        expands.append(1.0 if b.mid_ch is None else draw(aug.expand_mults))
+    widths[-1] = draw(aug.width_mults)
+    assert config == (tuple(widths), tuple(expands))
+    gen, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    assert aug.config("min_w", gen) == ((1.0,) * len(widths),
+                                        tuple(1.0 if b.mid_ch is None else draw(aug.expand_mults) for b in spec.blocks))
+
+
+def test_bn_recalibration_averages_biased_batch_statistics_of_the_active_subnetwork():
+    """The official `reset_bn`: running mean/var = batch-size-weighted mean of each batch's mean and
+    biased variance; channels outside the active sub-network and num_batches_tracked are untouched."""
     torch.manual_seed(0)
     aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2], [1, 2])
     widths, expands = aug.config("max")
     aug.set_active((widths, expands[:2] + (1.0,) + expands[3:]))  # block 2 at its base middle width
     bn = aug.blocks[2].depthwise.bn
-    seen = {}
+    with torch.no_grad():
+        bn.running_mean.fill_(7.0)
+        bn.running_var.fill_(3.0)
+    tracked = int(bn.num_batches_tracked)
+    seen = []
 
     def keep_input(module, inputs, output) -> None:  # returns None, so the output is left alone
-        seen.setdefault("x", inputs[0].detach().clone())
+        seen.append(inputs[0].detach().clone())
 
     hook = bn.register_forward_hook(keep_input)
-    x = torch.randn(32, 1, 16, 16)
+    batches = [torch.randn(32, 1, 16, 16), torch.randn(8, 1, 16, 16) * 2 + 1]
     aug.eval()
-    recalibrate_bn(aug, [x])
+    recalibrate_bn(aug, batches)
     hook.remove()
-    inp = seen["x"]
-    c = inp.shape[1]
+    c = seen[0].shape[1]
     assert c < bn.num_features  # an actual slice of the shared BN
-    assert torch.allclose(bn.running_mean[:c], inp.mean(dim=(0, 2, 3)), atol=1e-5)
-    assert torch.allclose(bn.running_var[:c], inp.var(dim=(0, 2, 3), unbiased=True), atol=1e-4, rtol=1e-4)
-    assert bn.momentum == 0.1 and not aug.training  # restored
+    sizes = torch.tensor([float(x.shape[0]) for x in seen])
+    means = torch.stack([x.mean(dim=(0, 2, 3)) for x in seen])
+    variances = torch.stack([x.permute(1, 0, 2, 3).flatten(1).var(dim=1, unbiased=False) for x in seen])
+    weights = (sizes / sizes.sum())[:, None]
+    assert torch.allclose(bn.running_mean[:c], (means * weights).sum(0), atol=1e-5)
+    assert torch.allclose(bn.running_var[:c], (variances * weights).sum(0), atol=1e-4, rtol=1e-4)
+    assert bool((bn.running_mean[c:] == 7.0).all()) and bool((bn.running_var[c:] == 3.0).all())
+    assert int(bn.num_batches_tracked) == tracked
+    assert bn.momentum == 0.1 and bn.training is False and not aug.training  # restored
 
 
 def test_macs_of_a_subnetwork_equal_those_of_its_exported_static_model(pair):
@@ -196,8 +278,8 @@ def test_official_grids_from_a_space_file():
                           ["data.name=digits"])
     assert netaug_grids(official.netaug) == ([1.0, 1.8, 2.6], pytest.approx([1.0, 1.6, 2.2, 2.8]))
     n, t = official.netaug, official.training
-    assert (n.mid_width, n.init, n.min_w_fraction, n.sort_channels, n.aug_loss_weight) == (
-        "input", "augmented", 0.5, True, 1.0)
+    assert (n.mid_width, n.init, n.min_w_fraction, n.sort, n.aug_loss_weight) == (
+        "input", "augmented", 0.5, "all", 1.0)
     assert (t.epochs - t.warmup_epochs, t.warmup_epochs, t.lr * 128 / t.batch_size, t.weight_decay,
             t.label_smoothing, t.momentum, t.nesterov) == (150, 5, 0.025, 4e-5, 0.1, 0.9, True)
     assert official.model.name == "mobilenetv2_tiny"

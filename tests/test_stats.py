@@ -83,3 +83,32 @@ def test_a_tie_is_neither_a_loss_nor_a_gain():
     assert any("winner (winner method) vs baseline: test top-1 +0.00 pts" in ln and "p = 1," in ln for ln in lines)
     assert lines[-1].startswith("Answer: no. No NetAug arm beat plain training here: winner tied with it")
     assert "netaug_fixed fell behind" in lines[-1]
+
+
+def test_the_answer_agrees_with_a_significantly_worse_arm_line():
+    """Found as a new user: one arm significantly behind baseline, another ahead but not significantly,
+    2 seeds. The arm line said "significant at 5%: baseline is better"; the answer said "No arm
+    differs significantly". The answer must agree with its lines."""
+    rows = _rows({"baseline": {0: 0.80, 1: 0.82}, "netaug_fixed": {0: 0.80 - 0.0159, 1: 0.82 - 0.0175},
+                  "winner": {0: 0.81, 1: 0.815}})
+    comps = {c.arm: c for c in arm_comparisons(rows)}
+    fixed = comps["netaug_fixed"]
+    assert fixed.result.p_value == pytest.approx(float(stats.ttest_rel([0.7841, 0.8025], [0.80, 0.82]).pvalue))
+    assert fixed.result.significant and fixed.result.mean < 0 and not comps["winner"].result.significant
+    lines = comparison_lines(list(comps.values()), rows)
+    assert any(ln.strip().startswith("netaug_fixed") and "significant at 5%: baseline is better" in ln for ln in lines)
+    answer = lines[-1]
+    assert answer.startswith("Answer: no.") and "No arm differs significantly" not in answer
+    assert "netaug_fixed fell significantly behind it" in answer and "winner did not differ significantly" in answer
+
+
+def test_holm_matches_the_step_down_definition():
+    from netaug.stats import holm
+
+    p = [0.01, 0.04, 0.03, float("nan"), 0.5]
+    adjusted = holm(p)
+    # sorted: 0.01 (x4), 0.03 (x3), 0.04 (x2), 0.5 (x1); running maximum
+    assert adjusted[0] == pytest.approx(0.04) and adjusted[2] == pytest.approx(0.09)
+    assert adjusted[1] == pytest.approx(0.09) and adjusted[4] == pytest.approx(0.5)
+    assert math.isnan(adjusted[3])
+    assert holm([0.4, 0.3]) == [pytest.approx(0.6), pytest.approx(0.6)]

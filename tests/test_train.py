@@ -100,7 +100,7 @@ def test_channels_are_sorted_only_in_width_augmented_epochs(digits16, fast_cfg):
     trainer = Trainer(fast_cfg, small, mode="netaug", arch_log=logged.append)
     sorted_in: list[int] = []
     sort = trainer.augmented.sort_channels
-    trainer.augmented.sort_channels = lambda optimizer=None: (sorted_in.append(trainer.epoch), sort(optimizer))
+    trainer.augmented.sort_channels = lambda *a, **k: (sorted_in.append(trainer.epoch), sort(*a, **k))
     for _ in range(4):
         trainer.train_epoch()
     assert sorted_in == [0, 1]
@@ -234,3 +234,48 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
     for n, p in model.named_parameters():
         assert torch.equal(p.detach(), ref[n])
         assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+
+
+@pytest.mark.parametrize("teacher", ["max_fwd", "sampled"])
+def test_cheaper_teachers_follow_their_total_loss(digits16, fast_cfg, teacher):
+    """max_fwd: grad of L(base) + lambda RKD(base, max detached) + alpha L(aug), no teacher CE;
+    sampled: the same with the sampled augmented model's detached outputs as the teacher."""
+    from netaug.losses import rkd_angle, rkd_distance
+
+    fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd, fast_cfg.rkd.teacher = 0.6, 0.8, teacher
+    trainer = Trainer(fast_cfg, digits16, mode="netaug_rkd")
+    model, ce = trainer.model, trainer.criterion
+    x, y = next(trainer.batcher.batches(digits16.train, 32))
+    config = model.config("random", trainer.step_generator(trainer.global_step))
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    model.zero_grad()
+    model.set_active("max" if teacher == "max_fwd" else config)
+    t_feat, t_logits = (t.detach() for t in model.forward_with_features(x))
+    model.set_active("min")
+    feat, logits = model.forward_with_features(x)
+    loss = ce(logits, y) + 0.8 * (rkd_distance(feat, t_feat) + 2 * rkd_angle(feat, t_feat))
+    model.set_active(config)
+    aug_loss = ce(model(x), y)
+    (loss + 0.6 * aug_loss).backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    trainer.scheduler.base_lrs = [0.0, 0.0]
+    for group in trainer.optimizer.param_groups:
+        group.update(lr=0.0, momentum=0.0, nesterov=False)
+    losses = trainer.step(x, y)
+    assert losses["distill_loss"] > 0
+    assert float(losses["loss"]) == pytest.approx(float(losses["base_loss"] + 0.6 * losses["aug_loss"]
+                                                        + 0.8 * losses["distill_loss"]), rel=1e-6)
+    if teacher == "sampled":
+        assert float(losses["teacher_loss"]) == pytest.approx(float(aug_loss), rel=1e-5)
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), ref[n])
+        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+
+
+def test_a_cheaper_teacher_needs_a_netaug_mode():
+    from netaug.config import load_space
+    from netaug.errors import UserError
+
+    with pytest.raises(UserError, match="rkd.teacher"):
+        load_space(None, ["training.mode=kd", "rkd.teacher=max_fwd"])

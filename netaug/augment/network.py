@@ -32,6 +32,8 @@ DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicB
 
 
 MID_WIDTHS = ("input", "block")
+SORT_SCOPES = ("all", "augmented")
+SORT_MOMENTUM = ("follow", "stay")
 
 
 def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input") -> NetSpec:
@@ -99,14 +101,13 @@ class AugmentedNet(InvertedResidualNet):
 
     def config(self, kind: str, generator: torch.Generator | None = None) -> SubnetConfig:
         """"min" (the base), "max", "random" (uniform per group and block) or "min_w" (base widths,
-        random expands)."""
-        n_blocks = len(self.base_spec.blocks)
+        random expands).
 
-        def pick(choices: tuple[float, ...], top: float | None = None) -> float:
-            if top is not None:
-                choices = tuple(c for c in choices if c <= top) or (1.0,)
-            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
-
+        Draws follow the official code's order: the stem's width, then block by block the width of
+        a stage at its first block and the block's expand factor, then the feature conv's width. A
+        choice with one option draws nothing, so one seed gives the official sequence."""
+        spec = self.base_spec
+        n_blocks = len(spec.blocks)
         top_w, top_e = self.ceiling if self.ceiling is not None else ((None,) * self.num_width_groups,
                                                                         (None,) * n_blocks)
         if kind == "min":
@@ -116,11 +117,28 @@ class AugmentedNet(InvertedResidualNet):
                 return self.ceiling
             return ((self.width_mults[-1],) * self.num_width_groups,
                     tuple(self.expand_choices(i)[-1] for i in range(n_blocks)))
-        if kind in ("random", "min_w"):
-            widths = ((1.0,) * self.num_width_groups if kind == "min_w"
-                      else tuple(pick(self.width_mults, top_w[g]) for g in range(self.num_width_groups)))
-            return widths, tuple(pick(self.expand_choices(i), top_e[i]) for i in range(n_blocks))
-        raise ValueError(f"unknown sub-network kind {kind!r} (min, max, random, min_w, or a config)")
+        if kind not in ("random", "min_w"):
+            raise ValueError(f"unknown sub-network kind {kind!r} (min, max, random, min_w, or a config)")
+
+        def pick(choices: tuple[float, ...], top: float | None) -> float:
+            if top is not None:
+                choices = tuple(c for c in choices if c <= top) or (1.0,)
+            if len(choices) == 1:
+                return choices[0]
+            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+        draw_widths = kind == "random"
+        widths = [1.0] * self.num_width_groups
+        expands = []
+        if draw_widths:
+            widths[0] = pick(self.width_mults, top_w[0])
+        for i, b in enumerate(spec.blocks):
+            if draw_widths and (i == 0 or b.stage != spec.blocks[i - 1].stage):
+                widths[b.stage + 1] = pick(self.width_mults, top_w[b.stage + 1])
+            expands.append(pick(self.expand_choices(i), top_e[i]))
+        if draw_widths and spec.feature_ch:
+            widths[-1] = pick(self.width_mults, top_w[-1])
+        return tuple(widths), tuple(expands)
 
     def normalize(self, config: ConfigLike, generator: torch.Generator | None = None) -> SubnetConfig:
         """Resolve a kind or a (JSON-decoded) config into a validated `SubnetConfig`."""
@@ -167,25 +185,36 @@ class AugmentedNet(InvertedResidualNet):
 
     # ------------------------------------------------------------------ channel sorting
     @torch.no_grad()
-    def sort_channels(self, optimizer: torch.optim.Optimizer | None = None) -> None:
-        """Reorder each block's augmented middle channels by importance, most important first.
+    def sort_channels(self, optimizer: torch.optim.Optimizer | None = None, scope: str = "all",
+                      momentum: str = "follow") -> None:
+        """Reorder each block's middle channels by importance, most important first.
 
         Importance of a middle channel is the L1 norm of the projection-conv weights that read it.
-        The base's own middle channels (the first `mid_ch`) stay where they are, so the base model
-        is untouched; every tensor indexed by those channels (expand conv rows, both BatchNorms with
-        their running statistics, depthwise filters, projection columns, and the optimizer's
-        per-parameter state such as momentum) is permuted alike, so every sub-network whose middle
-        width keeps the base's channels computes a function drawn from the same weights, and the
-        max sub-network computes exactly the same function. Blocks whose weights are shared with
-        identical blocks (share-then-unshare) keep their order: one permutation cannot suit them all.
+        scope "all" (the official `sort_channels_inner`) ranks every middle channel, the base's
+        included, so an augmented channel the wider models made important can move into the base's
+        prefix (the base's function changes); "augmented" ranks only the channels past the base's
+        `mid_ch`, so the base is untouched. Every tensor indexed by those channels (expand conv rows,
+        both BatchNorms with their running statistics, depthwise filters, projection columns) is
+        permuted alike, so the largest model computes exactly the same function. momentum "follow"
+        permutes the optimizer's per-parameter state (momentum) with its weights; "stay" leaves it
+        in the old order, as the official code does (its sort copies `.data` only). Blocks whose
+        weights are shared with identical blocks (share-then-unshare) keep their order: one
+        permutation cannot suit them all.
         """
+        if scope not in SORT_SCOPES:
+            raise ValueError(f"scope must be one of {SORT_SCOPES}, got {scope!r}")
+        if momentum not in SORT_MOMENTUM:
+            raise ValueError(f"momentum must be one of {SORT_MOMENTUM}, got {momentum!r}")
         for block, b in zip(self.blocks, self.base_spec.blocks):
             if block.expand is None or parametrize.is_parametrized(block.expand.conv):
                 continue  # no middle channels, or shared with identical blocks (share-then-unshare)
-            keep = b.mid_ch
             importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
-            tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
-            perm = torch.cat([torch.arange(keep, device=tail.device), tail])
+            if scope == "all":
+                perm = torch.sort(importance, dim=0, descending=True)[1]  # the official call, ties included
+            else:
+                keep = b.mid_ch
+                tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
+                perm = torch.cat([torch.arange(keep, device=tail.device), tail])
             tensors: list[tuple[torch.Tensor, int]] = [(block.expand.conv.weight, 0),
                                                        (block.depthwise.conv.weight, 0),
                                                        (block.project.conv.weight, 1)]
@@ -193,7 +222,7 @@ class AugmentedNet(InvertedResidualNet):
                 tensors += [(bn.weight, 0), (bn.bias, 0), (bn.running_mean, 0), (bn.running_var, 0)]
             for tensor, dim in tensors:
                 _permute_(tensor, perm, dim)
-                state = optimizer.state.get(tensor) if optimizer is not None else None
+                state = optimizer.state.get(tensor) if optimizer is not None and momentum == "follow" else None
                 for value in (state or {}).values():
                     if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
                         _permute_(value, perm, dim)
@@ -235,23 +264,45 @@ def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mult
 
 @torch.no_grad()
 def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
-    """Recompute BatchNorm running statistics of the active sub-network from `batches`.
-
-    Statistics are reset and re-estimated as a cumulative average (momentum None), so after one
-    batch they are exactly that batch's mean and unbiased variance. Channels outside the active
-    sub-network are reset too: recalibrate again before evaluating another sub-network.
+    """Re-estimate BatchNorm running statistics of the active sub-network from `batches`, as the
+    official `reset_bn`: each BatchNorm's running mean is the batch-size-weighted average of the
+    per-batch means of its input and its running variance the same average of the *biased*
+    per-batch variances (what the layer normalises with in training). The network runs with
+    dropout off and BatchNorm on batch statistics; only the leading channels the active sub-network
+    uses are written, the rest keep their values (recalibrate again before evaluating another
+    sub-network). `num_batches_tracked` is left as it was.
     """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    momenta = [bn.momentum for bn in bns]
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    sums: dict[nn.Module, list] = {bn: [0.0, 0.0, 0] for bn in bns}  # weighted mean, weighted var, images
+
+    def observe(bn: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
+        x = inputs[0]
+        mean = x.mean(dim=(0, 2, 3))
+        var = (x - mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
+        acc = sums[bn]
+        n = x.shape[0]
+        acc[0], acc[1], acc[2] = acc[0] + mean * n, acc[1] + var * n, acc[2] + n
+
+    saved = [(bn.momentum, bn.training, bn.num_batches_tracked.clone()) for bn in bns]
     was_training = model.training
+    hooks = [bn.register_forward_pre_hook(observe) for bn in bns]
+    model.eval()
     for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None
-    model.train()
+        bn.train()  # normalise with batch statistics, as in training
+        bn.momentum = 0.0  # and leave the running statistics alone while observing
     try:
         for x in batches:
             model(x)
     finally:
-        for bn, momentum in zip(bns, momenta):
+        for hook in hooks:
+            hook.remove()
+        for bn, (momentum, training, tracked) in zip(bns, saved):
             bn.momentum = momentum
+            bn.train(training)
+            bn.num_batches_tracked.copy_(tracked)
         model.train(was_training)
+    for bn, (mean_sum, var_sum, n) in sums.items():
+        if n:
+            c = mean_sum.shape[0]
+            bn.running_mean[:c].copy_(mean_sum / n)
+            bn.running_var[:c].copy_(var_sum / n)

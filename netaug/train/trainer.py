@@ -9,6 +9,8 @@ Forward (F) and backward (B) passes per step, then one optimizer step:
 | kd | teacher (largest augmented model) F+B of its CE; base F+B of CE + lambda * KD |
 | netaug_kd | teacher F+B; base F+B of CE + lambda * KD; per sample F+B of alpha * L(aug) |
 | netaug_rkd | teacher F+B; base F+B of CE + lambda * (w_d RKD-D + w_a RKD-A); per sample F+B |
+| ...[max_fwd] | `rkd.teacher: max_fwd`: the teacher pass is forward-only (no teacher CE, no backward) |
+| ...[sampled] | `rkd.teacher: sampled`: no teacher pass; the first sampled augmented model's outputs teach |
 | supernet | SPOS: base F+B (if supernet.train_base), then one uniformly sampled path F+B of its CE |
 
 Gradients of every pass accumulate in the shared weights, so the step follows the gradient of
@@ -123,6 +125,11 @@ class Trainer:
             model = augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init)
         else:
             model = base
+        if self.mode in TEACHER_MODES and cfg.rkd.teacher != "max":
+            if self.mode not in self.AUG_MODES:
+                raise ValueError(f"rkd.teacher {cfg.rkd.teacher} needs a NetAug mode, not {self.mode}")
+            if cfg.rkd.teacher == "sampled" and cfg.netaug.aug_loss_weight == 0:
+                raise ValueError("rkd.teacher sampled needs sampled augmented models (netaug.aug_loss_weight > 0)")
         if largest is not None:
             if not isinstance(model, AugmentedNet):
                 raise ValueError(f"mode {self.mode} has no augmented model to bound by `largest`")
@@ -151,6 +158,7 @@ class Trainer:
         self.arch_log = arch_log
         self.batch_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None  # sees every training batch
         self._calibration: list[torch.Tensor] | None = None
+        self._calibrated: tuple | None = None  # (step, config) whose BatchNorm statistics are recalibrated
 
     # ------------------------------------------------------------------ training
     @property
@@ -169,6 +177,8 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
                             enabled=self.autocast_dtype is not None):
             features, logits = self.model.forward_with_features(x)
+        if self.autocast_dtype is None:
+            return features, logits  # float32 (or whatever the model computes in, e.g. float64 checks)
         return features.float(), logits.float()
 
     def distill_loss(self, features: torch.Tensor, logits: torch.Tensor,
@@ -242,32 +252,52 @@ class Trainer:
         teacher_loss = distill = base = aug_total = zero
 
         teacher = None
-        if self.mode in TEACHER_MODES:
+        how = self.cfg.rkd.teacher if self.mode in TEACHER_MODES else None
+        trained_teacher = how == "max"
+        if how in ("max", "max_fwd"):
             aug.set_active("max")
-            t_features, t_logits = self._forward(x)
-            t_loss = self.criterion(t_logits, y)
-            t_loss.backward()
+            with torch.set_grad_enabled(trained_teacher):
+                t_features, t_logits = self._forward(x)
+                t_loss = self.criterion(t_logits, y)
+            if trained_teacher:
+                t_loss.backward()
             teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.detach()
         if aug is not None:
             aug.set_active("min")
+        base_out = None
         if self.mode != self.SUPERNET or self.cfg.supernet.train_base:
-            features, logits = self._forward(x)
-            base_loss = self.criterion(logits, y)
-            total = base_loss
-            if teacher is not None:
-                distill_loss = self.distill_loss(features, logits, teacher)
-                total = total + lam * distill_loss
-                distill = distill_loss.detach()
-            total.backward()
-            base = base_loss.detach()
-        for config in configs:
+            base_out = self._forward(x)
+            if how != "sampled":  # otherwise the base's backward waits for the sampled teacher
+                distill, base = self._base_backward(base_out, y, teacher, lam)
+        for i, config in enumerate(configs):
             aug.set_active(config)
-            aug_loss = self.criterion(self._forward(x)[1], y)
+            a_features, a_logits = self._forward(x)
+            aug_loss = self.criterion(a_logits, y)
             (alpha * aug_loss).backward()
             aug_total = aug_total + aug_loss.detach()
+            if how == "sampled" and i == 0:
+                teacher, teacher_loss = (a_features.detach(), a_logits.detach()), aug_loss.detach()
+        if how == "sampled" and base_out is not None:
+            distill, base = self._base_backward(base_out, y, teacher, lam)
         lam = lam if teacher is not None else 0.0
-        return {"loss": base + alpha * aug_total + lam * distill + teacher_loss, "base_loss": base,
+        trained = teacher_loss if trained_teacher else zero  # a forward-only or sampled teacher adds no CE of its own
+        return {"loss": base + alpha * aug_total + lam * distill + trained, "base_loss": base,
                 "aug_loss": aug_total, "teacher_loss": teacher_loss, "distill_loss": distill}
+
+    def _base_backward(self, base_out: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor,
+                       teacher: tuple[torch.Tensor, torch.Tensor] | None, lam: float
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Backward of the base's CE (+ lambda x distillation from the detached teacher); returns the
+        detached (distillation, CE) losses."""
+        features, logits = base_out
+        base_loss = self.criterion(logits, y)
+        total, distill = base_loss, torch.zeros((), device=self.device)
+        if teacher is not None:
+            distill_loss = self.distill_loss(features, logits, teacher)
+            total = total + lam * distill_loss
+            distill = distill_loss.detach()
+        total.backward()
+        return distill, base_loss.detach()
 
     def _all_reduce_gradients(self) -> None:
         """Average the accumulated gradients over the data-parallel workers: one all-reduce of one
@@ -286,8 +316,11 @@ class Trainer:
         """One pass over the training split (shuffled, augmented, last partial batch dropped); with N
         workers, this worker's share of every global batch. `progress` gets each step's device-side
         losses (reading one is a host sync)."""
-        if self.augmented is not None and self.cfg.netaug.sort_channels and self.aug_kind() == "random":
-            self.augmented.sort_channels(self.optimizer)  # as the official code: only in width-augmented epochs
+        n = self.cfg.netaug
+        if self.augmented is not None and n.sort != "off" and self.aug_kind() == "random":
+            # as the official code: only in width-augmented epochs
+            self.augmented.sort_channels(self.optimizer, n.sort, n.sort_momentum)
+        self._calibrated = None
         sums = torch.zeros(len(LOSS_KEYS), device=self.device)
         steps, start = 0, time.perf_counter()
         for x, y in self.batcher.batches(self.data.train, self.global_batch, shuffle=True,
@@ -322,11 +355,12 @@ class Trainer:
 
     # ------------------------------------------------------------------ evaluation
     def calibration_batches(self) -> list[torch.Tensor]:
-        """A fixed set of un-augmented training batches for BatchNorm recalibration."""
+        """A fixed set of training batches for BatchNorm recalibration, drawn once with the training
+        augmentation (the official code's pre-fetched `sub_train` loader)."""
         if self._calibration is None:
             gen = torch.Generator().manual_seed(self.cfg.training.seed + 2)
             batches = self.batcher.batches(self.data.train, self.cfg.training.batch_size, shuffle=True,
-                                           generator=gen)
+                                           augment=self.cfg.data.augment, generator=gen)
             self._calibration = [x for _, (x, _y) in zip(range(self.cfg.training.bn_calib_batches), batches)]
         return self._calibration
 
@@ -345,8 +379,7 @@ class Trainer:
         aug = self.augmented
         for name, config in subnets if aug is not None else (("base", "min"),):
             if aug is not None:
-                aug.set_active(config)
-                recalibrate_bn(aug, self.calibration_batches())
+                self.recalibrate(config)
             results[name] = evaluate(self.model, data, self.batcher, self.cfg.training.eval_batch_size,
                                      self.cfg.training.topk, self.autocast_dtype)
         if aug is not None:
@@ -358,9 +391,19 @@ class Trainer:
         aug = self.augmented
         if aug is None:
             return materialize(self.model).eval()
-        aug.set_active("min")
-        recalibrate_bn(aug, self.calibration_batches())
+        self.recalibrate("min")
         return aug.export("min").eval()
+
+    def recalibrate(self, config: ConfigLike) -> None:
+        """Activate sub-network `config` and recalibrate its BatchNorm statistics, unless they were
+        already recalibrated for these weights (evaluating val and a train subset after one epoch
+        recalibrates once)."""
+        aug = self.augmented
+        resolved = aug.set_active(config)
+        key = (self.global_step, resolved)
+        if self._calibrated != key:
+            recalibrate_bn(aug, self.calibration_batches())
+            self._calibrated = key
 
     def sub_networks(self) -> list[tuple[str, SubnetConfig]]:
         """The named sub-networks worth reporting: base and the largest augmented model."""
@@ -388,4 +431,5 @@ class Trainer:
         self.batch_generator.set_state(state["batch_generator"])
         self.arch_generator.set_state(state["arch_generator"])
         self.shared = is_shared(self.model)
+        self._calibrated = None
 

@@ -1,0 +1,360 @@
+"""Side by side with the official NetAug code: the same model, the same step, the same BN recalibration.
+
+    git clone https://github.com/mit-han-lab/tinyml /tmp/tinyml        # MIT licensed; nothing is copied
+    python bench/official_equivalence.py --official /tmp/tinyml/netaug
+
+The official MobileNetV2-Tiny NetAug model is imported from that checkout (its torchpack and
+torchprofile imports get stand-ins; CUDA calls run on the CPU), built with the official lists,
+initialised the official way, and its weights are copied into ours (float64, one thread). Then:
+
+- init: `init: augmented` against the official `init_modules(..., "kaiming_uniform")` from one seed;
+- per sub-network (min, max, min_w and random ones drawn from one seeded generator on each side):
+  the active channel counts (the draw order), logits, loss, every gradient and the BatchNorm
+  running statistics after a training-mode pass;
+- channel sorting: every weight and buffer after the official `sort_channels` and ours (`all`);
+- NetAug steps through our `Trainer.step` (base + one sampled sub-network, SGD with Nesterov
+  momentum and weight decay) against the official `train_one_epoch` body: one step, the sort, a
+  second step, with `sort_momentum: stay` (the official behaviour) and `follow` (our default);
+- BN recalibration: `recalibrate_bn` against the official `reset_bn` on the same batches.
+
+It prints a table of the largest relative differences (|ours - official| / max |official|).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import types
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+WIDTHS = [1.0, 1.8, 2.6]  # official aug_width_mult_list (configs/netaug.yaml)
+EXPANDS = [1.0, 1.6, 2.2, 2.8]  # official aug_expand_list
+HOW_TO_GET = ("error: --official PATH: give the netaug folder of a checkout of the official code "
+              "(git clone https://github.com/mit-han-lab/tinyml, then --official tinyml/netaug)")
+
+
+# ---------------------------------------------------------------------------- the official code
+def _stand_ins() -> None:
+    """Single-process stand-ins for the official code's torchpack.distributed and torchprofile."""
+    dist = types.ModuleType("torchpack.distributed")
+    dist.size, dist.rank, dist.local_rank = (lambda: 1), (lambda: 0), (lambda: 0)
+    dist.is_master, dist.init = (lambda: True), (lambda: None)
+    pack = types.ModuleType("torchpack")
+    pack.distributed = dist
+    profile = types.ModuleType("torchprofile")
+
+    def profile_macs(*_a, **_k):
+        raise NotImplementedError("torchprofile stand-in: MACs are not compared here")
+
+    profile.profile_macs = profile_macs
+    sys.modules.setdefault("torchpack", pack)
+    sys.modules.setdefault("torchpack.distributed", dist)
+    sys.modules.setdefault("torchprofile", profile)
+
+
+def official_root(path: str | None) -> Path | None:
+    """The official netaug folder (given the repository or the folder itself), or None."""
+    if not path:
+        return None
+    root = Path(path).expanduser()
+    for candidate in (root, root / "netaug"):
+        if (candidate / "models" / "netaug" / "tiny_mbv2.py").is_file() and (candidate / "utils").is_dir():
+            return candidate
+    return None
+
+
+def import_official(root: Path):
+    """(models, utils, models.netaug.utils) of the official code at `root`."""
+    _stand_ins()
+    sys.path.insert(0, str(root))
+    import models.base as base  # noqa: PLC0415  (the official packages, from `root`)
+    import models.netaug as netaug  # noqa: PLC0415
+    import models.netaug.utils as netaug_utils  # noqa: PLC0415
+    import utils  # noqa: PLC0415
+
+    return types.SimpleNamespace(TinyMobileNetV2=base.TinyMobileNetV2,
+                                 NetAugTinyMobileNetV2=netaug.NetAugTinyMobileNetV2), utils, netaug_utils
+
+
+def official_set_active(models, o_aug: nn.Module, kind: str, generator: torch.Generator) -> None:
+    """The official `set_active`; its modes have no "max", which is "random" with every draw the largest."""
+    if kind != "max":
+        o_aug.set_active(kind, generator=generator)
+        return
+    module = sys.modules[type(o_aug).__mro__[1].__module__]  # models.netaug.mbv2, where set_active lives
+    draw = module.torch_random_choices
+    module.torch_random_choices = lambda choices, _generator, k=1: max(choices)
+    try:
+        o_aug.set_active("random")
+    finally:
+        module.torch_random_choices = draw
+
+
+# ---------------------------------------------------------------------------- pairing the two models
+def layers(model: nn.Module) -> dict[str, list[nn.Module]]:
+    """Convs, BatchNorms and linear layers in registration order (the two models register alike)."""
+    out: dict[str, list[nn.Module]] = {"conv": [], "bn": [], "linear": []}
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            out["conv"].append(m)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+            out["bn"].append(m)
+        elif isinstance(m, nn.Linear):
+            out["linear"].append(m)
+    return out
+
+
+def pairs(ours: nn.Module, official: nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, our tensor, official tensor) for every parameter and BN buffer; shapes must agree."""
+    a, b = layers(ours), layers(official)
+    out = []
+    for kind in a:
+        if len(a[kind]) != len(b[kind]):
+            raise SystemExit(f"layer count differs: {kind} {len(a[kind])} ours vs {len(b[kind])} official")
+        for i, (m, n) in enumerate(zip(a[kind], b[kind])):
+            names = ["weight", "bias"] + (["running_mean", "running_var"] if kind == "bn" else [])
+            for name in names:
+                t, u = getattr(m, name, None), getattr(n, name, None)
+                if t is None and u is None:
+                    continue
+                if t is None or u is None or t.shape != u.shape:
+                    raise SystemExit(f"{kind} {i} {name}: shapes differ, {None if t is None else tuple(t.shape)} "
+                                     f"ours vs {None if u is None else tuple(u.shape)} official")
+                out.append((f"{kind}{i}.{name}", t, u))
+    return out
+
+
+@torch.no_grad()
+def copy_official(ours: nn.Module, official: nn.Module) -> None:
+    for _, t, u in pairs(ours, official):
+        t.copy_(u)
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    """max |a - b| / max |b| (0 when both vanish)."""
+    scale = float(b.detach().abs().max()) if b.numel() else 0.0
+    diff = float((a - b).detach().abs().max()) if b.numel() else 0.0
+    return diff / scale if scale > 0 else diff
+
+
+def worst(items) -> tuple[float, str]:
+    best = (0.0, "-")
+    for name, value in items:
+        if value > best[0]:
+            best = (value, name)
+    return best
+
+
+def widths_seen(model: nn.Module, x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """(output channels of every conv in execution order, the output) of `model(x)`."""
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: seen.append(int(o.shape[1])))
+             for m in model.modules() if isinstance(m, nn.Conv2d)]
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, out
+
+
+# ---------------------------------------------------------------------------- the checks
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--official", help="netaug folder of a checkout of mit-han-lab/tinyml (or the repository)")
+    p.add_argument("--res", type=int, default=96, help="input side (> 64: the official stride-2 layout)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--classes", type=int, default=10)
+    p.add_argument("--random", type=int, default=6, help="random sub-networks compared")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--tolerance", type=float, default=1e-9, help="largest relative difference called equal")
+    args = p.parse_args(argv)
+    root = official_root(args.official)
+    if root is None:
+        print(HOW_TO_GET if not args.official else
+              f"error: --official {args.official}: no official netaug code there (models/netaug/tiny_mbv2.py); "
+              + HOW_TO_GET.split(": ", 2)[2], file=sys.stderr)
+        sys.exit(2)
+    if args.res <= 64:
+        print("error: --res must be above 64 (at 64 px or less our models switch to the small-input layout)",
+              file=sys.stderr)
+        sys.exit(2)
+    torch.set_num_threads(1)
+    torch.set_default_dtype(torch.float64)
+    models, outils, nutils = import_official(root)
+
+    from netaug.augment import augment, recalibrate_bn
+    from netaug.config import load_space
+    from netaug.data import DataSplits, ImageSet
+    from netaug.models import build_model
+    from netaug.models.network import init_weights
+    from netaug.train.trainer import Trainer
+
+    rows: list[tuple[str, str, float | None]] = []  # (check, detail, relative difference or None for info)
+    torch.manual_seed(args.seed)
+    o_base = models.TinyMobileNetV2(n_classes=args.classes)
+    o_aug = models.NetAugTinyMobileNetV2(o_base, EXPANDS, WIDTHS, args.classes).double()
+    base = build_model("mobilenetv2_tiny", args.classes, 3, resolution=args.res)
+    aug = augment(base, WIDTHS, EXPANDS, mid_width="input", init="augmented").double()
+    count = lambda m: sum(t.numel() for t in m.parameters())  # noqa: E731
+    same_counts = count(aug) == count(o_aug) and count(base) == count(o_base)
+    rows.append(("parameters", f"augmented {count(aug):,} ours vs {count(o_aug):,} official; base "
+                 f"{count(base):,} vs {count(o_base):,}", 0.0 if same_counts else 1.0))
+
+    # init: both reseeded, then each side's init of the whole augmented model
+    torch.manual_seed(args.seed + 1)
+    outils.init_modules(o_aug, init_type="kaiming_uniform")
+    torch.manual_seed(args.seed + 1)
+    init_weights(aug, "uniform")
+    rows.append(("init: augmented vs official kaiming_uniform", "every parameter",
+                 worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug) if "running" not in n)[0]))
+    with torch.no_grad():  # non-trivial BN parameters and statistics for the checks below
+        for m in o_aug.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    copy_official(aug, o_aug)
+
+    gen = torch.Generator().manual_seed(args.seed + 2)
+    x = torch.randn(args.batch, 3, args.res, args.res, generator=gen)
+    y = torch.randint(0, args.classes, (args.batch,), generator=gen)
+    o_ce = outils.CrossEntropyWithLabelSmooth(smooth_ratio=0.1)
+    ce = nn.CrossEntropyLoss(label_smoothing=0.1)
+
+    # per sub-network: the draws (channel counts), logits, loss, gradients, BN statistics
+    kinds = ["min", "max", "min_w"] + ["random"] * args.random
+    g_ours, g_off = torch.Generator().manual_seed(args.seed + 3), torch.Generator().manual_seed(args.seed + 3)
+    channel_counts, channel_total = 0, 0
+    for i, kind in enumerate(kinds):
+        copy_official(aug, o_aug)  # the same starting state for each sub-network
+        aug.train(), o_aug.train()
+        aug.zero_grad(set_to_none=True), o_aug.zero_grad(set_to_none=True)
+        aug.set_active(kind, g_ours if kind in ("random", "min_w") else None)
+        official_set_active(models, o_aug, kind, g_off)
+        out: dict[str, torch.Tensor] = {}
+        w_ours, out["ours"] = widths_seen(aug, x)
+        w_off, out["official"] = widths_seen(o_aug, x)
+        channel_total += len(w_off)
+        channel_counts += sum(a == b for a, b in zip(w_ours, w_off)) if len(w_ours) == len(w_off) else 0
+        loss, o_loss = ce(out["ours"], y), o_ce(out["official"], y)
+        loss.backward(), o_loss.backward()
+        label = f"{kind} #{i - 2}" if kind == "random" else kind
+        rows.append((f"sub-network {label}: channels", f"{sum(a == b for a, b in zip(w_ours, w_off))}/{len(w_off)} "
+                     "conv widths agree", float(w_ours != w_off)))
+        rows.append((f"sub-network {label}: logits, loss", f"loss {loss.item():.6f}",
+                     max(rel(out["ours"], out["official"]), abs((loss - o_loss).item()) / abs(o_loss.item()))))
+        grads = [(n, rel(t.grad if t.grad is not None else torch.zeros_like(t),
+                         u.grad if u.grad is not None else torch.zeros_like(u)))
+                 for n, t, u in pairs(aug, o_aug) if "running" not in n]
+        rows.append((f"sub-network {label}: gradients", "every parameter", worst(grads)[0]))
+        rows.append((f"sub-network {label}: BN running stats", "after one training-mode pass",
+                     worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug) if "running" in n)[0]))
+
+    # sorting
+    copy_official(aug, o_aug)
+    with torch.no_grad():
+        o_aug.sort_channels()
+    aug.sort_channels(None, scope="all")
+    rows.append(("channel sorting (all)", "every weight and BN buffer",
+                 worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug))[0]))
+
+    # NetAug steps through our Trainer against the official step
+    n_img = args.batch * 2
+    images = ImageSet(torch.randint(0, 256, (n_img, 3, args.res, args.res), dtype=torch.uint8, generator=gen),
+                      torch.randint(0, args.classes, (n_img,), generator=gen))
+    data = DataSplits("random", images, images, images, args.classes, (0.5,) * 3, (0.25,) * 3, False)
+    for momentum in ("stay", "follow"):
+        cfg = load_space(str(Path(__file__).resolve().parents[1] / "spaces" / "netaug-official.yaml"),
+                         ["data.name=digits", f"data.resolution={args.res}", f"training.batch_size={args.batch}",
+                          "training.channels_last=false", "training.warmup_epochs=0", "training.epochs=4",
+                          f"netaug.sort_momentum={momentum}"])
+        trainer = Trainer(cfg, data, mode="netaug")
+        model = trainer.model.double()
+        torch.manual_seed(args.seed + 1)
+        outils.init_modules(o_aug, init_type="kaiming_uniform")
+        copy_official(model, o_aug)
+        decay = [q for n, q in o_aug.named_parameters() if not any(k in n for k in ("bias", "norm"))]
+        no_decay = [q for n, q in o_aug.named_parameters() if any(k in n for k in ("bias", "norm"))]
+        o_opt = torch.optim.SGD([{"params": no_decay, "weight_decay": 0},
+                                 {"params": decay, "weight_decay": cfg.training.weight_decay}],
+                                lr=cfg.training.lr, momentum=0.9, nesterov=True)
+        drawn_equal = True
+        start = {n: u.detach().clone() for n, _, u in pairs(model, o_aug)}
+        for step in range(2):
+            if step == 1:  # the official code sorts at the start of a width-augmented epoch
+                with torch.no_grad():
+                    o_aug.sort_channels()
+                model.sort_channels(trainer.optimizer, cfg.netaug.sort, cfg.netaug.sort_momentum)
+            g = torch.Generator()
+            g.set_state(trainer.step_generator(trainer.global_step).get_state())
+            for group in o_opt.param_groups:
+                group["lr"] = trainer.optimizer.param_groups[0]["lr"]
+            # the official train_one_epoch body (netaug_mode "default")
+            o_aug.train()
+            o_opt.zero_grad()
+            o_aug.set_active(mode="min")
+            o_ce(o_aug(x), y).backward()
+            o_aug.set_active(mode="random", generator=g)
+            o_widths, o_out = widths_seen(o_aug, x)
+            o_ce(o_out, y).backward()
+            o_opt.step()
+            config = model.config("random", trainer.step_generator(trainer.global_step))
+            model.set_active(config)
+            model.eval()  # no BatchNorm statistics updated by this look at the widths
+            with torch.no_grad():
+                ours_widths = widths_seen(model, x)[0]
+            model.set_active("min")
+            drawn_equal &= ours_widths == o_widths
+            trainer.step(x, y)
+        label = "stay (official)" if momentum == "stay" else "follow (our default)"
+        for what, keep in (("weights", lambda n: "running" not in n), ("BN running stats", lambda n: "running" in n)):
+            # sorting moves whole channels, so "the update" is against the sorted starting point: the
+            # official weights after step 2 minus those before it would mix the permutation in; the
+            # largest change of any entry over both steps bounds it from above
+            change = max(float((u - start[n]).abs().max()) for n, _, u in pairs(model, o_aug) if keep(n))
+            diff = worst((n, float((t - u).abs().max())) for n, t, u in pairs(model, o_aug) if keep(n))
+            rows.append((f"2 NetAug steps + sort between, momentum {label}: {what}",
+                         f"max |ours - official| / max |change| over the 2 steps; worst {diff[1]}; same sub-networks "
+                         f"drawn: {'yes' if drawn_equal else 'NO'}", diff[0] / change))
+
+    # BN recalibration of the base on the same batches
+    copy_official(aug, o_aug)
+    batches = [torch.randn(args.batch, 3, args.res, args.res, generator=gen) for _ in range(3)]
+    aug.set_active("min"), o_aug.set_active("min")
+    cuda = torch.Tensor.cuda
+    torch.Tensor.cuda = lambda self, *a, **k: self  # the official reset_bn moves batches to CUDA
+    try:
+        nutils.reset_bn(o_aug, [(b, None) for b in batches], sync=False)
+    finally:
+        torch.Tensor.cuda = cuda
+    recalibrate_bn(aug, batches)
+    rows.append(("BN recalibration (base) vs official reset_bn", "running mean and var, every BN",
+                 worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug) if "running" in n)[0]))
+
+    print(f"official code: {root}; MobileNetV2-Tiny, widths {WIDTHS}, expands {EXPANDS}, {args.res} px, batch "
+          f"{args.batch}, float64, 1 thread, torch {torch.__version__}; tolerance {args.tolerance:g} relative")
+    print(f"draws: {channel_counts}/{channel_total} conv widths agree over {len(kinds)} sub-networks")
+    print(f"| {'check':<66} | {'max rel. difference':>19} | {'':<5} | detail |")
+    print(f"| {'-' * 66} | {'-' * 19} | {'-' * 5} | --- |")
+    failed = 0
+    for check, detail, value in rows:
+        momentum_row = "follow" in check
+        ok = value is not None and value <= args.tolerance
+        failed += not ok and not momentum_row
+        verdict = "same" if ok else ("diff" if not momentum_row else "moved")
+        print(f"| {check:<66} | {value:19.3e} | {verdict:<5} | {detail} |")
+    print("'moved': our default sort_momentum follow permutes the momentum with its channels, the official code "
+          "does not (docs/architecture.md)")
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()
