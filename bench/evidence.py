@@ -153,6 +153,7 @@ def run_cell(args, cell: Cell) -> str:
     from search.final_stage import arm_space, train_eval_subset, weights_digest
 
     out = Path(args.out)
+    code = _code_version()  # what this cell trains with (read before training: the tree may change meanwhile)
     space = study_space(args, cell.base, cell.epochs)
     astar = None
     if cell.arm == "netaug_rkd_astar":
@@ -200,7 +201,7 @@ def run_cell(args, cell: Cell) -> str:
            "mean_step_s": sum(r["step_s"] for r in epoch_rows) / len(epoch_rows),
            "cell_s": time.perf_counter() - started, "init_digest": init, "sort": cfg.netaug.sort,
            "sort_momentum": cfg.netaug.sort_momentum, "teacher": cfg.rkd.teacher if "rkd" in arm.mode else None,
-           "code": _code_version()}
+           "code": code}
     _atomic_parquet(epoch_rows, out / "epochs" / f"{cell.id}.parquet")
     _atomic_parquet([row], out / "cells" / f"{cell.id}.parquet")
     ckpt.unlink(missing_ok=True)
@@ -378,8 +379,9 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
-    """Per base size: Δ test top-1 against schedule length (with paired intervals), and baseline's
-    train top-1 per epoch for its longest schedule (where it plateaus)."""
+    """Per base size: Δ test top-1 of each arm against baseline with its paired interval (against the
+    schedule length when there are several, per arm when there is one), and train top-1 per epoch:
+    every arm at its longest schedule (lowest seed) plus baseline at every schedule (the plateau)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -389,36 +391,49 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
     from netaug.io import atomic_path
 
     bases = sorted({r["base"] for r in epoch_rows})
-    fig, axes = plt.subplots(2, len(bases), figsize=(5.5 * len(bases), 7.5), squeeze=False)
+    fig, axes = plt.subplots(2, len(bases), figsize=(6.5 * len(bases), 8), squeeze=False)
     for j, base in enumerate(bases):
         ax = axes[0][j]
-        for arm in ARMS[1:]:
-            pts = sorted((e, r) for b, e, a, r in deltas if b == base and a == arm)
-            if not pts:
-                continue
-            xs = [e for e, _ in pts]
+        mine = [(e, a, r) for b, e, a, r in deltas if b == base]
+        schedules = sorted({e for e, _, _ in mine})
+        arms = [a for a in ARMS[1:] if any(x == a for _, x, _ in mine)]
+        for k, arm in enumerate(arms):
+            pts = sorted((e, r) for e, a, r in mine if a == arm)
+            xs = [e for e, _ in pts] if len(schedules) > 1 else [k]
             ys = [r.mean * 100 for _, r in pts]
             err = [[(r.mean - r.low) * 100 if not math.isnan(r.low) else 0 for _, r in pts],
                    [(r.high - r.mean) * 100 if not math.isnan(r.high) else 0 for _, r in pts]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=arm)
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=f"{arm} (n={pts[-1][1].n})")
         ax.axhline(0, color="black", lw=0.8)
-        ax.set(title=f"{base}: Δ test top-1 vs baseline", xlabel="schedule (epochs)", ylabel="Δ (pts), 95% CI")
+        if len(schedules) > 1:
+            ax.set_xlabel("schedule (epochs)")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        else:
+            ax.set_xticks(range(len(arms)), arms, fontsize=8)
+            ax.set_xlim(-0.5, max(len(arms), 1) - 0.5)
+            ax.set_xlabel(f"arm ({schedules[0]} epochs)" if schedules else "arm")
+        if not mine:
+            ax.text(0.5, 0.5, "no paired comparison has finished yet", ha="center", va="center",
+                    transform=ax.transAxes)
+        ax.set(title=f"{base}: Δ test top-1 vs baseline, paired by seed", ylabel="Δ (pts), 95% CI")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
         ax = axes[1][j]
         for arm in ARMS:
-            mine = [r for r in epoch_rows if r["base"] == base and r["arm"] == arm]
-            if not mine:
+            rows = [r for r in epoch_rows if r["base"] == base and r["arm"] == arm]
+            if not rows:
                 continue
-            longest = max(r["epochs"] for r in mine)
-            seed = min(r["seed"] for r in mine if r["epochs"] == longest)
-            curve = sorted((r["epoch"], r["train_top1"]) for r in mine if r["epochs"] == longest and r["seed"] == seed)
-            ax.plot([e for e, _ in curve], [t for _, t in curve], marker=".", label=f"{arm} ({longest} ep, s{seed})")
-        ax.set(title=f"{base}: train top-1 (fixed train subset) per epoch", xlabel="epoch", ylabel="train top-1")
+            longest = max(r["epochs"] for r in rows)
+            for epochs in sorted({r["epochs"] for r in rows}) if arm == "baseline" else [longest]:
+                seed = min(r["seed"] for r in rows if r["epochs"] == epochs)
+                curve = sorted((r["epoch"], r["train_top1"]) for r in rows
+                               if r["epochs"] == epochs and r["seed"] == seed)
+                ax.plot([e for e, _ in curve], [t for _, t in curve], marker=".",
+                        label=f"{arm}, {epochs}-epoch schedule, seed {seed}")
+        ax.set(title=f"{base}: train top-1 per epoch (fixed train subset)", xlabel="epoch", ylabel="train top-1")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    for ax in axes.flat:
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     with atomic_path(out / PLOT) as tmp:
         fig.savefig(tmp, dpi=110, format="png")

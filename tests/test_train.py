@@ -279,3 +279,36 @@ def test_a_cheaper_teacher_needs_a_netaug_mode():
 
     with pytest.raises(UserError, match="rkd.teacher"):
         load_space(None, ["training.mode=kd", "rkd.teacher=max_fwd"])
+
+
+def test_one_recalibration_per_weights_and_sub_network(digits16, fast_cfg, monkeypatch):
+    """Evaluating val and a train subset after an epoch recalibrates BatchNorm once; a new step, another
+    sub-network or a loaded checkpoint recalibrates again. Calibration batches are augmented (official
+    `sub_train`) and drawn once."""
+    import netaug.train.trainer as trainer_module
+
+    calls: list[int] = []
+    real = trainer_module.recalibrate_bn
+    monkeypatch.setattr(trainer_module, "recalibrate_bn",
+                        lambda model, batches: (calls.append(1), real(model, batches)))
+    trainer = Trainer(fast_cfg, digits16, mode="netaug")
+    x, y = next(trainer.batcher.batches(digits16.train, 64))
+    trainer.step(x, y)
+    trainer.evaluate("val")
+    trainer.evaluate(digits16.train.take(np.arange(100)))
+    assert len(calls) == 1
+    trainer.evaluate("val", subnets=(("base", "min"), ("aug:max", "max")))
+    assert len(calls) == 2  # the base is still calibrated; max is not
+    trainer.evaluate("val")
+    assert len(calls) == 3  # max overwrote the base's leading statistics
+    trainer.load_state_dict(trainer.state_dict())
+    trainer.evaluate("val")
+    assert len(calls) == 4
+    trainer.step(x, y)
+    trainer.evaluate("val")
+    assert len(calls) == 5
+    batches = trainer.calibration_batches()
+    assert batches is trainer.calibration_batches()  # drawn once
+    plain = next(trainer.batcher.batches(digits16.train, fast_cfg.training.batch_size, shuffle=True,
+                                         generator=torch.Generator().manual_seed(fast_cfg.training.seed + 2)))[0]
+    assert plain.shape == batches[0].shape and not torch.equal(plain, batches[0])  # augmented, not plain
