@@ -113,27 +113,15 @@ def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg):
     """One NetAug step's accumulated gradient equals the gradient of L(base) + alpha * L(aug)."""
     fast_cfg.netaug.aug_loss_weight = 0.7
     trainer = Trainer(fast_cfg, digits16, mode="netaug")
-    model = trainer.model
-    x, y = next(trainer.batcher.batches(digits16.train, 32))
-    config = model.config("random", trainer.step_generator(trainer.global_step))
-    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    model.zero_grad()
+    model, ce, x, y, config, ref = _reference_setup(trainer, digits16)
     model.set_active("min")
-    loss = trainer.criterion(model(x), y)
+    loss = ce(model(x), y)
     model.set_active(config)
-    loss = loss + 0.7 * trainer.criterion(model(x), y)
+    loss = loss + 0.7 * ce(model(x), y)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    # Now the same step through the trainer, with lr 0 so that the weights stay put, and no momentum:
-    # foreach SGD with Nesterov momentum adds the momentum buffer into .grad in place.
-    for group in trainer.optimizer.param_groups:
-        group.update(lr=0.0, momentum=0.0, nesterov=False)
-    trainer.scheduler.base_lrs = [0.0, 0.0]
-    trainer.step(x, y)
-    for n, p in model.named_parameters():
-        assert torch.equal(p.detach(), ref[n])  # lr 0: no change
-        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+    _step_in_place(trainer, x, y)  # the same step through the trainer
+    _assert_gradients(model, ref, expected)
 
 
 def test_optimizer_groups_and_schedule(digits16, fast_cfg):
@@ -197,6 +185,33 @@ def test_cli_trains_and_exports_a_loadable_base(tmp_path, mode, extra):
     assert result.top1 == pytest.approx(metrics["test_base_top1"], abs=1e-9)
 
 
+def _reference_setup(trainer: Trainer, data) -> tuple:
+    """(model, criterion, x, y, the step's sampled config, the weights) for a by-hand reference of one
+    step, with the model in training mode and no gradients yet."""
+    model = trainer.model
+    x, y = next(trainer.batcher.batches(data.train, 32))
+    config = model.config("random", trainer.step_generator(trainer.global_step))
+    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
+    model.train()
+    model.zero_grad()
+    return model, trainer.criterion, x, y, config, ref
+
+
+def _step_in_place(trainer: Trainer, x: torch.Tensor, y: torch.Tensor) -> dict:
+    """One trainer step that leaves the weights where they are and the accumulated gradients in .grad:
+    lr 0 and no momentum (foreach Nesterov SGD edits .grad in place)."""
+    trainer.scheduler.base_lrs = [0.0, 0.0]
+    for group in trainer.optimizer.param_groups:
+        group.update(lr=0.0, momentum=0.0, nesterov=False)
+    return trainer.step(x, y)
+
+
+def _assert_gradients(model: torch.nn.Module, ref: dict, expected: dict) -> None:
+    for n, p in model.named_parameters():
+        assert torch.equal(p.detach(), ref[n])
+        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+
+
 @pytest.mark.parametrize("mode", ["kd", "netaug_kd", "netaug_rkd"])
 def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode):
     """Accumulated gradient == grad of L(base) + alpha L(aug) + lambda distill + L(teacher)."""
@@ -204,12 +219,7 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
 
     fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd = 0.6, 0.8
     trainer = Trainer(fast_cfg, digits16, mode=mode)
-    model, ce = trainer.model, trainer.criterion
-    x, y = next(trainer.batcher.batches(digits16.train, 32))
-    config = model.config("random", trainer.step_generator(trainer.global_step))
-    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    model.zero_grad()
+    model, ce, x, y, config, ref = _reference_setup(trainer, digits16)
     model.set_active("max")
     t_feat, t_logits = model.forward_with_features(x)
     loss = ce(t_logits, y)
@@ -225,15 +235,10 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
         loss = loss + 0.6 * ce(model(x), y)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    trainer.scheduler.base_lrs = [0.0, 0.0]
-    for group in trainer.optimizer.param_groups:
-        group.update(lr=0.0, momentum=0.0, nesterov=False)  # foreach Nesterov SGD edits .grad in place
-    losses = trainer.step(x, y)
+    losses = _step_in_place(trainer, x, y)
     assert losses["teacher_loss"] > 0 and losses["distill_loss"] > 0
     assert (losses["aug_loss"] > 0) == (mode != "kd")
-    for n, p in model.named_parameters():
-        assert torch.equal(p.detach(), ref[n])
-        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+    _assert_gradients(model, ref, expected)
 
 
 @pytest.mark.parametrize("teacher", ["max_fwd", "sampled"])
@@ -244,12 +249,7 @@ def test_cheaper_teachers_follow_their_total_loss(digits16, fast_cfg, teacher):
 
     fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd, fast_cfg.rkd.teacher = 0.6, 0.8, teacher
     trainer = Trainer(fast_cfg, digits16, mode="netaug_rkd")
-    model, ce = trainer.model, trainer.criterion
-    x, y = next(trainer.batcher.batches(digits16.train, 32))
-    config = model.config("random", trainer.step_generator(trainer.global_step))
-    ref = {n: p.detach().clone() for n, p in model.named_parameters()}
-    model.train()
-    model.zero_grad()
+    model, ce, x, y, config, ref = _reference_setup(trainer, digits16)
     model.set_active("max" if teacher == "max_fwd" else config)
     t_feat, t_logits = (t.detach() for t in model.forward_with_features(x))
     model.set_active("min")
@@ -259,18 +259,13 @@ def test_cheaper_teachers_follow_their_total_loss(digits16, fast_cfg, teacher):
     aug_loss = ce(model(x), y)
     (loss + 0.6 * aug_loss).backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    trainer.scheduler.base_lrs = [0.0, 0.0]
-    for group in trainer.optimizer.param_groups:
-        group.update(lr=0.0, momentum=0.0, nesterov=False)
-    losses = trainer.step(x, y)
+    losses = _step_in_place(trainer, x, y)
     assert losses["distill_loss"] > 0
     assert float(losses["loss"]) == pytest.approx(float(losses["base_loss"] + 0.6 * losses["aug_loss"]
                                                         + 0.8 * losses["distill_loss"]), rel=1e-6)
     if teacher == "sampled":
         assert float(losses["teacher_loss"]) == pytest.approx(float(aug_loss), rel=1e-5)
-    for n, p in model.named_parameters():
-        assert torch.equal(p.detach(), ref[n])
-        assert torch.allclose(p.grad, expected[n], atol=1e-6, rtol=1e-4), n
+    _assert_gradients(model, ref, expected)
 
 
 def test_a_cheaper_teacher_needs_a_netaug_mode():
