@@ -8,6 +8,7 @@ with one line before any work starts.
 from __future__ import annotations
 
 import dataclasses
+import importlib.util
 import types
 import typing
 from dataclasses import dataclass, field
@@ -312,6 +313,32 @@ class FinalConfig:
             raise UserError(f"final.arms: each arm at most once, got {self.arms}")
 
 
+TFLITE_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")  # the `tflite` extra
+
+
+@dataclass
+class DeployConfig:
+    """The int8 deliverable: post-training quantization of every final model, optional QAT and TFLite."""
+
+    int8: bool = opt(True, "quantize every final model to int8 with onnxruntime (QDQ, per-channel symmetric "
+                     "int8 weights, int8 activations) and score it on val and test")
+    calib_images: int = opt(256, "un-augmented training images (drawn by data.split_seed) that calibrate the int8 "
+                            "activation ranges; never val or test", ge=1)
+    qat_epochs: int = opt(0, "quantization-aware fine-tuning epochs (torch.ao FX QAT) when PTQ loses more than "
+                          "qat_threshold points of val top-1; 0: off", ge=0, le=1000)
+    qat_threshold: float = opt(0.5, "points of val top-1 that PTQ may lose before QAT runs", ge=0, le=100)
+    qat_lr: float | None = opt(None, "peak learning rate of QAT (cosine, no warm-up); null: training.lr / 100",
+                               gt=0, le=10)
+    tflite: bool = opt(False, "also write an int8 .tflite of the delivered model (needs the `tflite` extra: "
+                       "pip install -e '.[tflite]')")
+
+    def check(self) -> None:
+        missing = [p for p in TFLITE_PACKAGES if importlib.util.find_spec(p) is None] if self.tflite else []
+        if missing:
+            raise UserError(f"deploy.tflite: needs {', '.join(missing)}, not installed here "
+                            "(pip install -e '.[tflite]', or set deploy.tflite false)")
+
+
 @dataclass
 class SpaceConfig:
     data: DataConfig = field(default_factory=DataConfig)
@@ -324,6 +351,7 @@ class SpaceConfig:
     search: SearchConfig = field(default_factory=SearchConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
 
     def check(self) -> None:
         if self.training.mode == "kd" and self.rkd.teacher != "max":

@@ -103,7 +103,7 @@ class ArmComparison:
         r = self.result
         interval = "" if math.isnan(r.low) else f" [{format_points(r.low)}, {format_points(r.high)}]"
         p = "" if math.isnan(r.p_value) else f", p = {r.p_value:.3g}"
-        what = self.metric.replace("_top1", " top-1")
+        what = self.metric.replace("_top1", " top-1").replace("_", " ")
         seeds = f"{r.n} seed{'s' if r.n != 1 else ''}"
         verdict = r.verdict(self.arm, self.baseline)
         return (f"{self.arm} ({self.description}) vs {self.baseline}: {what} {format_points(r.mean)} pts"
@@ -134,12 +134,14 @@ def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: s
     return out
 
 
-def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict]) -> list[str]:
-    """The answer to "did NetAug help here?": one line per arm, then one plain sentence."""
+def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
+                     title: str = "Did NetAug help here? (paired by seed; docs/metrics.md)") -> list[str]:
+    """The answer to "did NetAug help here?" (or `title`): one line per arm, then one plain sentence."""
     if not comparisons:
         arms = sorted({r["arm"] for r in rows})
         return [f"no paired comparison: the final stage needs a baseline arm and another one (ran: {', '.join(arms)})"]
-    lines = ["Did NetAug help here? (paired by seed; docs/metrics.md)"]
+    lines = [title]
+    what = comparisons[0].metric.replace("_top1", " top-1").replace("_", " ")
     lines += ["  " + c.line() for c in comparisons]
     tie = 5e-5  # below half a hundredth of a point: the same accuracy (float rounding of equal counts)
     better = [c for c in comparisons if c.result.significant and c.result.mean > 0]
@@ -154,7 +156,7 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict])
         lines.append(f"Answer: no. Plain training beat every NetAug arm here ({how}).")
     elif len(behind) + len(level) == len(comparisons):
         tied = ", ".join(c.arm for c in level)
-        lines.append(f"Answer: no. No NetAug arm beat plain training here: {tied} tied with it on mean test top-1"
+        lines.append(f"Answer: no. No NetAug arm beat plain training here: {tied} tied with it on mean {what}"
                      + (f", {', '.join(c.arm for c in behind)} fell behind ({how})." if behind else "."))
     elif max(c.result.n for c in comparisons) < 2:
         lines.append("Answer: not tested. One seed per arm gives no interval; set final.seeds to 3 or more.")

@@ -17,8 +17,10 @@ import numpy as np
 
 from netaug.config import SpaceConfig
 from netaug.io import atomic_path
+from netaug.stats import format_points
 
 MODEL_PT, MODEL_ONNX, MODEL_JSON = "model.pt", "model.onnx", "model.json"
+MODEL_INT8, MODEL_TFLITE = "model.int8.onnx", "model.int8.tflite"
 ONNX_TOLERANCE = 1e-4  # max |logit difference| accepted between onnxruntime and torch
 
 
@@ -74,6 +76,10 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
                  "passed": check.max_abs_logit_diff <= ONNX_TOLERANCE and check.top1_agreement == 1.0},
         "files": {"torch": f"final/{MODEL_PT}", "onnx": f"final/{MODEL_ONNX}", "source": row["model_file"]},
     }
+    if row.get("int8_file"):
+        info["int8"], info["memory"] = int8_deliverable(cfg, run_dir, row, model, data, batcher, shape)
+        info["files"].update({"int8": f"final/{MODEL_INT8}",
+                              **({"tflite": f"final/{MODEL_TFLITE}"} if "tflite" in info["int8"] else {})})
     with atomic_path(out / MODEL_JSON) as tmp:
         tmp.write_text(json.dumps(info, indent=2) + "\n")
     kib = 1024.0
@@ -87,6 +93,64 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
              f"  ONNX vs torch on {check.samples} test images: max |delta logit| {check.max_abs_logit_diff:.2e} "
              f"(tolerance {ONNX_TOLERANCE:g}), top-1 agrees on {agree}/{check.samples}"
              + ("" if info["onnx"]["passed"] else "  ** ONNX PARITY FAILED **")]
+    if "int8" in info:
+        lines += int8_lines(info["int8"], info["memory"], facts)
     if arm == "baseline":
         lines.insert(1, "  plain training gave the best model here, so the delivered model is plain training's")
+    return lines
+
+
+def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, batcher, shape) -> tuple[dict, dict]:
+    """final/model.int8.onnx (the chosen trial's int8 model, already scored on val and test) and, with
+    deploy.tflite, final/model.int8.tflite scored on test; returns model.json's "int8" and "memory"."""
+    from netaug.train.int8 import calibration_set, memory_facts
+
+    out = run_dir / "final"
+    with atomic_path(out / MODEL_INT8) as tmp:
+        shutil.copyfile(run_dir / row["int8_file"], tmp)
+    int8 = {"file": f"final/{MODEL_INT8}", "runtime": "onnxruntime QDQ: per-channel symmetric int8 weights, "
+            "per-tensor int8 activations (min-max calibration)", "method": row["int8_method"],
+            "calibration_images": row["calib_images"], "val_top1": row["int8_val_top1"],
+            "test_top1": row["int8_test_top1"], "fp32_test_top1": row["fp32_onnx_test_top1"],
+            "delta_test_top1": row["int8_test_delta"], "test_top1_agreement_with_fp32": row["int8_test_agreement"],
+            "ptq": {"val_top1": row["ptq_val_top1"], "test_top1": row["ptq_test_top1"]},
+            "qat": None if row.get("qat_test_top1") is None else {
+                "epochs": cfg.deploy.qat_epochs, "val_top1": row["qat_val_top1"], "test_top1": row["qat_test_top1"]}}
+    if cfg.deploy.tflite:
+        import torch
+
+        from netaug.train.tflite import export_tflite_int8, tflite_logits
+
+        calibration = [x.numpy() for x, _ in batcher.batches(
+            calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed), 64)]
+        path = export_tflite_int8(model, out / MODEL_TFLITE, shape, calibration)
+        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(data.test, 512)])
+        labels, pred = np.concatenate(ys), tflite_logits(path, xs).argmax(1)
+        with torch.no_grad():
+            fp32 = np.concatenate([model(torch.from_numpy(x)).numpy() for x in xs]).argmax(1)
+        top1 = float((pred == labels).mean())
+        int8["tflite"] = {"file": f"final/{MODEL_TFLITE}", "runtime": "ai-edge-litert interpreter, int8 input "
+                          "and output", "test_top1": top1, "delta_test_top1": top1 - float((fp32 == labels).mean()),
+                          "test_top1_agreement_with_fp32": float((pred == fp32).mean()), "bytes": path.stat().st_size}
+    return int8, memory_facts(out / MODEL_ONNX, out / MODEL_INT8)
+
+
+def int8_lines(int8: dict, memory: dict, facts) -> list[str]:
+    """The summary's int8 lines: accuracy against fp32, true memory and the budgets."""
+    kib = 1024.0
+    agree = int8["test_top1_agreement_with_fp32"]
+    qat = "" if int8["qat"] is None else (f"; QAT ({int8['qat']['epochs']} epochs) {int8['qat']['test_top1']:.4f}, "
+                                           f"PTQ {int8['ptq']['test_top1']:.4f}")
+    lines = [f"  int8 ({int8['method'].upper()}, {int8['calibration_images']} calibration images): test top-1 "
+             f"{int8['test_top1']:.4f} ({format_points(int8['delta_test_top1'])} pts vs fp32 "
+             f"{int8['fp32_test_top1']:.4f}), top-1 agrees with fp32 on {agree:.2%}{qat}; final/{MODEL_INT8}"]
+    if "tflite" in int8:
+        t = int8["tflite"]
+        lines.append(f"  TFLite int8: test top-1 {t['test_top1']:.4f} ({format_points(t['delta_test_top1'])} pts vs "
+                     f"fp32), agrees on {t['test_top1_agreement_with_fp32']:.2%}; final/{MODEL_TFLITE} "
+                     f"({t['bytes'] / kib:.1f} KiB)")
+    fits = ", ".join(f"{b['name']}: {'yes' if b['fits'] else 'no'}" for b in memory["budgets"])
+    lines.append(f"  int8 memory: peak SRAM {memory['true_peak_bytes_int8'] / kib:.1f} KiB with shortcuts alive "
+                 f"(per-layer figure {facts.peak_activation_bytes_int8 / kib:.1f} KiB) at {memory['true_peak_at']}; "
+                 f"flash {memory['flash_bytes_int8'] / kib:.1f} KiB; fits {fits}")
     return lines

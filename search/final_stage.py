@@ -50,7 +50,15 @@ FINAL_SCHEMA = pa.schema(
        # beyond the columns every consumer needs: what a reader checks the pairing and the method with
        ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("description", pa.string()),
        ("share_fraction", pa.float64()), ("val_loss", pa.float64()), ("init_digest", pa.string()),
-       ("batch_digest", pa.string()), ("model_file", pa.string())])
+       ("batch_digest", pa.string()), ("model_file", pa.string()),
+       # the int8 model of this arm x seed (deploy.int8; netaug/train/int8.py): kept one, then each attempt
+       ("int8_method", pa.string()), ("calib_images", pa.int64()), ("fp32_onnx_test_top1", pa.float64()),
+       ("int8_val_top1", pa.float64()), ("int8_test_top1", pa.float64()), ("int8_test_delta", pa.float64()),
+       ("int8_test_agreement", pa.float64()), ("ptq_val_top1", pa.float64()), ("ptq_test_top1", pa.float64()),
+       ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())])
+INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
+                "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
+                "qat_test_top1", "int8_file")
 
 
 @dataclass(frozen=True)
@@ -249,10 +257,17 @@ def final_body(config: dict, session) -> None:
             fragment = run_dir / EXPERIMENT / "predictions" / f"{arm.file_stem(seed)}.parquet"
             metrics.update(final_evaluation(trainer, fragment, trial_id, arm.model_name(seed), with_aug=False))
             model_file = Path(EXPERIMENT) / "models" / f"{arm.file_stem(seed)}.pt"
-            save_exported(run_dir / model_file, trainer.export_base(), data,
+            base = trainer.export_base()
+            save_exported(run_dir / model_file, base, data,
                           {"model_name": cfg.model.name, "arm": arm.name, "mode": arm.mode, "seed": seed,
                            "classes": data.class_names(), "space": cfg.to_dict()})
             metrics["model_file"] = str(model_file)
+            if cfg.deploy.int8:
+                from netaug.train.int8 import int8_model
+
+                figures = int8_model(base, cfg, data, trainer.batcher, run_dir / model_file.with_suffix(""))
+                metrics.update({k: v for k, v in figures.items() if v is not None})
+                metrics["int8_file"] = str(model_file.with_suffix(".int8.onnx"))
             step_s += time.perf_counter() - t0
         metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
@@ -320,7 +335,7 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
                "trial_id": tid, "status": status, "error": error_text(result.error),
                "description": arm.description, "share_fraction": arm.share_fraction, "val_loss": m.get("val_loss"),
                "init_digest": m.get("init_digest"), "batch_digest": m.get("batch_digest"),
-               "model_file": m.get("model_file")}
+               "model_file": m.get("model_file"), **{k: m.get(k) for k in INT8_COLUMNS}}
         rows.append(row)
         epoch_rows += epoch_rows_of(result.metrics_dataframe, tid, "final", arm.name, seed)
     order = {a.name: i for i, a in enumerate(arms)}
@@ -370,6 +385,9 @@ def run_final_stage(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> li
     lines = final_table_lines(rows)
     comparisons = arm_comparisons(ok, "test_top1", "baseline", cfg.final.confidence)
     lines += comparison_lines(comparisons, ok)
+    if cfg.deploy.int8:
+        int8 = arm_comparisons(ok, "int8_test_top1", "baseline", cfg.final.confidence)
+        lines += comparison_lines(int8, ok, "Did NetAug help at int8? (the same pairs, int8 models)")
     if ok:
         lines += deliver(cfg, run_dir, ok)
     else:

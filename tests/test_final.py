@@ -10,13 +10,16 @@ import onnxruntime as ort
 import pandas as pd
 import pytest
 import ray
+import scipy.stats
 import torch
 from conftest import TINY_PIPELINE
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
 
 from netaug.config import load_space
 from netaug.data import load_data, make_batcher
+from netaug.stats import format_points
 from netaug.train.export import load_exported
+from netaug.train.quantize import initializer_bytes, onnx_logits
 from search.final_stage import FINAL_SCHEMA, run_final_stage
 from search.results import EPOCHS_SCHEMA, write_results
 from search.search_stage import run_search
@@ -139,3 +142,60 @@ def test_the_delivered_model_is_the_best_by_val_and_matches_onnx(final_run):
     assert info["macs"] == row["base_macs"] and info["test_top1_exported"] == pytest.approx(row["test_top1"])
     assert info["peak_activation_bytes_fp32"] == 4 * info["peak_activation_bytes_int8"] > 0
     assert any(line.startswith("delivered: ") for line in lines)
+
+
+def test_every_final_model_has_a_scored_int8_twin_and_the_answer_at_int8(final_run):
+    cfg, run_dir, lines = final_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    data = load_data(cfg.data)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_batcher(data, cfg.data).batches(data.test, 512)])
+    labels = np.concatenate(ys)
+    for row in final.itertuples():
+        path = run_dir / row.int8_file
+        assert initializer_bytes(path).get("INT8", 0) > 0  # an int8 graph, not a float one
+        pred = onnx_logits(path, xs).argmax(1)
+        model, _ = load_exported(run_dir / row.model_file)
+        with torch.no_grad():
+            fp32 = np.concatenate([model(torch.from_numpy(x)).numpy() for x in xs]).argmax(1)
+        assert row.int8_test_top1 == pytest.approx(float((pred == labels).mean()), abs=1e-12)
+        assert row.fp32_onnx_test_top1 == pytest.approx(row.test_top1, abs=1.5 / len(labels))  # ONNX is the model
+        assert row.int8_test_agreement == pytest.approx(float((pred == fp32).mean()), abs=1.5 / len(labels))
+        assert row.int8_test_delta == pytest.approx(row.int8_test_top1 - row.fp32_onnx_test_top1, abs=1e-12)
+        assert row.int8_method == "ptq" and row.ptq_test_top1 == row.int8_test_top1 and np.isnan(row.qat_test_top1)
+        assert row.calib_images == cfg.deploy.calib_images and row.int8_val_top1 > 0
+    assert (final["int8_test_top1"] - final["fp32_onnx_test_top1"]).abs().max() <= 0.05
+    # the paired answer at int8: the same pairs, scipy's paired t-test
+    text = "\n".join(lines)
+    assert "Did NetAug help at int8? (the same pairs, int8 models)" in text
+    base = final[final.arm == "baseline"].set_index("seed")["int8_test_top1"]
+    for arm in ("winner", "netaug_fixed"):
+        mine = final[final.arm == arm].set_index("seed")["int8_test_top1"].loc[base.index]
+        diff = (mine - base).to_numpy()
+        line = next(x for x in lines if x.strip().startswith(f"{arm} (") and "int8 test top-1" in x)
+        assert f"int8 test top-1 {format_points(diff.mean())} pts" in line
+        if diff.std() > 0:
+            assert f"p = {scipy.stats.ttest_rel(mine, base).pvalue:.3g}" in line
+
+
+def test_the_delivered_int8_model_states_its_accuracy_and_true_memory(final_run):
+    cfg, run_dir, lines = final_run
+    info = json.loads((run_dir / "final" / "model.json").read_text())
+    final = pd.read_parquet(run_dir / "final.parquet")
+    row = final[(final.arm == info["arm"]) & (final.seed == info["seed"])].iloc[0]
+    int8_path = run_dir / "final" / "model.int8.onnx"
+    assert int8_path.read_bytes() == (run_dir / row["int8_file"]).read_bytes()
+    assert info["int8"]["test_top1"] == row["int8_test_top1"] and info["int8"]["method"] == "ptq"
+    assert info["files"]["int8"] == "final/model.int8.onnx"
+    memory = info["memory"]
+    # a residual block's shortcut is alive on top of some layer's input + output: never below the per-layer figure
+    assert memory["true_peak_bytes_int8"] >= info["peak_activation_bytes_int8"]
+    assert memory["true_peak_bytes_fp32"] == 4 * memory["true_peak_bytes_int8"]
+    weights = info["params_bn_folded"]
+    assert weights <= memory["flash_bytes_int8"] < info["weights_bytes_fp32"]  # one byte a weight, plus scales
+    for budget in memory["budgets"]:
+        assert budget["fits"] == (memory["true_peak_bytes_int8"] <= budget["sram_bytes"]
+                                  and memory["flash_bytes_int8"] <= budget["flash_bytes"])
+    assert {b["name"] for b in memory["budgets"]} >= {"320 KB SRAM / 1 MB flash", "256 KB SRAM / 1 MB flash"}
+    text = "\n".join(lines)
+    assert f"int8 (PTQ, {cfg.deploy.calib_images} calibration images): test top-1 {row['int8_test_top1']:.4f}" in text
+    assert "int8 memory: peak SRAM" in text and "fits 256 KB SRAM / 1 MB flash: yes" in text

@@ -3,11 +3,19 @@ true peak memory of a graph against a hand-computed residual block."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
+import pytest
 import torch
 import torch.nn as nn
 
+from netaug.config import load_space
+from netaug.data import make_batcher
+from netaug.errors import UserError
 from netaug.train.deploy import export_onnx, peak_activation
+from netaug.train.int8 import calibration_set, int8_model
+from netaug.train.qat import FakeQuantNet, prepare_qat, unprepare
 from netaug.train.quantize import initializer_bytes, onnx_logits, quantize_int8, true_peak
 from netaug.train.trainer import Trainer
 
@@ -67,3 +75,84 @@ def test_ptq_gives_int8_weights_and_keeps_the_accuracy(tmp_path, digits16, fast_
     assert abs(top1_int8 - top1_fp32) <= 0.03
     assert (q.argmax(1) == ref.argmax(1)).mean() >= 0.95
     assert not np.allclose(q, ref, atol=1e-6)  # int8 really computes something else
+
+
+@pytest.fixture(scope="module")
+def trained(digits16):
+    """A MobileNetV2-Tiny trained 4 epochs on digits at 16 px (plain training) and its config."""
+    cfg = load_space(None, ["data.resolution=16", "training.batch_size=64", "training.epochs=4",
+                            "training.mode=baseline"])
+    trainer = Trainer(cfg, digits16)
+    trainer.fit()
+    return cfg, trainer.export_base()
+
+
+def test_unprepare_gives_the_fake_quantized_network_without_its_quantization(trained, digits16):
+    """torch.ao's prepared model with fake quantization off computes conv + BN in float: the plain network
+    holding its weights must compute the same."""
+    from torch.ao.quantization import disable_fake_quant, disable_observer
+
+    cfg, model = trained
+    shape = (digits16.in_channels, digits16.resolution, digits16.resolution)
+    prepared = prepare_qat(model, shape)
+    assert sum(isinstance(m, nn.BatchNorm2d) for m in prepared.modules()) == sum(
+        isinstance(m, nn.BatchNorm2d) for m in model.modules())  # every BN folded into its conv, kept inside
+    trainer = Trainer(dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, epochs=1, lr=1e-3,
+                                                                            channels_last=False)),
+                      digits16, mode="baseline", base=FakeQuantNet(prepared), local=True)
+    trainer.train_epoch()  # weights and BN statistics move
+    prepared.apply(disable_fake_quant).apply(disable_observer).eval()
+    plain = unprepare(prepared, model)
+    x = next(iter(trainer.batcher.batches(digits16.test, 128)))[0]
+    with torch.no_grad():
+        ours, theirs, before = plain(x), prepared(x), model(x)
+    assert torch.allclose(ours, theirs, atol=1e-5, rtol=1e-4)
+    assert not torch.allclose(ours, before, atol=1e-3)  # the fine-tuning changed the network
+
+
+def test_int8_model_scores_ptq_and_qat_on_val_and_test(trained, digits16, tmp_path):
+    cfg, model = trained
+    cfg = dataclasses.replace(cfg, deploy=dataclasses.replace(cfg.deploy, qat_epochs=1, qat_threshold=-1.0,
+                                                              calib_images=128))
+    batcher = make_batcher(digits16, cfg.data)
+    got = int8_model(model, cfg, digits16, batcher, tmp_path / "m")
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(digits16.test, 256)])
+    labels = np.concatenate(ys)
+    kept = onnx_logits(tmp_path / "m.int8.onnx", xs).argmax(1)
+    fp32 = onnx_logits(tmp_path / "m.onnx", xs).argmax(1)
+    assert got["int8_test_top1"] == pytest.approx((kept == labels).mean(), abs=1e-12)
+    assert got["fp32_onnx_test_top1"] == pytest.approx((fp32 == labels).mean(), abs=1e-12)
+    assert got["int8_test_agreement"] == pytest.approx((kept == fp32).mean(), abs=1e-12)
+    assert got["qat_test_top1"] is not None  # a threshold below 0 always runs QAT
+    method = "qat" if got["qat_val_top1"] >= got["ptq_val_top1"] else "ptq"  # the choice is made on val
+    assert got["int8_method"] == method and got["int8_test_top1"] == got[f"{method}_test_top1"]
+    assert abs(got["int8_test_top1"] - got["fp32_onnx_test_top1"]) <= 0.03
+    assert got["calib_images"] == 128
+
+
+def test_calibration_larger_than_the_training_split_names_the_key(digits16):
+    with pytest.raises(UserError, match=r"^deploy.calib_images: 5000 exceeds the \d+ images of the training split"):
+        calibration_set(digits16, 5000, 0)
+    picked = calibration_set(digits16, 100, 0)
+    assert len(picked) == 100 and len(calibration_set(digits16, 100, 1)) == 100
+    assert torch.equal(picked.images, calibration_set(digits16, 100, 0).images)  # fixed by the split seed
+
+
+def test_tflite_int8_matches_its_own_scores(trained, digits16, tmp_path):
+    """The optional extra: an int8 .tflite with int8 weights whose accuracy stays near fp32."""
+    pytest.importorskip("litert_torch")
+    from netaug.train.tflite import export_tflite_int8, tflite_logits
+
+    cfg, model = trained
+    batcher = make_batcher(digits16, cfg.data)
+    calibration = [x.numpy() for x, _ in batcher.batches(calibration_set(digits16, 128, 0), 64)]
+    path = export_tflite_int8(model, tmp_path / "m.tflite", (1, 16, 16), calibration)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(digits16.test, 256)])
+    labels = np.concatenate(ys)
+    with torch.no_grad():
+        fp32 = np.concatenate([model(torch.from_numpy(x)).numpy() for x in xs]).argmax(1)
+    pred = tflite_logits(path, xs).argmax(1)
+    assert abs((pred == labels).mean() - (fp32 == labels).mean()) <= 0.03
+    assert (pred == fp32).mean() >= 0.9
+    fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
+    assert path.stat().st_size < fp32_bytes / 2  # int8 weights, not float

@@ -91,15 +91,16 @@ class Trainer:
 
     def __init__(self, cfg: SpaceConfig, data: DataSplits, mode: str | None = None,
                  arch_log: Callable[[dict], None] | None = None, base: InvertedResidualNet | None = None,
-                 largest: ConfigLike | None = None, micro_batches: int = 1) -> None:
+                 largest: ConfigLike | None = None, micro_batches: int = 1, local: bool = False) -> None:
         """`base` trains a given network (e.g. an SPOS path exported as a static model) instead of
         cfg.model; `largest` (e.g. a searched a*) replaces "every layer at r" as the largest augmented
         model: the teacher, and the ceiling of every sampled augmented model. `micro_batches` splits
         each step's batch into that many chunks and averages their gradients: what N data-parallel
         workers compute on one global batch (BatchNorm statistics per chunk included), in the same
-        floating-point order as their all-reduce."""
+        floating-point order as their all-reduce. `local` trains in this process alone, even inside a
+        data-parallel group (rank 0's quantization-aware fine-tuning)."""
         self.mode = mode or cfg.training.mode
-        self.rank, self.world = data_parallel_world()
+        self.rank, self.world = (0, 1) if local else data_parallel_world()
         if self.world > 1:  # linear scaling rule: the global batch is world x batch_size
             cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, lr=cfg.training.lr * self.world))
         self.micro_batches = micro_batches

@@ -1,0 +1,119 @@
+"""fp32 against int8 for the delivered model of a run: test top-1 and images/s with onnxruntime on CPU.
+
+    python bench/int8.py runs/<time>            # a finished main job's run directory
+    python bench/int8.py runs/<time> --threads 1 --repeats 5
+
+Rows: fp32 ONNX (onnxruntime, all graph optimisations); int8 QDQ as the accuracy figures are
+measured (basic optimisations: each DequantizeLinear -> op -> QuantizeLinear in float, what an int8
+kernel with int32 accumulation computes); int8 with onnxruntime's fused integer kernels (QLinearConv),
+whose u8 x s8 products saturate at int16 on x86 CPUs without VNNI; and the int8 TFLite model when the
+run wrote one and ai-edge-litert is installed. Speed is the median over repeats of the whole test
+split at batch 1 and at batch 256, interleaved so that machine noise hits every row alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from netaug.config import SpaceConfig, from_dict  # noqa: E402
+from netaug.errors import UserError  # noqa: E402
+
+
+def session(path: Path, fused: bool, threads: int):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = options.inter_op_num_threads = threads
+    if not fused:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def batches_of(x: np.ndarray, size: int) -> list[np.ndarray]:
+    return [np.ascontiguousarray(x[i:i + size]) for i in range(0, len(x), size)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("run", type=Path, help="run directory of a finished main job (holds final/model.json)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test split per row")
+    args = parser.parse_args(argv)
+    try:
+        info_path = args.run / "final" / "model.json"
+        if not info_path.is_file():
+            raise UserError(f"run: {info_path} is missing; pass the directory of a finished main job")
+        info = json.loads(info_path.read_text())
+        if "int8" not in info:
+            raise UserError(f"run: {info_path} has no int8 model (the run had deploy.int8 false)")
+        cfg = from_dict(SpaceConfig, json.loads((args.run / "space.json").read_text()))
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from netaug.data import load_data, make_batcher
+
+    data = load_data(cfg.data)
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in make_batcher(data, cfg.data).batches(data.test, 512)])
+    x, labels = np.concatenate(xs), np.concatenate(ys)
+    final = args.run / "final"
+    rows: dict[str, object] = {
+        "fp32 onnx": session(final / "model.onnx", True, args.threads),
+        "int8 onnx (accuracy path)": session(final / "model.int8.onnx", False, args.threads),
+        "int8 onnx (fused QLinear kernels)": session(final / "model.int8.onnx", True, args.threads),
+    }
+    tflite = final / "model.int8.tflite"
+    if tflite.is_file():
+        try:
+            import ai_edge_litert  # noqa: F401
+
+            rows["int8 tflite (ai-edge-litert)"] = tflite
+        except ImportError:
+            print(f"note: {tflite} not timed: ai-edge-litert is not installed (pip install -e '.[tflite]')")
+
+    def run(what, batch: int) -> np.ndarray:
+        if isinstance(what, Path):
+            from netaug.train.tflite import tflite_logits
+
+            return tflite_logits(what, batches_of(x, batch))
+        return np.concatenate([what.run(None, {"input": b})[0] for b in batches_of(x, batch)])
+
+    reference = run(rows["fp32 onnx"], 256).argmax(1)
+    print(f"{info['arm']} seed {info['seed']} of {args.run}: {len(x)} test images, {args.threads} thread(s), "
+          f"median of {args.repeats}")
+    times: dict[tuple[str, int], list[float]] = {}
+    top1: dict[str, tuple[float, float]] = {}
+    for name, what in rows.items():
+        pred = run(what, 256).argmax(1)  # warm-up and accuracy
+        top1[name] = (float((pred == labels).mean()), float((pred == reference).mean()))
+    for _ in range(args.repeats):
+        for name, what in rows.items():
+            for batch in (1, 256):
+                if isinstance(what, Path) and batch == 256:
+                    continue  # the TFLite model's batch is 1
+                start = time.perf_counter()
+                run(what, batch)
+                times.setdefault((name, batch), []).append(time.perf_counter() - start)
+    base = top1["fp32 onnx"][0]
+    print(f"{'model':<36}{'test top-1':>11}{'vs fp32':>9}{'agrees':>8}{'img/s b=1':>11}{'img/s b=256':>13}")
+    for name in rows:
+        acc, agree = top1[name]
+        speed = [f"{len(x) / statistics.median(times[(name, b)]):.0f}" if (name, b) in times else "-"
+                 for b in (1, 256)]
+        print(f"{name:<36}{acc:>11.4f}{(acc - base) * 100:>+8.2f} {agree:>7.2%}{speed[0]:>11}{speed[1]:>13}")
+    print(f"model.json: int8 test top-1 {info['int8']['test_top1']:.4f} ({info['int8']['method']}), "
+          f"peak SRAM {info['memory']['true_peak_bytes_int8'] / 1024:.1f} KiB, "
+          f"flash {info['memory']['flash_bytes_int8'] / 1024:.1f} KiB")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
