@@ -2,6 +2,7 @@
 
     python bench/int8.py runs/<time>            # a finished main job's run directory
     python bench/int8.py runs/<time> --threads 1 --repeats 5
+    python bench/int8.py --memory               # true peak SRAM vs the per-layer figure, built-in models
 
 Rows: fp32 ONNX (onnxruntime, all graph optimisations); int8 QDQ as the accuracy figures are
 measured (basic optimisations: each DequantizeLinear -> op -> QuantizeLinear in float, what an int8
@@ -42,12 +43,40 @@ def batches_of(x: np.ndarray, size: int) -> list[np.ndarray]:
     return [np.ascontiguousarray(x[i:i + size]) for i in range(0, len(x), size)]
 
 
+def memory_table(resolutions: list[int]) -> None:
+    """Per-layer peak (one layer's input + output) against the true peak (execution-order walk, shortcuts
+    alive) for MobileNetV2-Tiny and MCUNet, ImageNet-style (3 x R x R input, 1000 classes), int8 bytes."""
+    import tempfile
+
+    from netaug.models import build_model
+    from netaug.train.deploy import export_onnx, peak_activation
+    from netaug.train.quantize import true_peak
+
+    print(f"{'model':<18}{'input':>8}{'per-layer KiB':>15}{'  at':<34}{'true peak KiB':>15}  at")
+    for name in ("mobilenetv2_tiny", "mcunet"):
+        for r in resolutions:
+            model = build_model(name, 1000, 3, resolution=r).eval()
+            per_layer, layer = peak_activation(model, (3, r, r))
+            with tempfile.TemporaryDirectory() as tmp:
+                peak = true_peak(export_onnx(model, Path(tmp) / "m.onnx", (3, r, r)))
+            print(f"{name:<18}{r:>8}{per_layer / 1024:>15.1f}  {layer:<32}{peak.bytes(1) / 1024:>15.1f}  {peak.node}")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("run", type=Path, help="run directory of a finished main job (holds final/model.json)")
+    parser.add_argument("run", type=Path, nargs="?", help="run directory of a finished main job (final/model.json)")
+    parser.add_argument("--memory", action="store_true", help="only the true-peak table of the built-in models")
+    parser.add_argument("--tflite", action="store_true", help="also convert the delivered model to int8 TFLite (in "
+                        "a temporary folder) when the run has none; needs the `tflite` extra")
+    parser.add_argument("--resolutions", type=int, nargs="+", default=[96, 144, 160], help="--memory input sides")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test split per row")
     args = parser.parse_args(argv)
+    if args.memory:
+        memory_table(args.resolutions)
+        return 0
+    if args.run is None:
+        parser.error("pass a run directory, or --memory")
     try:
         info_path = args.run / "final" / "model.json"
         if not info_path.is_file():
@@ -71,6 +100,18 @@ def main(argv: list[str] | None = None) -> int:
         "int8 onnx (fused QLinear kernels)": session(final / "model.int8.onnx", True, args.threads),
     }
     tflite = final / "model.int8.tflite"
+    if args.tflite and not tflite.is_file():  # build one beside the run, from the delivered model
+        import tempfile
+
+        from netaug.train.export import load_exported
+        from netaug.train.int8 import calibration_set
+        from netaug.train.tflite import export_tflite_int8
+
+        model, _ = load_exported(final / "model.pt")
+        calibration = [b.numpy() for b, _ in make_batcher(data, cfg.data).batches(
+            calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed), 64)]
+        tflite = Path(tempfile.mkdtemp()) / "model.int8.tflite"
+        export_tflite_int8(model, tflite, tuple(x.shape[1:]), calibration)
     if tflite.is_file():
         try:
             import ai_edge_litert  # noqa: F401

@@ -6,7 +6,10 @@ import logging
 import os
 from pathlib import Path
 
-from netaug.config import ResourcesConfig
+from netaug.config import ResourcesConfig, SpaceConfig
+from netaug.errors import UserError
+
+DRIVER_CPU = 0.01  # a Tune trial that only drives Train workers (Tune refuses an empty request)
 
 
 def start_ray(address: str | None, dashboard: bool, quiet: bool = False) -> str | None:
@@ -63,11 +66,65 @@ def token_hint() -> str:
     return " (it asks for a token: paste the output of `ray get-auth-token`)"
 
 
-def resources_for(rc: ResourcesConfig) -> dict[str, float]:
-    """Ray resources of one trial or worker; `gpu: null` takes one GPU when the cluster has any."""
-    import ray
-
+def resources_for(rc: ResourcesConfig, total: dict[str, float] | None = None) -> dict[str, float]:
+    """Ray resources of one trial or worker; `gpu: null` takes one GPU when the cluster (Ray's
+    cluster_resources(), or `total`) has any."""
     gpu = rc.gpu
     if gpu is None:
-        gpu = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        if total is None:
+            import ray
+
+            total = ray.cluster_resources()
+        gpu = 1.0 if total.get("GPU", 0) >= 1 else 0.0
     return {"cpu": rc.cpu, "gpu": gpu}
+
+
+def stage_request(cfg: SpaceConfig, stage: str, total: dict[str, float] | None = None
+                  ) -> tuple[dict[str, float], str, int, ResourcesConfig]:
+    """What one trial of `stage` (or the search's actors together) needs at once, concurrency aside:
+    ({"cpu", "gpu"}, how it adds up, workers, resources)."""
+    section = getattr(cfg, stage)
+    workers, rc = section.workers, section.resources
+    one = resources_for(rc, total)
+    if stage == "search":
+        what = f"search.workers={workers} x search.resources.cpu={rc.cpu:g}"
+        return {"cpu": workers * one["cpu"], "gpu": workers * one["gpu"]}, what, workers, rc
+    if workers <= 1:
+        return one, f"{stage}.resources.cpu={rc.cpu:g}", workers, rc
+    what = f"{stage}.workers={workers} x {stage}.resources.cpu={rc.cpu:g} + {DRIVER_CPU:g} for the trial's driver"
+    return {"cpu": workers * one["cpu"] + DRIVER_CPU, "gpu": workers * one["gpu"]}, what, workers, rc
+
+
+def check_fit(cfg: SpaceConfig, stages: tuple[str, ...], total: dict[str, float] | None = None) -> None:
+    """Exit-2 error (UserError) naming the keys when a stage asks for more than the whole cluster has: Ray
+    would wait for it forever. `total`: Ray's cluster_resources() (read when not given)."""
+    import math
+
+    if total is None:
+        import ray
+
+        total = ray.cluster_resources()
+    cpus, gpus = float(total.get("CPU", 0)), float(total.get("GPU", 0))
+    for stage in stages:
+        if not hasattr(getattr(cfg, stage, None), "resources"):
+            continue
+        need, what, workers, rc = stage_request(cfg, stage, total)
+        extra = DRIVER_CPU if workers > 1 and stage != "search" else 0.0
+        if need["cpu"] > cpus + 1e-9:
+            fixes = []
+            if workers > 1:
+                per = math.floor((cpus - extra) / workers * 100) / 100
+                if per > 0:
+                    fixes.append(f"{stage}.resources.cpu={per:g}")
+                most = int((cpus - extra) // rc.cpu)
+                if most >= 1:
+                    fixes.append(f"{stage}.workers={most}")
+            elif cpus > 0:
+                fixes.append(f"{stage}.resources.cpu={cpus:g}")
+            raise UserError(f"{stage}.resources: {what} = {need['cpu']:g} CPUs, but the cluster has {cpus:g}; "
+                            + ("it fits with " + " or ".join(fixes) if fixes else "add CPUs to the cluster"))
+        if need["gpu"] > gpus + 1e-9:
+            most = int(gpus // (need["gpu"] / max(1, workers))) if need["gpu"] else 0
+            fix = (f"{stage}.workers={most}" if workers > 1 and most >= 1 else f"{stage}.resources.gpu=0")
+            raise UserError(f"{stage}.resources: {workers} x {stage}.resources.gpu = {need['gpu']:g} GPUs, but the "
+                            f"cluster has {gpus:g}; it fits with {fix}")

@@ -24,10 +24,9 @@ from ray import tune
 
 from netaug.config import ResourcesConfig
 from search.checkpoints import trainer_checkpoint
-from search.cluster import resources_for
+from search.cluster import DRIVER_CPU, resources_for
 
 CHECKPOINT_PATH_KEY = "checkpoint_path"  # what TuneReportCallback adds to the metrics
-DRIVER_CPU = 0.01  # a Tune trial that only drives Train workers (Tune refuses an empty request)
 
 
 @dataclass

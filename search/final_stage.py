@@ -290,6 +290,10 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
         arms = [Arm(**a) for a in json.loads((path / ARMS_FILE).read_text())]
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
         return tuner.fit(), arms
+    if cfg.deploy.int8:  # before any trial trains: a calibration set larger than the training split is bad input
+        from netaug.train.int8 import calibration_set
+
+        calibration_set(cached_data(cfg), cfg.deploy.calib_images, cfg.data.split_seed)
     winner = winner_of(run_dir, cfg) if set(cfg.final.arms) != {"baseline"} else None
     arms = arms_for(cfg, winner)
     path.mkdir(parents=True, exist_ok=True)
@@ -315,7 +319,8 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
 
 def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dict]]:
     """(final.parquet rows, epochs.parquet rows) from the final stage's ResultGrid."""
-    from search.results import epoch_rows_of, error_text, trial_id_of
+    from search.results import epoch_rows_of
+    from search.trials import error_text, trial_id_of
 
     by_name = {a.name: a for a in arms}
     rows, epoch_rows = [], []

@@ -7,9 +7,12 @@ import time
 
 from ray.tune import Callback
 
+WAIT_NOTICE_S = 15.0  # pending trials and none running for this long: say that they wait for resources
+
 
 class LineReporter(Callback):
-    """Prints `[stage] trial epoch k/E key value ...` for every reported result, and trial ends."""
+    """Prints `[stage] trial epoch k/E key value ...` for every reported result, and trial ends; and, when
+    trials are pending with none running, a line every WAIT_NOTICE_S seconds saying what they wait for."""
 
     def __init__(self, stage: str, keys: tuple[str, ...], total_epochs: int | None = None) -> None:
         self.stage = stage
@@ -17,6 +20,26 @@ class LineReporter(Callback):
         self.total = total_epochs
         self.start = time.perf_counter()
         self.last_epoch: dict[str, int] = {}
+        self.waiting_since: float | None = None
+        self.last_notice = 0.0
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        pending = [t for t in trials if t.status == "PENDING"]
+        if not pending or any(t.status == "RUNNING" for t in trials):
+            self.waiting_since = None
+            return
+        now = time.perf_counter()
+        if self.waiting_since is None:
+            self.waiting_since = now
+        elif now - self.waiting_since >= WAIT_NOTICE_S and now - self.last_notice >= WAIT_NOTICE_S:
+            import ray
+
+            self.last_notice = now
+            free = ray.available_resources()
+            need = getattr(getattr(pending[0], "placement_group_factory", None), "required_resources", None)
+            needs = f"one needs {_fmt(need)}, " if need else ""
+            self._print(f"waiting for resources: {len(pending)} trial(s) pending, none running for "
+                        f"{now - self.waiting_since:.0f}s; {needs}the cluster has {_fmt(free)} free")
 
     def _print(self, text: str) -> None:
         print(f"[{self.stage} {time.perf_counter() - self.start:7.1f}s] {text}", file=sys.stdout, flush=True)
@@ -37,3 +60,8 @@ class LineReporter(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._print(f"{trial.trial_id} failed (Tune retries it from its last checkpoint if failures are left)")
+
+
+def _fmt(resources: dict) -> str:
+    keys = [k for k in ("CPU", "GPU") if resources.get(k)] or ["CPU"]
+    return ", ".join(f"{float(resources.get(k, 0)):g} {k}" for k in keys)

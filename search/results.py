@@ -7,7 +7,6 @@ Each is written to a temporary name and renamed, so readers never see half a fil
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,6 +18,7 @@ from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.evaluation import KS, PREDICTIONS_SCHEMA, TEST_METRICS
 from search.sweep_stage import EXPERIMENT
+from search.trials import error_text, trial_id_of
 
 TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
@@ -51,23 +51,6 @@ def epoch_rows_of(df, trial_id: str, stage: str, arm: str | None = None, seed: i
         return []
     df = df.dropna(subset=["epoch"]).drop_duplicates(subset=["epoch"], keep="last").sort_values("epoch")
     return [epoch_row(trial_id, stage, rec, arm, seed) for rec in df.to_dict("records")]
-
-
-def trial_id_of(result) -> str:
-    if result.metrics and result.metrics.get("trial_id"):
-        return result.metrics["trial_id"]
-    match = re.match(r"(?:sweep|final)_trial_([0-9a-f]+(?:_\d{5})?)_", Path(result.path).name)
-    return match.group(1) if match else Path(result.path).name
-
-
-def error_text(error: BaseException | None) -> str | None:
-    if error is None:
-        return None
-    cause = error
-    while getattr(cause, "cause", None) is not None:  # Tune wraps the trial's exception
-        cause = cause.cause
-    lines = [ln for ln in str(cause).strip().splitlines() if ln.strip()]
-    return lines[-1][:500] if lines else type(cause).__name__
 
 
 def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | None = None

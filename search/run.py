@@ -57,6 +57,9 @@ def stages_of(args: argparse.Namespace, cfg: SpaceConfig) -> tuple[str, ...]:
     return STAGES if cfg.sweep.largest == "searched" else ("sweep", "final")
 
 
+CHEAP_TO_LOAD = ("digits", "idx", "fashion-mnist")  # datasets whose training split is counted in a second at start
+
+
 def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...]]:
     """Validate everything that can be checked before Ray starts."""
     cfg = load_space(args.space, args.overrides)
@@ -82,6 +85,11 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
     if parallel and args.no_dashboard and args.address is None:
         raise UserError(f"--no-dashboard: data-parallel trials ({', '.join(parallel)}) need the local dashboard: "
                         "Ray Train frees the workers of a trial Tune stopped through its State API")
+    if "final" in stages and cfg.deploy.int8 and cfg.data.loader == "memory" and cfg.data.name in CHEAP_TO_LOAD:
+        from netaug.data import load_data
+        from netaug.train.int8 import calibration_set
+
+        calibration_set(load_data(cfg.data), cfg.deploy.calib_images, cfg.data.split_seed)  # the size, now
     for stage in ("supernet", "sweep", "final"):
         if stage in stages and (run_dir / stage).exists() and not args.resume:
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "
@@ -137,13 +145,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages: tuple[str, ...]) -> int:
-    from search.cluster import start_ray
+    from search.cluster import check_fit, start_ray
 
     run_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(run_dir / "space.json") as tmp:
         tmp.write_text(json.dumps(cfg.to_dict(), indent=2) + "\n")
     start = time.perf_counter()
     start_ray(args.address, dashboard=not args.no_dashboard)
+    check_fit(cfg, stages)  # a request the cluster can never grant would wait forever
     print(f"run: {run_dir} | stages: {' -> '.join(stages)} | TensorBoard: tensorboard --logdir {run_dir}",
           flush=True)
     if "supernet" in stages:

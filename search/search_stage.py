@@ -94,9 +94,10 @@ class RayScorer:
 def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None = None,
                method: str | None = None) -> SearchOutcome:
     """Search the (r, s) grid of the supernet in `run_dir`; append archs.parquet; write search.json."""
+    from netaug.augment.supernet import build_supernet
     from netaug.data import load_data
     from netaug.models import profile_macs
-    from netaug.spos.supernet import build_supernet, same_supernet
+    from netaug.spos.supernet import same_supernet
     from netaug.train.trainer import build_base
 
     r, s = grid or cfg.search_grid()

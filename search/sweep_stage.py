@@ -210,7 +210,7 @@ def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
     """Test metrics and predictions for trials stopped early (in parallel Ray tasks), by trial id."""
     import ray
 
-    from search.results import trial_id_of
+    from search.trials import trial_id_of
 
     res = resources_for(cfg.sweep.resources)
     task = ray.remote(evaluate_stopped_trial).options(num_cpus=res["cpu"], num_gpus=res["gpu"])

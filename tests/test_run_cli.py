@@ -66,7 +66,9 @@ BAD_SPACES = [
     ({"final": {"workers": 2}}, "--no-dashboard"),  # data-parallel trials need the dashboard's State API
     ({"data": {"loader": "stream"}}, "data.loader"),  # digits are not streamed
     ({"data": {"name": "shards", "root": "/"}}, "data.loader"),
-]
+    ({"deploy": {"calib_images": 100000}}, "deploy.calib_images: 100000 exceeds the"),
+    ({"deploy": {"calib_images": 0}}, "deploy.calib_images"),
+] + ([] if importlib.util.find_spec("litert_torch") else [({"deploy": {"tflite": True}}, "deploy.tflite: needs")])
 
 
 @pytest.mark.parametrize("space,key", BAD_SPACES, ids=[f"{i}-{k}" for i, (_, k) in enumerate(BAD_SPACES)])
@@ -239,3 +241,17 @@ def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
     assert sorted(m for m in preds["model"].unique() if m.startswith("final:")) == sorted(
         f"final:{a}:s{s}" for a in ("winner", "baseline", "netaug_fixed") for s in (0, 1))
     assert (out / "final" / "model.onnx").is_file() and "delivered:" in text
+
+
+def test_a_stage_asking_more_than_the_cluster_has_exits_2_once_ray_is_up(tmp_path):
+    """Ray would wait forever for it: one line naming the key and what would fit, exit 2, no trial started."""
+    out = tmp_path / "run"
+    space = str(ROOT / "spaces" / "mbv2.yaml")
+    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", space, "--out", str(out),
+                           "--no-dashboard", "--set", "supernet.resources.cpu=1024"],
+                          capture_output=True, text=True, timeout=180)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert re.fullmatch(r"error: supernet\.resources: supernet\.resources\.cpu=1024 = 1024 CPUs, but the cluster has "
+                        r"(\d+); it fits with supernet\.resources\.cpu=\1", lines[0]), lines[0]
+    assert not (out / "supernet").exists() and "Traceback" not in proc.stderr

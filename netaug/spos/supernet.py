@@ -6,18 +6,10 @@ from collections.abc import Sequence
 
 import torch
 
-from netaug.augment import AugmentedNet, augment, width_multipliers
 from netaug.config import SpaceConfig
 from netaug.data import DataSplits, make_batcher
 from netaug.spos.search import LocalScorer, Score
 from netaug.train.evaluate import evaluate
-
-
-def build_supernet(cfg: SpaceConfig, base: torch.nn.Module) -> AugmentedNet:
-    """Per-stage widths on the grid 1..r_max and per-block expands on 1..e_max (s + 1 points each)."""
-    sn = cfg.supernet
-    return augment(base, width_multipliers(cfg.r_max(), sn.s), width_multipliers(sn.e_max, sn.s),
-                   cfg.netaug.mid_width, cfg.netaug.init)
 
 
 def supernet_scorer(cfg: SpaceConfig, data: DataSplits, state: dict) -> LocalScorer:

@@ -4,7 +4,7 @@ For every final model: export fp32 ONNX, quantize it with onnxruntime (netaug.tr
 `deploy.calib_images` un-augmented training images, score both on val and test with onnxruntime.
 When `deploy.qat_epochs` > 0 and PTQ loses more than `deploy.qat_threshold` points of val top-1,
 fine-tune with fake quantization (netaug.train.qat) and quantize again; the int8 model kept is the
-one with the better int8 val top-1 (test plays no part in any choice).
+QAT one only when its int8 val top-1 beats PTQ's (test plays no part in any choice).
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, st
         qat_fp32 = export_onnx(tuned, stem.with_suffix(".qat.onnx"), shape)
         qat_path = quantize_int8(qat_fp32, stem.with_suffix(".qat.int8.onnx"), calibration)
         qat = score(qat_path, val, test)
-        if qat.val_top1 >= ptq.val_top1:
+        if qat.val_top1 > ptq.val_top1:  # QAT changes the weights: it must earn its place on val
             kept, method = qat, "qat"
             qat_path.replace(int8_path)
     return {

@@ -87,7 +87,7 @@ class MemoryPeak:
     """The largest set of buffers alive at once, for one image, and where it happens."""
 
     peak_elements: int
-    node: str  # the op and the weight it reads (e.g. "Conv blocks.3.depthwise.conv.weight")
+    node: str  # the op and the module it came from (e.g. "Conv blocks.3.depthwise.conv")
     live: list[str]  # the buffers alive at the peak (tensor names)
 
     def bytes(self, bytes_per_element: int) -> int:
@@ -140,6 +140,15 @@ def true_peak(path: str | Path) -> MemoryPeak:
         if total > best[0]:
             best = (total, i, live)
     total, i, live = best
-    node = graph.node[i] if i >= 0 else None
-    label = "-" if node is None else " ".join([node.op_type, *[t for t in node.input if t in weights][:1]])
-    return MemoryPeak(total, label, live)
+    return MemoryPeak(total, _label(graph.node[i], weights) if i >= 0 else "-", live)
+
+
+def _label(node, weights: set[str]) -> str:
+    """"Conv blocks.2.depthwise.conv": the op and the module it came from (its weight's name, or the
+    TorchScript exporter's node scope "/blocks.2/depthwise/conv/Conv" when BN folding renamed the weight)."""
+    weight = next((t for t in node.input if t in weights), None)
+    if weight is not None and not weight.startswith("onnx::"):
+        return f"{node.op_type} {weight.removesuffix('.weight')}"
+    if node.name.startswith("/") and node.name.count("/") > 1:
+        return f"{node.op_type} " + ".".join(node.name.strip("/").split("/")[:-1])
+    return f"{node.op_type} {node.name}".strip()

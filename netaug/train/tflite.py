@@ -8,6 +8,7 @@ runs it. All three come with the optional extra `tflite` (pip install -e '.[tfli
 
 from __future__ import annotations
 
+import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -42,7 +43,15 @@ def export_tflite_int8(model: nn.Module, path: str | Path, input_shape: tuple[in
         q.load_quantization_recipe(recipe.static_wi8_ai8())
         samples = [{input_name: np.ascontiguousarray(x[i:i + 1], dtype=np.float32)} for x in calibration
                    for i in range(len(x))]
-        result = q.quantize(q.calibrate({signature: samples}), enable_progress_report=False)
+        quiet = os.environ.get("TQDM_DISABLE")
+        os.environ["TQDM_DISABLE"] = "1"  # ai-edge-quantizer's calibration progress bar
+        try:
+            result = q.quantize(q.calibrate({signature: samples}), enable_progress_report=False)
+        finally:
+            if quiet is None:
+                os.environ.pop("TQDM_DISABLE")
+            else:
+                os.environ["TQDM_DISABLE"] = quiet
         with atomic_path(path) as tmp:
             tmp.write_bytes(result.quantized_model)
     return path

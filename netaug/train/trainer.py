@@ -118,7 +118,7 @@ class Trainer:
         self.autocast_dtype = torch.bfloat16 if t.bf16 and self.device.type == "cuda" else None
         base = base if base is not None else build_base(cfg, data)
         if self.mode == self.SUPERNET:
-            from netaug.spos.supernet import build_supernet
+            from netaug.augment.supernet import build_supernet
 
             model: nn.Module = build_supernet(cfg, base)
         elif self.mode != "baseline":
