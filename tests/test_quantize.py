@@ -49,21 +49,19 @@ def test_true_peak_keeps_the_shortcut_alive_across_the_block(tmp_path):
     assert peak_activation(model, (c, h, h))[0] == 8 * c * h * h
 
 
-def test_ptq_gives_int8_weights_and_keeps_the_accuracy(tmp_path, digits16, fast_cfg):
-    fast_cfg.training.epochs = 4
-    trainer = Trainer(fast_cfg, digits16, mode="baseline")
-    trainer.fit()
-    model = trainer.model.eval()
+def test_ptq_gives_int8_weights_and_keeps_the_accuracy(tmp_path, digits16, trained):
+    cfg, model = trained
+    batcher = make_batcher(digits16, cfg.data)
     shape = (digits16.in_channels, digits16.resolution, digits16.resolution)
     fp32 = export_onnx(model, tmp_path / "model.onnx", shape)
-    calibration = [x.numpy() for _, (x, _y) in zip(range(4), trainer.batcher.batches(
+    calibration = [x.numpy() for _, (x, _y) in zip(range(4), batcher.batches(
         digits16.train, 64, shuffle=True, generator=torch.Generator().manual_seed(5)))]
     int8 = quantize_int8(fp32, tmp_path / "model.int8.onnx", calibration)
     sizes = initializer_bytes(int8)
     conv_weights = sum(m.weight.numel() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)))
     assert sizes.get("INT8", 0) >= conv_weights  # every conv and linear weight is stored as int8
     assert sizes.get("INT8", 0) > sizes.get("FLOAT", 0)
-    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in trainer.batcher.batches(digits16.test, 256)])
+    xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(digits16.test, 256)])
     labels = np.concatenate(ys)
     ref = onnx_logits(fp32, xs)
     with torch.no_grad():
