@@ -1,8 +1,9 @@
 """`python analysis/compare.py RUN_DIR [RUN_DIR ...]`: a side-by-side table of several runs.
 
-For a sweep run: trials, the best trial (by the sweep's metric), its parameters, val and test top-1
-and test precision/recall/F1@1; then one row per final arm (mean ± std over seeds, and the paired
-difference in test top-1 against baseline with its interval and p-value). For bench/ablation.py's
+For a sweep run: trials, the best trial (by the sweep's metric), its parameters, the most important
+hyperparameter (Optuna's fANOVA on the run's study), val and test top-1 and test
+precision/recall/F1@1; then one row per final arm (mean ± std over seeds, and the paired difference
+in test top-1 against baseline with its interval and p-value). For bench/ablation.py's
 results.parquet (a file, or a folder holding one): mean ± std over seeds per mode. Works on runs in
 progress and on copied run directories.
 """
@@ -67,6 +68,17 @@ def final_rows(path: Path, run) -> list[dict]:
     return rows
 
 
+def most_important(run) -> str:
+    """The sweep's most important hyperparameter by Optuna's fANOVA on the run's study, with its share."""
+    from netaug.study import STUDY_FILE, importances, load_study
+
+    found, note = importances(load_study(run.path / "sweep" / STUDY_FILE))
+    if found is None:
+        return f"({note})" if (run.path / "sweep" / STUDY_FILE).exists() else "(no study file)"
+    top = next(iter(found))
+    return f"{top} ({found[top]:.2f})"
+
+
 def sweep_row(path: Path, run=None) -> dict:
     from analysis.load import load_run
 
@@ -79,6 +91,7 @@ def sweep_row(path: Path, run=None) -> dict:
     params = ", ".join(f"{k}={best[k]:.3g}" if isinstance(best[k], float) else f"{k}={best[k]}"
                        for k in SWEPT_PARAMS if k in best and pd.notna(best[k]))
     row["what"] = f"best {best['trial_id']}: {params}"
+    row["most_important"] = most_important(run)
     for m in ABLATION_METRICS:
         if m in best and pd.notna(best[m]):
             row[m] = f"{best[m]:.4f}"

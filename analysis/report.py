@@ -1,7 +1,8 @@
 """`python analysis/report.py RUN_DIR` writes RUN_DIR/report/ with report.md and PNG plots.
 
 Plots: base val top-1 per epoch (one line per trial); best-so-far over trials; each swept parameter
-against the metric; Optuna parameter importance from a study rebuilt from trials.parquet; SPOS
+against the metric; the sweep's hyperparameter importances (Optuna's fANOVA, on the run's study
+sweep/optuna.journal, or for older runs a study rebuilt from trials.parquet); SPOS
 candidates' MACs against inherited val accuracy with a* marked; precision/recall@k for k = 1..K of
 the best trial's base and augmented sub-models; per-class recall of the best base model. report.md
 names the best trial and compares modes when the run holds several. Works on a run in progress.
@@ -28,6 +29,7 @@ from analysis.topk import num_classes_of, topk_table  # noqa: E402
 from netaug.config import SWEPT_PARAMS  # noqa: E402
 from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
+from netaug.study import STUDY_FILE, importances, load_study  # noqa: E402
 
 FLOAT_PARAMS = ("r", "aug_loss_weight", "lambda_kd", "share_fraction")
 
@@ -149,23 +151,28 @@ def rebuild_study(run: Run, metric: str):
     return study
 
 
-def plot_importance(run: Run, metric: str, out: Path) -> tuple[str | None, str]:
-    import optuna
+def sweep_study(run: Run, metric: str):
+    """(the sweep's Optuna study, where it came from): the run's study file (sweep/optuna.journal), or
+    for runs from before it existed a study rebuilt from trials.parquet."""
+    study = load_study(run.path / "sweep" / STUDY_FILE)
+    if study is not None and metric == run.space.get("sweep", {}).get("metric", "val_top1"):
+        return study, f"the run's study sweep/{STUDY_FILE}"
+    return rebuild_study(run, metric), "a study rebuilt from trials.parquet"
 
-    study = rebuild_study(run, metric)
-    n = len(study.trials)
-    if n < 2:
-        return None, f"parameter importance needs at least 2 finished trials; this run has {n}"
-    try:
-        importance = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
-    except (RuntimeError, ValueError) as exc:
-        return None, f"parameter importance could not be computed: {exc}"
+
+def plot_importance(run: Run, metric: str, out: Path) -> tuple[str | None, str]:
+    """The sweep's hyperparameter importances (Optuna's fANOVA evaluator) as a bar chart."""
+    study, source = sweep_study(run, metric)
+    importance, note = importances(study)
+    if importance is None:
+        return None, f"{note} (from {source})"
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(importance)))
     names = list(importance)[::-1]
     ax.barh(names, [importance[k] for k in names], color="tab:green")
-    ax.set(xlabel="importance (fANOVA)", title=f"Optuna parameter importance for {metric} ({n} trials)")
-    return _save(fig, out / "param_importance.png"), f"fANOVA on {n} finished trials"
+    ax.set(xlabel="importance (fANOVA)", title=f"Optuna hyperparameter importance for {metric}")
+    top = next(iter(importance))
+    return _save(fig, out / "param_importance.png"), (f"{note}, from {source}; most important: {top} "
+                                                      f"({importance[top]:.2f})")
 
 
 def plot_spos(run: Run, out: Path) -> str | None:
@@ -391,9 +398,8 @@ def write_report(run: Run) -> Path:
     figures.append((plot_params(run, metric, out), f"Each swept parameter against the last reported {metric}; "
                     "colour is the epochs a trial ran (ASHA stops weak trials early, so compare like with like)."))
     name, note = plot_importance(run, metric, out)
-    figures.append((name, f"Optuna parameter importance, from a study rebuilt from trials.parquet ({note})."))
-    if name is None:
-        lines += [f"Parameter importance: {note}.", ""]
+    figures.append((name, f"Optuna hyperparameter importance ({note})."))
+    lines += [f"Hyperparameter importance: {note}.", ""]
     figures.append((plot_spos(run, out), "SPOS candidates: MACs against inherited val top-1 after BN "
                     "recalibration; stars are the a* each search chose."))
     if best is not None:

@@ -15,7 +15,9 @@ initialised the official way, and its weights are copied into ours (float64, one
 - NetAug steps through our `Trainer.step` (base + one sampled sub-network, SGD with Nesterov
   momentum and weight decay) against the official `train_one_epoch` body: one step, the sort, a
   second step, with `sort_momentum: stay` (the official behaviour) and `follow` (our default);
-- BN recalibration: `recalibrate_bn` against the official `reset_bn` on the same batches.
+- BN recalibration: `recalibrate_bn` against the official `reset_bn` on the same batches;
+- MobileNetV3 (width 0.35): parameters of the base and of the augmented twin against the official
+  `NetAugMobileNetV3`, and the base's logits, gradients and BN statistics with the official weights.
 
 It prints a table of the largest relative differences (|ours - official| / max |official|).
 """
@@ -77,8 +79,9 @@ def import_official(root: Path):
     import models.netaug.utils as netaug_utils  # noqa: PLC0415
     import utils  # noqa: PLC0415
 
-    return types.SimpleNamespace(TinyMobileNetV2=base.TinyMobileNetV2,
-                                 NetAugTinyMobileNetV2=netaug.NetAugTinyMobileNetV2), utils, netaug_utils
+    return types.SimpleNamespace(TinyMobileNetV2=base.TinyMobileNetV2, MobileNetV3=base.MobileNetV3,
+                                 NetAugTinyMobileNetV2=netaug.NetAugTinyMobileNetV2,
+                                 NetAugMobileNetV3=netaug.NetAugMobileNetV3), utils, netaug_utils
 
 
 def official_set_active(models, o_aug: nn.Module, kind: str, generator: torch.Generator) -> None:
@@ -161,6 +164,88 @@ def widths_seen(model: nn.Module, x: torch.Tensor) -> tuple[list[int], torch.Ten
         for h in hooks:
             h.remove()
     return seen, out
+
+
+# ---------------------------------------------------------------------------- MobileNetV3
+def mbv3_pairs(ours: nn.Module, official: nn.Module) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """(name, our tensor, the official tensor) for every MobileNetV3 parameter and BN buffer, layer by
+    layer (the SE layer registers after the point conv there and before the projection here, so
+    registration order does not pair them). The official head layer is a 1x1 conv, ours a linear layer."""
+    out: list[tuple[str, torch.Tensor, torch.Tensor]] = []
+
+    def conv_bn(name: str, dst, layer) -> None:
+        out.append((f"{name}.conv.weight", dst.conv.weight, layer.conv.weight))
+        out.extend((f"{name}.bn.{k}", getattr(dst.bn, k), getattr(layer.norm, k))
+                   for k in ("weight", "bias", "running_mean", "running_var"))
+
+    stem, first = official.backbone["input_stem"].op_list
+    conv_bn("stem", ours.stem, stem)
+    conv_bn("blocks.0.depthwise", ours.blocks[0].depthwise, first.conv.depth_conv)
+    conv_bn("blocks.0.project", ours.blocks[0].project, first.conv.point_conv)
+    blocks = [b.conv for stage in official.backbone["stages"] for b in stage.op_list]
+    for i, (mine, theirs) in enumerate(zip(ours.blocks[1:], blocks, strict=True), start=1):
+        conv_bn(f"blocks.{i}.expand", mine.expand, theirs.inverted_conv)
+        conv_bn(f"blocks.{i}.depthwise", mine.depthwise, theirs.depth_conv)
+        conv_bn(f"blocks.{i}.project", mine.project, theirs.point_conv)
+        if mine.se is not None:
+            for part, a, b in (("reduce", mine.se.reduce, theirs.se_layer.reduce_conv),
+                               ("expand", mine.se.expand, theirs.se_layer.expand_conv)):
+                out += [(f"blocks.{i}.se.{part}.weight", a.weight, b.weight),
+                        (f"blocks.{i}.se.{part}.bias", a.bias, b.bias)]
+    feature, _, head, classifier = official.head.op_list
+    conv_bn("feature_mix", ours.feature_mix, feature)
+    out += [("head.0.weight", ours.head[0].weight, head.conv.weight),
+            ("head.0.bias", ours.head[0].bias, head.conv.bias),
+            ("classifier.weight", ours.classifier.weight, classifier.linear.weight),
+            ("classifier.bias", ours.classifier.bias, classifier.linear.bias)]
+    return out
+
+
+def mbv3_rows(models, args) -> list[tuple[str, str, float | None]]:
+    """MobileNetV3 (width 0.35): sizes of base and augmented twin, and the base's logits, gradients and
+    BN statistics with the official weights copied in."""
+    from netaug.augment import augment
+    from netaug.models import build_model, count_params
+
+    official = models.MobileNetV3(width_mult=0.35, n_classes=args.classes)
+    with torch.no_grad():  # non-trivial BN statistics and biases, so that a mis-paired tensor shows
+        for p in official.parameters():
+            p.normal_(0, 0.1)
+        for m in official.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    ours = build_model("mobilenetv3", args.classes, 3, resolution=args.res, width_mult=0.35)
+    o_aug = models.NetAugMobileNetV3(official, EXPANDS, [1.0, 2.0, 3.0], args.classes)
+    aug = augment(ours, [1.0, 2.0, 3.0], EXPANDS)
+    count = count_params
+    rows = [("MobileNetV3 0.35: parameters", f"base {count(ours):,} ours vs {count(official):,} official; augmented "
+             f"(widths [1, 2, 3]) {count(aug):,} vs {count(o_aug):,}",
+             float(count(ours) != count(official) or count(aug) != count(o_aug)))]
+    pairs_ = mbv3_pairs(ours, official)
+    if len({id(t) for _, t, _ in pairs_}) != len(list(ours.parameters())) + 2 * len(layers(ours)["bn"]):
+        raise SystemExit("MobileNetV3: not every parameter and BN buffer is paired")
+    with torch.no_grad():
+        for _, t, u in pairs_:
+            t.copy_(u.reshape(t.shape))
+    x = torch.randn(args.batch, 3, args.res, args.res, generator=torch.Generator().manual_seed(args.seed + 1))
+    ours.eval(), official.eval()
+    rows.append(("MobileNetV3 0.35: logits (eval)", "official weights copied", rel(ours(x), official(x))))
+    ours.train(), official.train()
+    a, b = ours(x), official(x)
+    a.square().mean().backward()
+    b.square().mean().backward()
+    rows.append(("MobileNetV3 0.35: logits (train)", "batch statistics", rel(a, b)))
+    # relative to the largest official gradient: some are 0 up to rounding (a BN bias whose shift the next
+    # BN removes in training mode), and a per-tensor ratio of two rounding errors says nothing
+    scale = max(float(u.grad.abs().max()) for _, t, u in pairs_ if t.grad is not None)
+    grads = [(name, float((t.grad - u.grad.reshape(t.shape)).abs().max()) / scale)
+             for name, t, u in pairs_ if t.grad is not None]
+    rows.append(("MobileNetV3 0.35: gradients", f"{len(grads)} parameters, max |diff| / max |official gradient|",
+                 worst(grads)[0]))
+    stats = [(name, rel(t, u)) for name, t, u in pairs_ if "running" in name]
+    rows.append(("MobileNetV3 0.35: BN running stats", "after the training-mode pass", worst(stats)[0]))
+    return rows
 
 
 # ---------------------------------------------------------------------------- the checks
@@ -338,6 +423,8 @@ def main(argv: list[str] | None = None) -> None:
     recalibrate_bn(aug, batches)
     rows.append(("BN recalibration (base) vs official reset_bn", "running mean and var, every BN",
                  worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug) if "running" in n)[0]))
+
+    rows += mbv3_rows(models, args)
 
     print(f"official code: {root}; MobileNetV2-Tiny, widths {WIDTHS}, expands {EXPANDS}, {args.res} px, batch "
           f"{args.batch}, float64, 1 thread, torch {torch.__version__}; tolerance {args.tolerance:g} relative")

@@ -20,7 +20,7 @@ import yaml
 from netaug.errors import UserError
 
 DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")
-MODELS = ("mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet")
+MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")  # what a sweep may vary
@@ -73,16 +73,33 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["mobilenetv2_tiny", "mobilenetv2", "proxylessnas_mobile", "mcunet"] = opt(
-        "mobilenetv2_tiny", "base model: mobilenetv2_tiny, mobilenetv2, proxylessnas_mobile or mcunet")
-    width_mult: float = opt(1.0, "width multiplier (mobilenetv2, proxylessnas_mobile, mcunet)", gt=0, le=4)
+    name: Literal["mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet"] = opt(
+        "mobilenetv2_tiny", "base model: mobilenetv2_tiny, mobilenetv2, mobilenetv3, proxylessnas_mobile or mcunet")
+    width_mult: float = opt(1.0, "width multiplier (mobilenetv2, mobilenetv3, proxylessnas_mobile, mcunet)", gt=0,
+                            le=4)
     small_input: bool | None = opt(
         None, "keep stem and first stage at stride 1; null means automatic (input <= 64 px)")
     dropout: float = opt(0.0, "dropout before the classifier", ge=0, lt=1)
+    spec: str | None = opt(None, "a YAML file describing your own inverted-residual network (docs/spaces.md); "
+                           "replaces model.name")
+
+    @property
+    def label(self) -> str:
+        """What the model is called in logs and results: its name, or the spec file's name."""
+        return f"spec:{Path(self.spec).name}" if self.spec else self.name
 
     def check(self) -> None:
         if self.name == "mobilenetv2_tiny" and self.width_mult != 1.0:
             raise UserError("model.width_mult: mobilenetv2_tiny has a fixed width (0.35); leave it at 1.0")
+        if self.spec is not None:
+            if self.width_mult != 1.0:
+                raise UserError("model.width_mult: a model.spec file states its widths; leave width_mult at 1.0")
+            if self.small_input is not None:
+                raise UserError("model.small_input: a model.spec file states its strides; leave small_input null")
+            from netaug.models.spec_file import load_spec_file  # noqa: PLC0415  (models import nothing of config)
+
+            self.spec = str(Path(self.spec).expanduser().resolve())
+            load_spec_file(self.spec, 2, 3)  # every malformed field fails here, before any work starts
 
 
 @dataclass

@@ -259,7 +259,7 @@ def final_body(config: dict, session) -> None:
             model_file = Path(EXPERIMENT) / "models" / f"{arm.file_stem(seed)}.pt"
             base = trainer.export_base()
             save_exported(run_dir / model_file, base, data,
-                          {"model_name": cfg.model.name, "arm": arm.name, "mode": arm.mode, "seed": seed,
+                          {"model_name": cfg.model.label, "arm": arm.name, "mode": arm.mode, "seed": seed,
                            "classes": data.class_names(), "space": cfg.to_dict()})
             metrics["model_file"] = str(model_file)
             if cfg.deploy.int8:

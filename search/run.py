@@ -168,8 +168,9 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
         else:
             print_outcome(run_search(cfg, run_dir))
     if "sweep" in stages:
+        from netaug.study import load_study, most_important_line
         from search.results import summary_lines, write_results
-        from search.sweep_stage import finalize_stopped, metric_mode, run_sweep
+        from search.sweep_stage import finalize_stopped, metric_mode, record_study, run_sweep, study_path
 
         grid = run_sweep(cfg, run_dir, resume=args.resume)
         finished = grid.num_terminated + grid.num_errors
@@ -179,8 +180,11 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
         if late:
             print(f"evaluated {len(late)} trial(s) stopped early on test, from their last checkpoints", flush=True)
         paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
+        record_study(grid, cfg, run_dir)
         print("\n" + "\n".join(summary_lines(trials, *metric_mode(cfg))))
+        print(most_important_line(load_study(study_path(run_dir)), cfg.sweep.metric))
         print("results: " + ", ".join(str(p) for p in paths.values() if p.exists()))
+        print(f"study: optuna-dashboard {study_path(run_dir)}")
     if "final" in stages:
         from search.final_stage import run_final_stage
 

@@ -4,7 +4,8 @@ Each trial: SPOS uniform search restricted to its own (r, s) grid on the trained
 every evaluation already in the run), then NetAug(+RKD) training of the base with that a* as the
 largest augmented model (or plain NetAug with `sweep.largest: fixed`). It reports every epoch with a
 checkpoint; ASHA may stop it early. Its files go straight to the run's storage path:
-`sweep/archs/<trial>.parquet`, `sweep/predictions/<trial>.parquet`, `sweep/tb/<trial>/`.
+`sweep/archs/<trial>.parquet`, `sweep/predictions/<trial>.parquet`, `sweep/tb/<trial>/`. The Optuna
+study lives in `sweep/optuna.journal` (netaug/study.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ray import tune
 
 from netaug.config import SWEPT_PARAMS, SpaceConfig, from_dict
 from netaug.io import write_parquet
+from netaug.study import STUDY_FILE, STUDY_NAME, TrialRecord, journal_storage, write_study
 from search.archs import ARCHS_FILE, archs_table
 from search.checkpoints import load_trainer_state
 from search.cluster import resources_for
@@ -246,7 +248,13 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
     return space
 
 
-def make_searcher(cfg: SpaceConfig):
+def study_path(run_dir: Path) -> Path:
+    """The sweep's Optuna study: `optuna-dashboard <this file>` opens it."""
+    return run_dir / EXPERIMENT / STUDY_FILE
+
+
+def make_searcher(cfg: SpaceConfig, run_dir: Path):
+    """OptunaSearch with the sweep's sampler, asking and telling through the run's journal file."""
     import optuna
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
@@ -255,7 +263,35 @@ def make_searcher(cfg: SpaceConfig):
     sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=sw.seed),
                "random": lambda: optuna.samplers.RandomSampler(seed=sw.seed),
                "gp": lambda: optuna.samplers.GPSampler(seed=sw.seed)}[sw.sampler]()
-    return ConcurrencyLimiter(OptunaSearch(sampler=sampler), max_concurrent=sw.concurrency)
+    study_path(run_dir).unlink(missing_ok=True)  # a fresh sweep: nothing from an attempt Tune never recorded
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    searcher = OptunaSearch(sampler=sampler, storage=journal_storage(study_path(run_dir)), study_name=STUDY_NAME)
+    return ConcurrencyLimiter(searcher, max_concurrent=sw.concurrency)
+
+
+def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
+    """Rewrite the study file from Tune's records of the finished sweep: one Optuna trial per Tune
+    trial (a resumed sweep may have left trials Tune never recorded); a trial the scheduler stopped
+    early is PRUNED. Returns the number of trials."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from search.trials import trial_id_of
+
+    metric, mode = metric_mode(cfg)
+    distributions = OptunaSearch.convert_search_space(param_space(cfg, run_dir, None))
+    records = []
+    for result in sorted(grid, key=trial_id_of):
+        frame = result.metrics_dataframe
+        steps = {}
+        if frame is not None and metric in frame and "epoch" in frame:
+            steps = {int(e): float(v) for e, v in zip(frame["epoch"], frame[metric]) if v == v}
+        m = result.metrics or {}
+        value = m.get(metric)
+        state = ("FAIL" if result.error is not None or value is None
+                 else "COMPLETE" if m.get("epoch", 0) >= cfg.sweep.epochs else "PRUNED")
+        records.append(TrialRecord(trial_id_of(result), swept_params(result.config),
+                                   None if value is None else float(value), steps, state))
+    return write_study(study_path(run_dir), records, distributions, "maximize" if mode == "max" else "minimize")
 
 
 def metric_mode(cfg: SpaceConfig) -> tuple[str, str]:
@@ -288,7 +324,7 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
     reporter = LineReporter("sweep", ("val_top1", "train_loss", "epoch_s"), sw.epochs)
     tuner = tune.Tuner(
         trainable, param_space=param_space(cfg, run_dir, checkpoint),
-        tune_config=tune.TuneConfig(search_alg=make_searcher(cfg), scheduler=scheduler, num_samples=sw.trials,
+        tune_config=tune.TuneConfig(search_alg=make_searcher(cfg, run_dir), scheduler=scheduler, num_samples=sw.trials,
                                     metric=metric, mode=mode,
                                     reuse_actors=sw.workers == 1),  # a Train driver's actor is not reusable
         run_config=tune.RunConfig(

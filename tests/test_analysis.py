@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 import torch
 from conftest import TINY_PIPELINE
+from optuna.distributions import FloatDistribution, IntDistribution
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
+
+from netaug.study import STUDY_FILE, TrialRecord, load_study, write_study
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -80,11 +83,15 @@ def _png_ok(path: Path) -> bool:
 def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     assert report_cli.main([str(tiny_run)]) == 0
     out = tiny_run / "report"
-    expected = ["val_top1_per_epoch.png", "best_so_far.png", "params_vs_metric.png", "param_importance.png",
+    expected = ["val_top1_per_epoch.png", "best_so_far.png", "params_vs_metric.png",
                 "spos_macs_vs_accuracy.png", "precision_recall_at_k.png", "per_class_recall.png"]
     for name in expected:
         assert _png_ok(out / name), name
     text = (out / "report.md").read_text()
+    # three trials are too few for importances, and the report says so (test below: enough trials)
+    assert not (out / "param_importance.png").exists()
+    assert ("Hyperparameter importance: needs at least 4 finished trials; 3 finished (from the run's study "
+            "sweep/optuna.journal).") in text
     trials = pd.read_parquet(tiny_run / "trials.parquet")
     best = trials.loc[trials["val_top1"].idxmax(), "trial_id"]
     assert f"**Best trial: {best}**" in text and f"best trial {best}" in capsys.readouterr().out
@@ -95,6 +102,32 @@ def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     assert "winner (" in text and "vs baseline: test top-1" in text and "Answer:" in text
     assert _png_ok(out / "final_arms.png") and "(final_arms.png)" in text
     assert "### The delivered model" in text
+
+
+def test_report_and_compare_name_the_most_important_hyperparameter_of_the_study(tiny_run, tmp_path, capsys):
+    """With enough finished trials in the run's study file, the report plots Optuna's importances
+    and compare names the first; here a study whose metric follows r alone."""
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    study = load_study(run / "sweep" / STUDY_FILE)
+    assert len(study.trials) == 3  # the sweep wrote one Optuna trial per Tune trial
+    dists = study.trials[0].distributions
+    rng = np.random.default_rng(0)
+    records = []
+    for i in range(10):
+        params = {name: (float(d.low + (d.high - d.low) * rng.random()) if isinstance(d, FloatDistribution)
+                         else int(rng.integers(d.low, d.high + 1)) if isinstance(d, IntDistribution)
+                         else d.choices[i % len(d.choices)])
+                  for name, d in dists.items()}
+        records.append(TrialRecord(f"x{i}", params, 0.5 + 0.1 * params["r"], {}, "COMPLETE"))
+    write_study(run / "sweep" / STUDY_FILE, records, dists, "maximize")
+    assert report_cli.main([str(run)]) == 0
+    text = (run / "report" / "report.md").read_text()
+    assert _png_ok(run / "report" / "param_importance.png") and "(param_importance.png)" in text
+    assert "fANOVA on 10 finished trials, from the run's study sweep/optuna.journal; most important: r (" in text
+    capsys.readouterr()
+    assert compare_cli.main([str(run)]) == 0
+    assert "r (0." in capsys.readouterr().out
 
 
 def test_compare_lists_the_final_arms_with_the_paired_difference(tiny_run, capsys):

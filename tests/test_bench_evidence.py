@@ -71,20 +71,20 @@ def test_ctrl_c_leaves_a_cell_that_resumes_from_its_last_epoch(tmp_path):
 
     out = tmp_path / "study"
     args = [sys.executable, "bench/evidence.py", "--out", str(out), *TINY, "--set", "training.batch_size=32",
-            "--epochs", "12", "--seeds", "1", "--arms", "baseline", "--curve-epochs", "--jobs", "1"]
+            "--epochs", "6", "--seeds", "1", "--arms", "baseline", "--curve-epochs", "--jobs", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             start_new_session=True)
     for line in proc.stdout:
-        if "epoch 2/12" in line:
+        if "epoch 2/6" in line:
             break
     os.killpg(proc.pid, signal.SIGINT)  # what Ctrl+C in a terminal does
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130 and "Traceback" not in err and "rerun the same command" in err
-    assert [p.name for p in (out / "checkpoints").iterdir()] == ["mobilenetv2-w0.1_e12_baseline_s0.pt"]
+    assert [p.name for p in (out / "checkpoints").iterdir()] == ["mobilenetv2-w0.1_e6_baseline_s0.pt"]
     again = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=600)
     assert again.returncode == 0, again.stderr[-2000:]
-    resumed = [line for line in again.stdout.splitlines() if "epoch " in line and "/12" in line]
-    assert resumed and "epoch 1/12" not in again.stdout and resumed[-1].split("epoch ")[1].startswith("12/12")
+    resumed = [line for line in again.stdout.splitlines() if "epoch " in line and "/6" in line]
+    assert resumed and "epoch 1/6" not in again.stdout and resumed[-1].split("epoch ")[1].startswith("6/6")
     epochs = pd.read_parquet(out / "evidence_epochs.parquet")
-    assert sorted(epochs.epoch) == list(range(1, 13))  # every epoch once, the interrupted run's kept
+    assert sorted(epochs.epoch) == list(range(1, 7))  # every epoch once, the interrupted run's kept
     assert not list((out / "checkpoints").iterdir())

@@ -23,7 +23,7 @@ from netaug.config import load_space
 from netaug.data import Batcher, load_data
 
 BATCH = 32
-OVERRIDES = ["data.resolution=32", "data.subset=320", "training.epochs=2", "training.warmup_epochs=0",
+OVERRIDES = ["data.resolution=16", "data.subset=320", "training.epochs=2", "training.warmup_epochs=0",
              "training.lr=0.001", "training.bn_calib_batches=1", "netaug.r=2", "netaug.s=2", "rkd.lambda_kd=0.5",
              "sharing.enabled=true", "sharing.share_fraction=0.3"]
 

@@ -27,7 +27,8 @@ TINY = TINY_PIPELINE + [
     "supernet.workers=2", "supernet.resources.cpu=0.9",
     "sweep.workers=2", "sweep.resources.cpu=0.9", "sweep.concurrency=1", "sweep.trials=2", "sweep.epochs=2",
     "sweep.scheduler=asha", "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.sampler=random",
-    "final.workers=2", "final.resources.cpu=0.9", "final.seeds=1", "final.arms=[winner,baseline]"]
+    "final.workers=2", "final.resources.cpu=0.9", "final.seeds=1", "final.arms=[winner,baseline]",
+    "deploy.int8=false"]  # int8 has its own tests
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,8 @@ import pytest
 import yaml
 from conftest import TINY_PIPELINE
 
+from netaug.study import STUDY_FILE, load_study
+
 ROOT = Path(__file__).resolve().parents[1]
 spec = importlib.util.spec_from_file_location("search_run", ROOT / "search" / "run.py")
 run_module = importlib.util.module_from_spec(spec)
@@ -105,7 +107,8 @@ def test_an_empty_space_file_exits_2_saying_so(tmp_path, text):
     assert not (tmp_path / "run").exists() and proc.stdout == ""
 
 
-TINY = TINY_PIPELINE + ["sweep.concurrency=1", "sweep.trials=3", "sweep.epochs=2", "final.seeds=1"]
+# int8 has its own tests (test_quantize, test_final); these test stages, interruptions and resumes
+TINY = TINY_PIPELINE + ["sweep.concurrency=1", "sweep.trials=3", "sweep.epochs=2", "final.seeds=1", "deploy.int8=false"]
 
 
 def _start(out: Path, *extra: str) -> subprocess.Popen:
@@ -157,6 +160,10 @@ def test_dashboard_lists_this_run_with_its_token_and_a_killed_sweep_resumes_with
         proc.wait(timeout=60)
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
     assert not (out / "trials.parquet").exists()
+    journal = out / "sweep" / STUDY_FILE
+    live = load_study(journal)  # the live study, asked and told through the file
+    assert live is not None and 1 <= len(live.trials) <= 3
+    live.ask()  # a trial asked after Tune's last checkpoint: the resumed Tune never knows it
 
     proc = _start(out, "--resume", "--no-dashboard")
     text, _ = proc.communicate(timeout=600)
@@ -168,6 +175,13 @@ def test_dashboard_lists_this_run_with_its_token_and_a_killed_sweep_resumes_with
     sweep = epochs[epochs.stage == "sweep"]
     assert len(sweep) == 6 and not sweep.duplicated(["trial_id", "epoch"]).any()
     assert "search: kept" in text and "best trial" in text
+    study = load_study(journal)  # exactly one Optuna trial per Tune trial, with Tune's values
+    assert sorted(t.user_attrs["tune_trial_id"] for t in study.trials) == sorted(trials["trial_id"])
+    values = dict(zip(trials["trial_id"], trials["val_top1"]))
+    assert all(t.value == pytest.approx(values[t.user_attrs["tune_trial_id"]], abs=1e-12) for t in study.trials)
+    assert all(set(t.intermediate_values) == {1, 2} for t in study.trials)
+    assert "most important hyperparameter for val_top1: not estimated (needs at least 4 finished trials" in text
+    assert f"study: optuna-dashboard {journal}" in text
     assert json.loads((out / "search.json").read_text())["evaluated"] == 2
     final = pd.read_parquet(out / "final.parquet")  # the final stage ran after the resumed sweep
     assert len(final) == 3 and (final["status"] == "TERMINATED").all()
@@ -196,19 +210,23 @@ def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[int, str,
     return proc.returncode, "".join(seen) + rest, err
 
 
-# (stage, the line that shows it is running, what must not exist after the interruption)
+# The sweep and final cases skip supernet and search (sweep.largest: fixed): they run before the stage
+# that is interrupted and would only make the test longer.
+SKIP_SEARCH = ("--set", "sweep.largest=fixed")
+LATER_STAGES = (*SKIP_SEARCH, "--set", "sweep.trials=1")  # one sweep trial is enough to reach the final stage
+# (stage, the line that shows it is running, what must not exist after the interruption, extra args)
 INTERRUPTS = [
-    ("supernet", "[supernet", ["search.json", "sweep", "final"]),
-    ("search", "supernet checkpoint ->", ["search.json", "sweep", "final"]),
-    ("sweep", "[sweep", ["trials.parquet", "final"]),
-    ("final", "[final", ["final.parquet", "final/model.pt"]),
+    ("supernet", "[supernet", ["search.json", "sweep", "final"], ()),
+    ("search", "supernet checkpoint ->", ["search.json", "sweep", "final"], ()),
+    ("sweep", "[sweep", ["trials.parquet", "final"], SKIP_SEARCH),
+    ("final", "[final", ["final.parquet", "final/model.pt"], LATER_STAGES),
 ]
 
 
-@pytest.mark.parametrize("stage,marker,absent", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
-def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, stage, marker, absent):
+@pytest.mark.parametrize("stage,marker,absent,extra", INTERRUPTS, ids=[i[0] for i in INTERRUPTS])
+def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, stage, marker, absent, extra):
     out = tmp_path / "run"
-    code, stdout, err = _run_until(out, marker, signal.SIGINT)  # what Ctrl+C in a terminal does
+    code, stdout, err = _run_until(out, marker, signal.SIGINT, *extra)  # what Ctrl+C in a terminal does
     lines = err.strip().splitlines()
     assert code == 130, (stdout, err)
     assert len(lines) == 1 and lines[0].startswith("interrupted; resume with: python search/run.py --space "), err
@@ -223,10 +241,10 @@ def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, 
 
 def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
     out = tmp_path / "run"
-    _run_until(out, "epoch 1/2 arm", signal.SIGKILL, "--set", "final.seeds=2", "--set", "sweep.trials=2")
+    _run_until(out, "epoch 1/2 arm", signal.SIGKILL, "--set", "final.seeds=2", "--set", "sweep.trials=2", *SKIP_SEARCH)
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
     assert not (out / "final.parquet").exists() and (out / "trials.parquet").exists()
-    proc = _start(out, "--resume", "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2")
+    proc = _start(out, "--resume", "--no-dashboard", "--set", "final.seeds=2", "--set", "sweep.trials=2", *SKIP_SEARCH)
     text, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, text
     final = pd.read_parquet(out / "final.parquet")

@@ -109,9 +109,14 @@ def test_channels_are_sorted_only_in_width_augmented_epochs(digits16, fast_cfg):
     assert any(set(e["config"][0]) != {1.0} for e in logged if e["epoch"] < 2)
 
 
-def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg):
+@pytest.mark.parametrize("model", [{}, {"name": "mobilenetv3", "width_mult": 0.35},
+                                   {"spec": str(ROOT / "spaces" / "models" / "tiny-se.yaml")}],
+                         ids=["mobilenetv2_tiny", "mobilenetv3", "spec-file"])
+def test_netaug_gradient_is_base_plus_alpha_times_aug(digits16, fast_cfg, model):
     """One NetAug step's accumulated gradient equals the gradient of L(base) + alpha * L(aug)."""
     fast_cfg.netaug.aug_loss_weight = 0.7
+    for key, value in model.items():
+        setattr(fast_cfg.model, key, value)
     trainer = Trainer(fast_cfg, digits16, mode="netaug")
     model, ce, x, y, config, ref = _reference_setup(trainer, digits16)
     model.set_active("min")

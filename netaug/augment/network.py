@@ -1,7 +1,8 @@
 """The augmented twin of a base model: one weight-sharing network whose "min" sub-network is the base.
 
 Width groups: the stem, each stage (blocks of a stage share their output width, so residuals keep
-input width equal to output width) and the feature conv. Each middle (expanded) width of a block
+input width equal to output width), the feature conv, and MobileNetV3's post-pool head layer when
+the base has one. Each middle (expanded) width of a block
 is augmented on its own. A sub-network configuration is a plain, hashable, JSON-serialisable value
 
     ((width multiplier per width group, ...), (expand multiplier per block, ...))
@@ -12,23 +13,31 @@ their expand multiplier is always 1.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
-from netaug.augment.dynamic_ops import DynamicBatchNorm2d, DynamicConv2d, DynamicDepthwiseConv2d, DynamicLinear
+from netaug.augment.dynamic_ops import (
+    DynamicBatchNorm2d,
+    DynamicConv2d,
+    DynamicDepthwiseConv2d,
+    DynamicLinear,
+    dynamic_pw_bias,
+)
 from netaug.augment.widths import widen
 from netaug.models.layers import Ops
 from netaug.models.network import InvertedResidualNet, init_weights
-from netaug.models.spec import BlockSpec, NetSpec
+from netaug.models.spec import NetSpec
 from netaug.models.weight_sharing import plain_state_dict
 
 SubnetConfig = tuple[tuple[float, ...], tuple[float, ...]]
 ConfigLike = str | SubnetConfig | Sequence
 
-DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicBatchNorm2d, linear=DynamicLinear)
+DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicBatchNorm2d, linear=DynamicLinear,
+                  pw_bias=dynamic_pw_bias)
 
 
 MID_WIDTHS = ("input", "block")
@@ -52,10 +61,13 @@ def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input") -> N
         out = widen(b.out_ch, widths[b.stage + 1])
         factor = e * in_ch / b.in_ch if mid_width == "input" else e
         mid = None if b.mid_ch is None else widen(b.mid_ch, factor)
-        blocks.append(BlockSpec(in_ch, out, mid, b.kernel, b.stride, b.residual, b.stage))
+        se = None if b.se_ch is None else widen(b.se_ch, mid / b.mid_ch)  # the squeeze follows the middle width
+        blocks.append(dataclasses.replace(b, in_ch=in_ch, out_ch=out, mid_ch=mid, se_ch=se))
         in_ch = out
-    feature = widen(base.feature_ch, widths[-1]) if base.feature_ch else 0
-    return NetSpec(base.in_channels, stem, base.stem_stride, tuple(blocks), feature, base.num_classes, base.dropout)
+    feature_group = base.num_stages + 1
+    feature = widen(base.feature_ch, widths[feature_group]) if base.feature_ch else 0
+    head = widen(base.head_ch, widths[feature_group + 1]) if base.head_ch else 0
+    return dataclasses.replace(base, stem_ch=stem, blocks=tuple(blocks), feature_ch=feature, head_ch=head)
 
 
 def slice_state_dict(full: dict[str, torch.Tensor], target: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -79,7 +91,7 @@ class AugmentedNet(InvertedResidualNet):
         self.expand_mults = tuple(sorted({float(m) for m in expand_mults}))
         if not self.width_mults or self.width_mults[0] != 1.0 or not self.expand_mults or self.expand_mults[0] != 1.0:
             raise ValueError("width_mults and expand_mults must start at 1 (the base model)")
-        self.num_width_groups = base_spec.num_stages + 2
+        self.num_width_groups = base_spec.num_stages + 2 + (1 if base_spec.head_ch else 0)
         self.ceiling: SubnetConfig | None = None
         super().__init__(self.spec_of(self.config("max")), DYNAMIC_OPS)
         self.active: SubnetConfig = self.config("min")
@@ -104,8 +116,9 @@ class AugmentedNet(InvertedResidualNet):
         random expands).
 
         Draws follow the official code's order: the stem's width, then block by block the width of
-        a stage at its first block and the block's expand factor, then the feature conv's width. A
-        choice with one option draws nothing, so one seed gives the official sequence."""
+        a stage at its first block and the block's expand factor, then the feature conv's width (and
+        the head layer's). A block of the stem's group (stage -1) draws no width. A choice with one
+        option draws nothing, so one seed gives the official sequence."""
         spec = self.base_spec
         n_blocks = len(spec.blocks)
         top_w, top_e = self.ceiling if self.ceiling is not None else ((None,) * self.num_width_groups,
@@ -133,11 +146,14 @@ class AugmentedNet(InvertedResidualNet):
         if draw_widths:
             widths[0] = pick(self.width_mults, top_w[0])
         for i, b in enumerate(spec.blocks):
-            if draw_widths and (i == 0 or b.stage != spec.blocks[i - 1].stage):
+            if draw_widths and b.stage >= 0 and (i == 0 or b.stage != spec.blocks[i - 1].stage):
                 widths[b.stage + 1] = pick(self.width_mults, top_w[b.stage + 1])
             expands.append(pick(self.expand_choices(i), top_e[i]))
+        feature_group = spec.num_stages + 1
         if draw_widths and spec.feature_ch:
-            widths[-1] = pick(self.width_mults, top_w[-1])
+            widths[feature_group] = pick(self.width_mults, top_w[feature_group])
+        if draw_widths and spec.head_ch:
+            widths[feature_group + 1] = pick(self.width_mults, top_w[feature_group + 1])
         return tuple(widths), tuple(expands)
 
     def normalize(self, config: ConfigLike, generator: torch.Generator | None = None) -> SubnetConfig:
@@ -166,9 +182,14 @@ class AugmentedNet(InvertedResidualNet):
         for block, b in zip(self.blocks, spec.blocks):
             if block.expand is not None:
                 block.expand.conv.active_out = b.mid_ch
+            if block.se is not None:
+                block.se.reduce.active_out = b.se_ch
+                block.se.expand.active_out = b.mid_ch
             block.project.conv.active_out = b.out_ch
         if self.feature_mix is not None:
             self.feature_mix.conv.active_out = spec.feature_ch
+        if self.head is not None:
+            self.head[0].active_out = spec.head_ch
         self.active = config
         return config
 
@@ -194,8 +215,11 @@ class AugmentedNet(InvertedResidualNet):
         included, so an augmented channel the wider models made important can move into the base's
         prefix (the base's function changes); "augmented" ranks only the channels past the base's
         `mid_ch`, so the base is untouched. Every tensor indexed by those channels (expand conv rows,
-        both BatchNorms with their running statistics, depthwise filters, projection columns) is
-        permuted alike, so the largest model computes exactly the same function. momentum "follow"
+        both BatchNorms with their running statistics, depthwise filters, SE input columns and output
+        rows, projection columns) is permuted alike, so the largest model computes exactly the same
+        function. An SE layer's squeeze channels are then sorted the same way, by the L1 norm of the
+        SE expand-conv weights that read them (the official `sort_se`; "augmented" keeps the base's
+        squeeze prefix in place). momentum "follow"
         permutes the optimizer's per-parameter state (momentum) with its weights; "stay" leaves it
         in the old order, as the official code does (its sort copies `.data` only). Blocks whose
         weights are shared with identical blocks (share-then-unshare) keep their order: one
@@ -209,27 +233,45 @@ class AugmentedNet(InvertedResidualNet):
             if block.expand is None or parametrize.is_parametrized(block.expand.conv):
                 continue  # no middle channels, or shared with identical blocks (share-then-unshare)
             importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
-            if scope == "all":
-                perm = torch.sort(importance, dim=0, descending=True)[1]  # the official call, ties included
-            else:
-                keep = b.mid_ch
-                tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
-                perm = torch.cat([torch.arange(keep, device=tail.device), tail])
+            perm = _ranking(importance, None if scope == "all" else b.mid_ch)
             tensors: list[tuple[torch.Tensor, int]] = [(block.expand.conv.weight, 0),
                                                        (block.depthwise.conv.weight, 0),
                                                        (block.project.conv.weight, 1)]
             for bn in (block.expand.bn, block.depthwise.bn):
                 tensors += [(bn.weight, 0), (bn.bias, 0), (bn.running_mean, 0), (bn.running_var, 0)]
-            for tensor, dim in tensors:
-                _permute_(tensor, perm, dim)
-                state = optimizer.state.get(tensor) if optimizer is not None and momentum == "follow" else None
-                for value in (state or {}).values():
-                    if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
-                        _permute_(value, perm, dim)
+            if block.se is not None:
+                tensors += [(block.se.reduce.weight, 1), (block.se.expand.weight, 0), (block.se.expand.bias, 0)]
+            _permute_all(tensors, perm, optimizer if momentum == "follow" else None)
+            if block.se is not None:
+                se = block.se
+                importance = se.expand.weight.abs().sum(dim=(0, 2, 3))
+                squeeze_perm = _ranking(importance, None if scope == "all" else b.se_ch)
+                _permute_all([(se.expand.weight, 1), (se.reduce.weight, 0), (se.reduce.bias, 0)], squeeze_perm,
+                             optimizer if momentum == "follow" else None)
+
+
+def _ranking(importance: torch.Tensor, keep: int | None) -> torch.Tensor:
+    """Indices most important first; `keep` leading ones stay in place (None: rank them all, with the
+    official `torch.sort` call, ties included)."""
+    if keep is None:
+        return torch.sort(importance, dim=0, descending=True)[1]
+    tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
+    return torch.cat([torch.arange(keep, device=tail.device), tail])
 
 
 def _permute_(tensor: torch.Tensor, perm: torch.Tensor, dim: int) -> None:
     tensor.copy_(tensor.index_select(dim, perm))
+
+
+def _permute_all(tensors: list[tuple[torch.Tensor, int]], perm: torch.Tensor,
+                 optimizer: torch.optim.Optimizer | None) -> None:
+    """Permute each (tensor, dim) by `perm`, and its optimizer state (momentum) alike when given."""
+    for tensor, dim in tensors:
+        _permute_(tensor, perm, dim)
+        state = optimizer.state.get(tensor) if optimizer is not None else None
+        for value in (state or {}).values():
+            if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
+                _permute_(value, perm, dim)
 
 
 def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mults: Sequence[float] | None = None,

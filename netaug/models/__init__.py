@@ -10,12 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from netaug.errors import UserError
-from netaug.models.network import InvertedResidualNet, MCUNet, MobileNetV2, ProxylessNASMobile
+from netaug.models.network import InvertedResidualNet, MCUNet, MobileNetV2, MobileNetV3, ProxylessNASMobile
 from netaug.models.profile import count_params, profile_macs
 from netaug.models.spec import BlockSpec, NetSpec, make_divisible, stage_blocks
+from netaug.models.spec_file import load_spec_file
 
-__all__ = ["BlockSpec", "InvertedResidualNet", "MCUNet", "MobileNetV2", "NetSpec", "ProxylessNASMobile", "build_model",
-           "count_params", "model_names", "profile_macs", "resolve_small_input"]
+__all__ = ["BlockSpec", "InvertedResidualNet", "MCUNet", "MobileNetV2", "MobileNetV3", "NetSpec", "ProxylessNASMobile",
+           "build_from_spec_file", "build_model", "count_params", "model_names", "profile_macs", "resolve_small_input"]
 
 # (expand ratio t, channels c, blocks n, stride s) of MobileNetV2.
 MBV2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -28,6 +29,13 @@ PROXYLESS_STAGES = [([3, 3], [5, 3], 2, 2, 32), ([3, 3, 3, 3], [7, 3, 5, 5], 4, 
 # sizes, blocks, stride, channels) after a 16-channel stem and an 8-channel depthwise-separable block.
 MCUNET_STAGES = [([3, 5, 5, 4], [7, 3, 7, 5], 4, 2, 16), ([5, 5, 5], [5, 5, 5], 3, 2, 24),
                  ([5, 6, 4], [3, 7, 5], 3, 2, 40), ([5, 5, 5], [5, 7, 3], 3, 1, 48), ([6, 5, 4], [3, 7, 3], 3, 2, 96)]
+# MobileNetV3-Large as the official NetAug code defines it (models/base/mbv3.py): per stage (middle
+# widths per block, kernel, blocks, stride, activation, SE), after a 16-channel h-swish stem and a residual
+# depthwise-separable 16-channel block; then stages to 24, 40, 80, 112, 160 channels and a 960 -> 1280 head.
+MBV3_STAGES = [([64, 72], 3, 2, 2, "relu", False), ([72, 120, 120], 5, 3, 2, "relu", True),
+               ([240, 200, 184, 184], 3, 4, 2, "h_swish", False), ([480, 672], 3, 2, 1, "h_swish", True),
+               ([672, 960, 960], 5, 3, 2, "h_swish", True)]
+MBV3_WIDTHS = [16, 24, 40, 80, 112, 160]
 SMALL_INPUT_MAX_RESOLUTION = 64
 
 
@@ -94,12 +102,41 @@ def mcunet_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0,
     return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), 0, num_classes, dropout)
 
 
+def mobilenetv3_spec(num_classes: int, in_channels: int = 3, width_mult: float = 1.0, small_input: bool = False,
+                     dropout: float = 0.0) -> NetSpec:
+    """MobileNetV3-Large; the NetAug paper trains it at width 0.35 (`model.width_mult: 0.35`). SE squeeze
+    width: a quarter of the middle width, rounded to 8, at least 16."""
+    widths = [make_divisible(w * width_mult) for w in MBV3_WIDTHS]
+    stem = widths[0]
+    blocks = [BlockSpec(stem, stem, None, 3, 1, residual=True, stage=-1, act="relu")]
+    in_ch, first_strided = stem, True
+    for stage, ((mids, kernel, n, s, act, se), out) in enumerate(zip(MBV3_STAGES, widths[1:])):
+        if small_input and s == 2 and first_strided:
+            s, first_strided = 1, False
+        for i in range(n):
+            mid = make_divisible(round(mids[i] * width_mult))
+            blocks.append(BlockSpec(in_ch, out, mid, kernel, s if i == 0 else 1, residual=i > 0, stage=stage,
+                                    se_ch=max(make_divisible(mid / 4), 16) if se else None, act=act))
+            in_ch = out
+    feature = make_divisible(960 * width_mult)
+    head = max(make_divisible(1280 * width_mult), 1280)
+    return NetSpec(in_channels, stem, 1 if small_input else 2, tuple(blocks), feature, num_classes, dropout,
+                   stem_act="h_swish", head_act="h_swish", head_ch=head)
+
+
 _REGISTRY: dict[str, tuple[type[InvertedResidualNet], Callable[..., NetSpec]]] = {
     "mobilenetv2_tiny": (MobileNetV2, mobilenetv2_tiny_spec),
     "mobilenetv2": (MobileNetV2, mobilenetv2_spec),
+    "mobilenetv3": (MobileNetV3, mobilenetv3_spec),
     "proxylessnas_mobile": (ProxylessNASMobile, proxylessnas_mobile_spec),
     "mcunet": (MCUNet, mcunet_spec),
 }
+
+
+def build_from_spec_file(path: str, num_classes: int, in_channels: int = 3, dropout: float = 0.0
+                         ) -> InvertedResidualNet:
+    """A user's own network described in a YAML spec file (netaug/models/spec_file.py)."""
+    return InvertedResidualNet(load_spec_file(path, num_classes, in_channels, dropout))
 
 
 def model_names() -> list[str]:

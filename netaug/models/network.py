@@ -1,4 +1,5 @@
-"""Inverted-residual classifiers built from a `NetSpec`: MobileNetV2 (and -Tiny), ProxylessNAS-Mobile."""
+"""Inverted-residual classifiers built from a `NetSpec`: MobileNetV2 (and -Tiny), MobileNetV3,
+ProxylessNAS-Mobile, MCUNet, and a user's own spec file."""
 
 from __future__ import annotations
 
@@ -7,21 +8,24 @@ import math
 import torch
 import torch.nn as nn
 
-from netaug.models.layers import STATIC_OPS, ConvBN, InvertedBlock, Ops
+from netaug.models.layers import STATIC_OPS, ConvBN, InvertedBlock, Ops, activation
 from netaug.models.spec import NetSpec
 
 
 class InvertedResidualNet(nn.Module):
-    """stem -> inverted blocks -> 1x1 feature conv -> pool -> dropout -> linear."""
+    """stem -> inverted blocks -> 1x1 feature conv -> pool -> [linear + act] -> dropout -> linear."""
 
     def __init__(self, spec: NetSpec, ops: Ops = STATIC_OPS) -> None:
         super().__init__()
         self.spec = spec
-        self.stem = ConvBN(ops.conv(spec.in_channels, spec.stem_ch, 3, spec.stem_stride), ops.bn(spec.stem_ch), True)
+        self.stem = ConvBN(ops.conv(spec.in_channels, spec.stem_ch, 3, spec.stem_stride), ops.bn(spec.stem_ch),
+                           spec.stem_act)
         self.blocks = nn.ModuleList(InvertedBlock(b, ops) for b in spec.blocks)
         last = spec.blocks[-1].out_ch
-        self.feature_mix = (ConvBN(ops.conv(last, spec.feature_ch, 1, 1), ops.bn(spec.feature_ch), True)
+        self.feature_mix = (ConvBN(ops.conv(last, spec.feature_ch, 1, 1), ops.bn(spec.feature_ch), spec.head_act)
                             if spec.feature_ch else None)
+        self.head = (nn.Sequential(ops.linear(spec.feature_ch or last, spec.head_ch), activation(spec.head_act))
+                     if spec.head_ch else None)
         self.dropout = nn.Dropout(spec.dropout) if spec.dropout > 0 else nn.Identity()
         self.classifier = ops.linear(spec.embedding_ch, spec.num_classes)
         init_weights(self)
@@ -34,7 +38,8 @@ class InvertedResidualNet(nn.Module):
             x = block(x)
         if self.feature_mix is not None:
             x = self.feature_mix(x)
-        return x.mean(dim=(2, 3))
+        x = x.mean(dim=(2, 3))
+        return self.head(x) if self.head is not None else x
 
     def forward_with_features(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(penultimate embedding, logits) from one forward pass."""
@@ -49,6 +54,11 @@ class MobileNetV2(InvertedResidualNet):
     """MobileNetV2 (Sandler et al. 2018); `mobilenetv2_tiny` is this class at width 0.35, head 448."""
 
 
+class MobileNetV3(InvertedResidualNet):
+    """MobileNetV3-Large (Howard et al. 2019) as the official NetAug code defines it: h-swish, SE
+    blocks, a residual depthwise-separable first block and a post-pool 1280-wide head layer."""
+
+
 class ProxylessNASMobile(InvertedResidualNet):
     """ProxylessNAS-Mobile (Cai et al. 2019) with its searched kernel sizes and expand ratios."""
 
@@ -59,7 +69,7 @@ class MCUNet(InvertedResidualNet):
 
 
 def init_weights(model: nn.Module, scheme: str = "fan_out") -> None:
-    """Initialise convs, BatchNorms (gamma 1, beta 0) and linear layers (bias 0).
+    """Initialise convs (bias 0), BatchNorms (gamma 1, beta 0) and linear layers (bias 0).
 
     Linear weights are truncated-normal(0.02), as in the official code. Convs: "fan_out" (plain
     training, the official "he_fout") Kaiming-normal over fan-out; "uniform" (the official NetAug's
@@ -73,6 +83,8 @@ def init_weights(model: nn.Module, scheme: str = "fan_out") -> None:
                 nn.init.kaiming_normal_(m.weight, mode="fan_out")
             else:
                 nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)

@@ -1,14 +1,14 @@
 """Share-then-unshare: structurally identical consecutive blocks start from one shared weight.
 
-For each group of L identical consecutive residual blocks (same input, output and middle width,
-kernel and stride: e.g. blocks 2..n of an MBV2 stage) every conv weight is reparametrised as
+For each group of L identical consecutive residual blocks (same input, output, middle and SE width,
+kernel, stride and activation: e.g. blocks 2..n of an MBV2 stage) every conv weight is reparametrised as
 
     w_i = w0 / sqrt(L) + w~_i
 
 with `torch.nn.utils.parametrize`: the conv's own weight tensor becomes w~_i, and w0 is one
 Parameter shared by the group. While shared, the w~_i stay 0 and frozen, so only w0 trains (its
 gradient is (1/sqrt(L)) * sum_i g_i); `release` lets the w~_i train too. Dynamic layers slice the
-materialised weight, so this composes with augmented models. BatchNorms stay per block.
+materialised weight, so this composes with augmented models. BatchNorms and SE layers stay per block.
 """
 
 from __future__ import annotations
@@ -41,10 +41,8 @@ def identical_block_groups(spec: NetSpec) -> list[list[int]]:
     """Runs of >= 2 consecutive residual blocks with the same structure."""
     groups: list[list[int]] = []
     for i, b in enumerate(spec.blocks):
-        key = (b.in_ch, b.out_ch, b.mid_ch, b.kernel, b.stride, b.stage)
         prev = spec.blocks[i - 1] if i else None
-        same = prev is not None and b.residual and prev.residual and key == (
-            prev.in_ch, prev.out_ch, prev.mid_ch, prev.kernel, prev.stride, prev.stage)
+        same = prev is not None and b.residual and prev.residual and b == prev
         if same:
             groups[-1].append(i)
         elif b.residual:

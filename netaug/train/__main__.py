@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     base_macs, base_params = profile_macs(trainer.model, input_shape)
     print(f"data: {data.name} train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
           f"{data.num_classes} classes, {data.resolution}px | device {trainer.device}, {threads} threads")
-    line = f"model: {cfg.model.name} base {base_macs / 1e6:.2f}M MACs {base_params / 1e6:.3f}M params"
+    line = f"model: {cfg.model.label} base {base_macs / 1e6:.2f}M MACs {base_params / 1e6:.3f}M params"
     if trainer.augmented is not None:
         trainer.augmented.set_active("max")
         aug_macs, aug_params = profile_macs(trainer.model, input_shape)
@@ -111,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     subnets = trainer.sub_networks() or [("base", "min")]
     results = {split: trainer.evaluate(split, subnets) for split in ("val", "test")}
     exported = trainer.export_base()
-    save_exported(out / "base.pt", exported, data, {"model_name": cfg.model.name, "mode": mode,
+    save_exported(out / "base.pt", exported, data, {"model_name": cfg.model.label, "mode": mode,
                                                     "space": cfg.to_dict()})
     metrics = {
         "mode": mode, "epochs": len(history), "train_s": train_s,

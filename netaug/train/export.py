@@ -9,9 +9,9 @@ import torch
 from netaug.data import DataSplits
 from netaug.errors import UserError
 from netaug.io import atomic_path
-from netaug.models import InvertedResidualNet, MobileNetV2, NetSpec, ProxylessNASMobile
+from netaug.models import InvertedResidualNet, MCUNet, MobileNetV2, MobileNetV3, NetSpec, ProxylessNASMobile
 
-CLASSES = {cls.__name__: cls for cls in (MobileNetV2, ProxylessNASMobile, InvertedResidualNet)}
+CLASSES = {cls.__name__: cls for cls in (MobileNetV2, MobileNetV3, ProxylessNASMobile, MCUNet, InvertedResidualNet)}
 
 
 def save_exported(path: str | Path, model: InvertedResidualNet, data: DataSplits, extra: dict | None = None) -> None:
@@ -36,6 +36,6 @@ def load_exported(path: str | Path) -> tuple[InvertedResidualNet, dict]:
     if not path.is_file():
         raise UserError(f"no such exported model: {path}")
     payload = torch.load(path, map_location="cpu", weights_only=True)
-    model = CLASSES[payload["class"]](NetSpec.from_dict(payload["spec"]))
+    model = CLASSES.get(payload["class"], InvertedResidualNet)(NetSpec.from_dict(payload["spec"]))
     model.load_state_dict(payload["state_dict"])
     return model.eval(), payload

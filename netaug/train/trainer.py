@@ -44,7 +44,7 @@ from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
 from netaug.losses import kd_kl, rkd_angle, rkd_distance
-from netaug.models import InvertedResidualNet, build_model
+from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
@@ -78,6 +78,8 @@ def data_parallel_world() -> tuple[int, int]:
 
 
 def build_base(cfg: SpaceConfig, data: DataSplits) -> InvertedResidualNet:
+    if cfg.model.spec is not None:
+        return build_from_spec_file(cfg.model.spec, data.num_classes, data.in_channels, cfg.model.dropout)
     kw = {} if cfg.model.name == "mobilenetv2_tiny" else {"width_mult": cfg.model.width_mult}
     return build_model(cfg.model.name, data.num_classes, data.in_channels, resolution=data.resolution,
                        small_input=cfg.model.small_input, dropout=cfg.model.dropout, **kw)

@@ -1,0 +1,105 @@
+"""The sweep as an Optuna study on disk: `<run>/sweep/optuna.journal`, Optuna's JournalStorage.
+
+During a sweep, Ray Tune's OptunaSearch asks and tells through this file, so `optuna-dashboard
+<run>/sweep/optuna.journal` shows the study live. A sweep killed and resumed may leave trials in the
+journal that Tune never recorded (asked after Tune's last experiment checkpoint); once the sweep has
+finished, `write_study` rewrites the file from Tune's own records, one Optuna trial per Tune trial,
+to a temporary name and then renames it. Trials the scheduler stopped early become PRUNED, with
+their per-epoch values, so importances compare trials that ran the same schedule. Importances use
+Optuna's own evaluator (fANOVA).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+STUDY_FILE = "optuna.journal"
+STUDY_NAME = "sweep"
+MIN_IMPORTANCE_TRIALS = 4  # fANOVA on fewer finished trials says nothing
+
+
+def journal_storage(path: str | Path):
+    """Optuna's JournalStorage on the file at `path` (created if absent)."""
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return JournalStorage(JournalFileBackend(str(path)))
+
+
+def load_study(path: str | Path):
+    """The sweep's study in the journal at `path`, or None when there is no such file."""
+    import optuna
+
+    if not Path(path).is_file():
+        return None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    return optuna.load_study(study_name=STUDY_NAME, storage=journal_storage(path))
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Tune trial as the study keeps it. state: "COMPLETE" (ran the whole schedule; `value` is
+    its last metric), "PRUNED" (stopped early by the scheduler: Optuna's name for it) or "FAIL"."""
+
+    tune_trial_id: str
+    params: dict[str, Any]
+    value: float | None
+    intermediate: dict[int, float]  # epoch -> metric
+    state: str
+
+
+def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: dict, direction: str) -> int:
+    """Rewrite the journal at `path` holding exactly `trials` (in order); returns how many it holds."""
+    import optuna
+    from optuna.trial import TrialState
+
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(storage=journal_storage(tmp), study_name=STUDY_NAME, direction=direction)
+    frozen = []
+    for t in trials:
+        params = {k: v for k, v in t.params.items() if k in distributions}
+        complete = t.state == "COMPLETE" and t.value is not None
+        state = TrialState.COMPLETE if complete else TrialState.PRUNED if t.state == "PRUNED" else TrialState.FAIL
+        frozen.append(optuna.trial.create_trial(
+            state=state, value=t.value if complete else None,
+            params=params, distributions={k: distributions[k] for k in params},
+            intermediate_values={int(k): float(v) for k, v in t.intermediate.items()},
+            user_attrs={"tune_trial_id": t.tune_trial_id}))
+    study.add_trials(frozen)
+    os.replace(tmp, path)
+    return len(frozen)
+
+
+def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[str, float] | None, str]:
+    """(parameter -> importance, most important first, or None; a note saying on what, or why not)."""
+    import optuna
+    from optuna.trial import TrialState
+
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE] if study is not None else []
+    if len(done) < min_trials:
+        return None, f"needs at least {min_trials} finished trials; {len(done)} finished"
+    try:
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+    except (RuntimeError, ValueError) as exc:
+        return None, f"could not be computed: {exc}"
+    if not found:
+        return None, "no parameter varied"
+    return dict(found), f"fANOVA on {len(done)} finished trials"
+
+
+def most_important_line(study, metric: str) -> str:
+    """One line naming the most important hyperparameter of the sweep (or why none is named)."""
+    found, note = importances(study)
+    if found is None:
+        return f"most important hyperparameter for {metric}: not estimated ({note})"
+    ranked = ", ".join(f"{k} {v:.2f}" for k, v in found.items())
+    return f"most important hyperparameter for {metric}: {next(iter(found))} ({note}: {ranked})"

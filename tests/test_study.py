@@ -1,0 +1,61 @@
+"""The sweep's Optuna study file: rewritten with exactly the given trials, and importances that find
+the parameter the metric depends on."""
+
+from __future__ import annotations
+
+import numpy as np
+import optuna
+import pytest
+
+from netaug.study import TrialRecord, importances, load_study, most_important_line, write_study
+
+DISTS = {"r": optuna.distributions.FloatDistribution(1.0, 3.0),
+         "aug_loss_weight": optuna.distributions.FloatDistribution(0.25, 2.0, log=True),
+         "s": optuna.distributions.IntDistribution(1, 3)}
+
+
+def records(n: int, seed: int = 0) -> list[TrialRecord]:
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        params = {"r": float(rng.uniform(1, 3)), "aug_loss_weight": float(np.exp(rng.uniform(np.log(0.25), 0))),
+                  "s": int(rng.integers(1, 4)), "space_json": "{}"}
+        value = 0.5 + 0.2 * params["r"] + 1e-4 * params["s"]  # the metric follows r
+        out.append(TrialRecord(f"t{i:05d}", params, value, {1: value - 0.1, 2: value}, "COMPLETE"))
+    return out
+
+
+def test_write_study_holds_exactly_the_given_trials(tmp_path):
+    path = tmp_path / "optuna.journal"
+    live = optuna.create_study(storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(path))), study_name="sweep")
+    for _ in range(5):
+        live.ask()  # stale trials the rewrite must drop
+    recs = records(3) + [TrialRecord("t00003", {"r": 2.0, "aug_loss_weight": 1.0, "s": 2}, None, {}, "FAIL"),
+                         TrialRecord("t00004", {"r": 1.5, "aug_loss_weight": 0.5, "s": 1}, 0.3, {1: 0.3}, "PRUNED")]
+    assert write_study(path, recs, DISTS, "maximize") == 5
+    study = load_study(path)
+    assert [t.user_attrs["tune_trial_id"] for t in study.trials] == [f"t0000{i}" for i in range(5)]
+    assert [t.state.name for t in study.trials] == ["COMPLETE"] * 3 + ["FAIL", "PRUNED"]
+    for t, r in zip(study.trials, recs):
+        assert t.params == {k: v for k, v in r.params.items() if k in DISTS}  # Tune's constants are not params
+        assert t.value == (r.value if r.state == "COMPLETE" else None) and t.intermediate_values == r.intermediate
+    assert study.direction == optuna.study.StudyDirection.MAXIMIZE
+    assert not list(tmp_path.glob(".*tmp")), "no temporary file is left behind"
+
+
+def test_importances_name_the_parameter_the_metric_follows(tmp_path):
+    path = tmp_path / "optuna.journal"
+    write_study(path, records(12), DISTS, "maximize")
+    found, note = importances(load_study(path))
+    assert next(iter(found)) == "r" and found["r"] > 0.9 and sum(found.values()) == pytest.approx(1.0)
+    assert note == "fANOVA on 12 finished trials"
+    assert most_important_line(load_study(path), "val_top1").startswith(
+        "most important hyperparameter for val_top1: r (fANOVA on 12 finished trials: r 0.")
+
+
+def test_too_few_trials_say_so(tmp_path):
+    path = tmp_path / "optuna.journal"
+    write_study(path, records(3), DISTS, "maximize")
+    assert importances(load_study(path)) == (None, "needs at least 4 finished trials; 3 finished")
+    assert load_study(tmp_path / "none.journal") is None
