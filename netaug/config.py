@@ -18,6 +18,7 @@ from typing import Any, Literal, Union
 import yaml
 
 from netaug.errors import UserError
+from netaug.io import read_yaml
 
 DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")
@@ -567,14 +568,7 @@ def load_space(path: str | Path | None, overrides: list[str] | None = None) -> S
     raw: Any = {}
     if path is not None:
         p = Path(path)
-        if not p.is_file():
-            raise UserError(f"--space: no such file: {p}")
-        try:
-            raw = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark is not None else ""
-            raise UserError(f"{p}:{where} is not valid YAML") from None
+        raw = read_yaml(p, "--space")
         if raw is None:
             raise UserError(f"--space: {p} is empty (no sections); copy spaces/mbv2.yaml to start from the defaults")
         if not isinstance(raw, dict):

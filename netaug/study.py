@@ -11,11 +11,12 @@ Optuna's own evaluator (fANOVA).
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from netaug.io import atomic_path
 
 STUDY_FILE = "optuna.journal"
 STUDY_NAME = "sweep"
@@ -58,11 +59,7 @@ def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: 
     import optuna
     from optuna.trial import TrialState
 
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.unlink(missing_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(storage=journal_storage(tmp), study_name=STUDY_NAME, direction=direction)
     frozen = []
     for t in trials:
         params = {k: v for k, v in t.params.items() if k in distributions}
@@ -73,8 +70,9 @@ def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: 
             params=params, distributions={k: distributions[k] for k in params},
             intermediate_values={int(k): float(v) for k, v in t.intermediate.items()},
             user_attrs={"tune_trial_id": t.tune_trial_id}))
-    study.add_trials(frozen)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        study = optuna.create_study(storage=journal_storage(tmp), study_name=STUDY_NAME, direction=direction)
+        study.add_trials(frozen)
     return len(frozen)
 
 

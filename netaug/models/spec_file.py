@@ -20,9 +20,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from netaug.errors import UserError
+from netaug.io import read_yaml
 from netaug.models.spec import ACTIVATION_NAMES, BlockSpec, NetSpec, make_divisible
 
 STEM_KEYS = {"channels", "stride", "kernel", "act"}
@@ -139,13 +138,5 @@ def spec_from_mapping(raw: Any, num_classes: int, in_channels: int, dropout: flo
 
 def load_spec_file(path: str | Path, num_classes: int, in_channels: int, dropout: float = 0.0) -> NetSpec:
     """Read a spec file; errors name the file and the field ("my.yaml: blocks[3].residual: ...")."""
-    p = Path(path).expanduser()
-    if not p.is_file():
-        raise UserError(f"model.spec: no such file: {path}")
-    try:
-        raw = yaml.safe_load(p.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark is not None else ""
-        raise UserError(f"model.spec: {p}:{line} is not valid YAML") from None
-    return spec_from_mapping(raw, num_classes, in_channels, dropout, where=f"model.spec: {p}: ")
+    raw = read_yaml(path, "model.spec")
+    return spec_from_mapping(raw, num_classes, in_channels, dropout, where=f"model.spec: {Path(path).expanduser()}: ")
