@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -15,6 +19,13 @@ TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_ca
                  "search.workers=1", "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2",
                  "sweep.num_paths=2", "sweep.resources.cpu=1", "sweep.scheduler=none", "final.epochs=2",
                  "final.resources.cpu=1", "final.train_eval_size=200"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "spaces" / "mbv2.yaml"
+# The four-stage run that test_final and test_analysis both read (one run for both saves CI minutes):
+# two sweep modes, three trials (too few for importances), every final arm at two seeds, int8 on.
+SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.epochs=2",
+                              "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2"]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -32,3 +43,16 @@ def fast_cfg():
     """A small, fast configuration (digits at 16 px, MBV2-Tiny, r=2, s=2)."""
     return load_space(None, ["data.resolution=16", "training.batch_size=64", "training.lr=0.05",
                              "training.epochs=2", "training.bn_calib_batches=2", "netaug.r=2"])
+
+
+@pytest.fixture(scope="session")
+def pipeline_run(tmp_path_factory):
+    """(config, run folder, stdout lines) of `search/run.py` on the shared tiny space, as a user runs it."""
+    from netaug.config import load_space
+
+    out = tmp_path_factory.mktemp("pipeline") / "run"
+    args = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
+            "--no-dashboard", *[a for s in SHARED_RUN for a in ("--set", s)]]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return load_space(SPACE, SHARED_RUN), out, proc.stdout.splitlines()

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_PIPELINE
 from optuna.distributions import FloatDistribution, IntDistribution
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
 
@@ -30,18 +29,10 @@ def _load(name: str):
 
 topk_cli, report_cli, compare_cli = _load("topk"), _load("report"), _load("compare")
 
-TINY = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.epochs=2",
-                         "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]"]
-
-
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("analysis") / "run"
-    args = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"),
-            "--out", str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)]]
-    proc = subprocess.run(args, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out
+def tiny_run(pipeline_run):
+    """The shared four-stage run (conftest.SHARED_RUN: modes netaug and netaug_rkd, 3 sweep trials)."""
+    return pipeline_run[1]
 
 
 def _torchmetrics(topk: np.ndarray, probs: np.ndarray, labels: np.ndarray, k: int, average: str, n: int) -> dict:

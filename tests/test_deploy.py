@@ -107,8 +107,8 @@ def _first_epoch(cfg, data, largest=None) -> tuple[str, list[bytes]]:
 def test_arms_of_one_seed_share_initial_base_weights_and_batches(init):
     """netaug.init=base: every arm starts from the baseline's weights. augmented (the official init):
     the NetAug arms share theirs (slices of one augmented init), the baseline keeps its own."""
-    space = load_space(None, ["data.resolution=8", "training.batch_size=256", "training.epochs=1",
-                              "training.bn_calib_batches=1", f"netaug.init={init}"])
+    space = load_space(None, ["data.resolution=8", "data.subset=600", "training.batch_size=256",
+                              "training.epochs=1", "training.bn_calib_batches=1", f"netaug.init={init}"])
     from netaug.data import load_data
 
     data = load_data(space.data)

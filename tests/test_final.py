@@ -9,44 +9,26 @@ import numpy as np
 import onnxruntime as ort
 import pandas as pd
 import pytest
-import ray
 import scipy.stats
 import torch
-from conftest import TINY_PIPELINE
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
 
-from netaug.config import load_space
 from netaug.data import load_data, make_batcher
 from netaug.stats import format_points
 from netaug.train.export import load_exported
 from netaug.train.quantize import initializer_bytes, onnx_logits
-from search.final_stage import FINAL_SCHEMA, run_final_stage
-from search.results import EPOCHS_SCHEMA, write_results
-from search.search_stage import run_search
-from search.supernet_stage import run_supernet
-from search.sweep_stage import finalize_stopped, run_sweep
+from search.final_stage import FINAL_SCHEMA
+from search.results import EPOCHS_SCHEMA
 
-TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random", "sweep.trials=2", "sweep.epochs=1",
-                        "final.seeds=2", "final.epochs=2"]
 REQUIRED = ["arm", "mode", "seed", "r", "s", "aug_loss_weight", "lambda_kd", "largest", "base_macs", "aug_macs",
             "epochs", "train_top1", "val_top1", "test_top1"] + [
     f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in (1, 3, 5)] + ["wall_s", "step_s"]
 
 
 @pytest.fixture(scope="module")
-def final_run(tmp_path_factory):
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, configure_logging=False)
-    run_dir = tmp_path_factory.mktemp("final")
-    cfg = load_space(None, TINY)
-    try:
-        run_supernet(cfg, run_dir)
-        run_search(cfg, run_dir)
-        grid = run_sweep(cfg, run_dir)
-        write_results(grid, run_dir, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
-        lines = run_final_stage(cfg, run_dir)
-    finally:
-        ray.shutdown()
-    return cfg, run_dir, lines
+def final_run(pipeline_run):
+    """The shared four-stage run (conftest.SHARED_RUN): every arm at seeds 0 and 1, int8 on."""
+    return pipeline_run
 
 
 def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
@@ -77,7 +59,7 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     assert final.groupby("seed")["init_digest"].first().nunique() == 2
     # the summary answers with one line per arm against baseline
     text = "\n".join(lines)
-    assert "winner (netaug_rkd, a*) vs baseline: test top-1 " in text and "2 seeds" in text
+    assert f"winner ({best['mode']}, a*) vs baseline: test top-1 " in text and "2 seeds" in text
     assert "netaug_fixed (netaug, every layer at r=" in text and "Answer:" in text
 
 

@@ -16,8 +16,6 @@ from netaug.config import load_space
 from netaug.metrics import precision_recall_f1_at_k
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.results import EPOCHS_SCHEMA, TRIALS_SCHEMA, write_results
-from search.search_stage import run_search
-from search.supernet_stage import run_supernet
 from search.sweep_stage import FAULT_ENV, PREDICTIONS_SCHEMA, finalize_stopped, run_sweep
 
 TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random"]
@@ -30,26 +28,28 @@ def ray_local():
     ray.shutdown()
 
 
-def test_two_trial_sweep_writes_four_parquet_files_that_agree(ray_local, tmp_path):
-    cfg = load_space(None, TINY + ["sweep.trials=2", "sweep.epochs=2"])
-    run_supernet(cfg, tmp_path)
-    run_search(cfg, tmp_path)
-    grid = run_sweep(cfg, tmp_path)
-    paths, _ = write_results(grid, tmp_path, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
+def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
+    """On the shared run (conftest.SHARED_RUN): 3 trials of 2 epochs, modes netaug and netaug_rkd."""
+    _, run_dir, _ = pipeline_run
+    paths = {name: run_dir / name for name in ("trials.parquet", "epochs.parquet", "predictions.parquet",
+                                               "archs.parquet")}
     trials = pd.read_parquet(paths["trials.parquet"])
     epochs = pd.read_parquet(paths["epochs.parquet"])
     preds = pd.read_parquet(paths["predictions.parquet"])
     archs = pd.read_parquet(paths["archs.parquet"])
     assert list(trials.columns) == TRIALS_SCHEMA.names and list(epochs.columns) == EPOCHS_SCHEMA.names
     assert list(preds.columns) == PREDICTIONS_SCHEMA.names and list(archs.columns) == ARCHS_SCHEMA.names
-    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all() and trials["error"].isna().all()
+    assert len(trials) == 3 and (trials["status"] == "TERMINATED").all() and trials["error"].isna().all()
     metric_cols = ["val_top1", "test_top1", "base_macs", "aug_macs", "wall_s"] + [
         f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in (1, 3, 5)]
     assert trials[metric_cols].notna().all().all()
-    assert (trials["epochs_run"] == 2).all() and (trials["mode"] == "netaug_rkd").all()
+    assert (trials["epochs_run"] == 2).all() and trials["mode"].isin(["netaug", "netaug_rkd"]).all()
     assert trials["r"].between(1.2, 2).all() and trials["s"].isin([1, 2]).all()
-    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2], [1, 2]]
+    epochs = epochs[epochs.stage == "sweep"]
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2]] * 3
     assert epochs[["train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr"]].notna().all().all()
+    rkd = epochs.trial_id.isin(trials[trials["mode"] == "netaug_rkd"]["trial_id"])  # only NetAug+RKD distils
+    assert (epochs[rkd]["rkd_loss"] > 0).all() and (epochs[~rkd]["rkd_loss"] == 0).all()
 
     for trial in trials.itertuples():
         # a* of the trial is the chosen path of its own search, on its own (r, s) grid
@@ -79,21 +79,21 @@ def test_two_trial_sweep_writes_four_parquet_files_that_agree(ray_local, tmp_pat
         assert models == {"base", f"aug:{own[own['chosen']]['candidate_id'].iloc[0]}"}
     # every trial wrote its TensorBoard events into the storage path
     for tid in trials["trial_id"]:
-        assert list((tmp_path / "sweep" / "tb" / tid).glob("events.out.tfevents.*"))
+        assert list((run_dir / "sweep" / "tb" / tid).glob("events.out.tfevents.*"))
 
 
-def test_a_failing_trial_is_recorded_as_errored_while_the_others_finish(ray_local, tmp_path, monkeypatch):
+def test_a_failing_trial_is_recorded_as_errored_while_the_other_finishes(ray_local, tmp_path, monkeypatch):
     monkeypatch.setenv(FAULT_ENV, "0")
-    cfg = load_space(None, TINY + ["sweep.trials=3", "sweep.epochs=1", "sweep.largest=fixed",
+    cfg = load_space(None, TINY + ["sweep.trials=2", "sweep.epochs=1", "sweep.largest=fixed",
                                    "sweep.max_failures=1"])
     grid = run_sweep(cfg, tmp_path)
     paths, _ = write_results(grid, tmp_path, cfg.sweep.epochs, "netaug_rkd", finalize_stopped(grid, cfg))
     trials = pd.read_parquet(paths["trials.parquet"])
-    assert len(trials) == 3 and trials["trial_id"].is_unique
+    assert len(trials) == 2 and trials["trial_id"].is_unique
     errored = trials[trials["status"] == "ERROR"]
     assert len(errored) == 1 and "injected failure" in errored["error"].item()
     assert errored["test_top1"].isna().all()
     ok = trials[trials["status"] == "TERMINATED"]
-    assert len(ok) == 2 and ok["test_top1"].notna().all() and ok["error"].isna().all()
+    assert len(ok) == 1 and ok["test_top1"].notna().all() and ok["error"].isna().all()
     assert ok["arch"].notna().all()  # fixed: every layer at r
     assert set(pd.read_parquet(paths["predictions.parquet"])["trial_id"]) == set(ok["trial_id"])
