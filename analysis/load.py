@@ -84,7 +84,7 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
                        "error": None, **{k: config.get(k) for k in SWEPT_PARAMS},
                        "mode": config.get("mode") or last.get("mode"),
                        "arch": last.get("arch"), "base_macs": last.get("base_macs"), "aug_macs": last.get("aug_macs"),
-                       "epochs_run": last["epoch"], "val_top1": last.get("val_top1"),
+                       "epochs_run": last["epoch"], "val_top1": last.get("val_top1"), "val_loss": last.get("val_loss"),
                        "test_top1": last.get("test_top1"), "started_at": last.get("started_at"),
                        **{k: v for k, v in last.items() if k.startswith("test_")}})
         seen = {}
@@ -92,7 +92,7 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             seen[r["epoch"]] = r
         for epoch, r in sorted(seen.items()):
             epochs.append({"trial_id": tid, "stage": "sweep", "epoch": epoch, **{k: r.get(k) for k in (
-                "train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr", "epoch_s")}})
+                "train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "lr", "epoch_s")}})
     return pd.DataFrame(trials), pd.DataFrame(epochs)
 
 

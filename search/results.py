@@ -24,7 +24,8 @@ TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
      ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
      ("share_fraction", pa.float64()), ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
-     ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("test_top1", pa.float64())]
+     ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
+     ("test_top1", pa.float64())]
     + [(name, pa.float64()) for name in TEST_METRICS]
     + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
        ("wall_s", pa.float64()), ("started_at", pa.float64())])
@@ -67,7 +68,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         row = {"trial_id": tid, "status": status, "error": error_text(result.error),
                **{k: config.get(k) for k in SWEPT_PARAMS}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
                "aug_macs": m.get("aug_macs"), "epochs_run": run, "val_top1": m.get("val_top1"),
-               "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
+               "val_loss": m.get("val_loss"), "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
                "aug_test_top1": m.get("aug_test_top1"), "search_s": m.get("search_s"),
                "step_s": m.get("step_s"), "wall_s": m.get("time_total_s")}
         row["mode"] = row["mode"] or m.get("mode") or default_mode

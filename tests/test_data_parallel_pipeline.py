@@ -27,6 +27,7 @@ TINY = TINY_PIPELINE + [
     "sweep.workers=2", "sweep.resources.cpu=0.9", "sweep.concurrency=1", "sweep.trials=2", "sweep.epochs=2",
     "sweep.mode=[netaug]",  # NetAug+RKD on 2 gloo workers: tests/test_data_parallel.py
     "sweep.scheduler=asha", "sweep.grace_period=1", "sweep.reduction_factor=2", "sweep.sampler=random",
+    "sweep.metric=val_loss",  # after 1 epoch at 8 px both trials tie on val top-1; val loss lets ASHA stop the second
     "final.workers=2", "final.resources.cpu=0.9", "final.seeds=1", "final.arms=[winner]",  # one Train run: the winner
     "deploy.int8=false"]  # int8 has its own tests
 
@@ -61,8 +62,10 @@ def test_two_worker_sweep_trials_report_to_tune_and_asha(dp_run):
     assert len(grid) == 2 and grid.num_errors == 0
     assert all(r.metrics["workers"] == 2 for r in grid)
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    assert (trials["status"] == "TERMINATED").all() and trials["test_top1"].notna().all()
-    # every trial's predictions are there, also for one ASHA stopped (evaluated from its Train checkpoint)
+    # ASHA stopped the second trial after its first epoch (its val loss was the worse one at that rung)
+    assert trials["status"].tolist() == ["TERMINATED", "STOPPED"] and trials["epochs_run"].tolist() == [2, 1]
+    assert trials["test_top1"].notna().all()
+    # every trial's predictions are there, also the stopped one's (evaluated from its Train checkpoint)
     preds = pd.read_parquet(run_dir / "predictions.parquet")
     assert set(trials["trial_id"]) <= set(preds["trial_id"])
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
