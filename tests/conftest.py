@@ -22,7 +22,7 @@ TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_ca
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "spaces" / "mbv2.yaml"
-# The four-stage run that test_final and test_analysis both read (one run for both saves CI minutes):
+# The four-stage run that test_final, test_analysis and test_sweep read (one run for all saves CI minutes):
 # two sweep modes, three trials (too few for importances), every final arm at two seeds, int8 on.
 SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.epochs=2",
                               "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2"]
