@@ -1,1 +1,1 @@
-"""pandas analysis of a run's Parquet results. Filled in by the analysis issue."""
+"""Reports on a run's Parquet results (pandas): metrics@k, tables, plots, comparisons between runs."""

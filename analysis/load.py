@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.errors import UserError
+from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, FINAL_SCHEMA, TRIALS_SCHEMA
 
 
 @dataclass
@@ -70,8 +71,17 @@ def _reports(result_json: Path) -> list[dict]:
     return rows
 
 
+def _first_start(reports: list[dict]) -> float | None:
+    starts = [r["started_at"] for r in reports if r.get("started_at") is not None]
+    return min(starts) if starts else None  # the first attempt's start, as trials.parquet records it
+
+
 def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(trials, epochs) rebuilt from the trials' Tune result logs: a run still in progress."""
+    """(trials, epochs) rebuilt from the trials' Tune result logs: a run still in progress.
+
+    The columns are trials.parquet's and epochs.parquet's (netaug/records.py); a trial's report carries
+    the same names, so only what the driver adds (status, error, the trial's parameters) is filled in here.
+    """
     trials, epochs = [], []
     for log in sorted((run_dir / "sweep").glob("*/result.json")):
         reports = [r for r in _reports(log) if "epoch" in r]
@@ -80,35 +90,41 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         last = reports[-1]
         config = last.get("config", {})
         tid = last.get("trial_id", log.parent.name)
-        trials.append({"trial_id": tid, "status": "RUNNING" if not last.get("done") else "TERMINATED",
-                       "error": None, **{k: config.get(k) for k in SWEPT_PARAMS},
-                       "mode": config.get("mode") or last.get("mode"),
-                       "arch": last.get("arch"), "base_macs": last.get("base_macs"), "aug_macs": last.get("aug_macs"),
-                       "epochs_run": last["epoch"], "val_top1": last.get("val_top1"), "val_loss": last.get("val_loss"),
-                       "test_top1": last.get("test_top1"), "started_at": last.get("started_at"),
-                       **{k: v for k, v in last.items() if k.startswith("test_")}})
+        row = {k: last.get(k) for k in TRIALS_SCHEMA.names}
+        row.update({k: config.get(k) for k in SWEPT_PARAMS}, trial_id=tid, error=None,
+                   status="TERMINATED" if last.get("done") or last.get("test_top1") is not None else "RUNNING",
+                   mode=config.get("mode") or last.get("mode"), arch=None if last.get("arch") == "null" else
+                   last.get("arch"), epochs_run=last["epoch"], wall_s=last.get("time_total_s"),
+                   started_at=_first_start(reports))
+        trials.append(row)
         seen = {}
         for r in reports:
             seen[r["epoch"]] = r
         for epoch, r in sorted(seen.items()):
-            epochs.append({"trial_id": tid, "stage": "sweep", "epoch": epoch, **{k: r.get(k) for k in (
-                "train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "lr", "epoch_s")}})
-    return pd.DataFrame(trials), pd.DataFrame(epochs)
+            epochs.append({"trial_id": tid, "stage": "sweep", "arm": None, "seed": None, "epoch": epoch,
+                           **{k: r.get(k) for k in EPOCH_METRICS}})
+    columns = {"trials": TRIALS_SCHEMA.names, "epochs": EPOCHS_SCHEMA.names}
+    return (pd.DataFrame(trials, columns=columns["trials"]) if trials else pd.DataFrame(),
+            pd.DataFrame(epochs, columns=columns["epochs"]) if epochs else pd.DataFrame())
 
 
 def _final_from_result_logs(run_dir: Path) -> pd.DataFrame:
-    """One row per final trial from its Tune result log: a final stage still running."""
+    """One row per final trial (final.parquet's columns) from its Tune result log: a final stage still running."""
     rows = []
     for log in sorted((run_dir / "final").glob("*/result.json")):
         reports = [r for r in _reports(log) if "epoch" in r and "arm" in r]
-        if reports:
-            last = reports[-1]
-            rows.append({"arm": last["arm"], "mode": last.get("mode"), "seed": last.get("seed"),
-                         "epochs": last["epoch"], "status": "TERMINATED" if last.get("test_top1") is not None
-                         else "RUNNING", "trial_id": last.get("trial_id", log.parent.name),
-                         **{k: last.get(k) for k in ("train_top1", "val_top1", "val_loss", "test_top1",
-                                                     "base_macs", "aug_macs", "largest")}})
-    return pd.DataFrame(rows)
+        if not reports:
+            continue
+        last = reports[-1]
+        arm = (last.get("config", {}).get("arms") or {}).get(last["arm"], {})
+        row = {k: last.get(k) for k in FINAL_SCHEMA.names}
+        row.update({k: arm[k] for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "description")
+                    if k in arm})
+        row.update(arm=last["arm"], mode=arm.get("mode") or last.get("mode"), epochs=last["epoch"],
+                   status="TERMINATED" if last.get("test_top1") is not None else "RUNNING",
+                   trial_id=last.get("trial_id", log.parent.name), wall_s=last.get("time_total_s"))
+        rows.append(row)
+    return pd.DataFrame(rows, columns=FINAL_SCHEMA.names) if rows else pd.DataFrame()
 
 
 def load_run(run_dir: str | Path) -> Run:

@@ -1,1 +1,1 @@
-"""Ray Tune stages (SPOS supernet, search, Optuna sweep). Filled in by the SPOS and sweep issues."""
+"""The Ray stages of `search/run.py`: SPOS supernet, search, Optuna sweep on Ray Tune, final retraining."""

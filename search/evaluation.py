@@ -10,14 +10,8 @@ import pyarrow as pa
 
 from netaug.config import SpaceConfig
 from netaug.io import write_parquet
+from netaug.records import KS, PREDICTIONS_SCHEMA
 from netaug.spos import path_id
-
-KS = (1, 3, 5)
-TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]  # macro, of the base
-PREDICTIONS_SCHEMA = pa.schema([
-    ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
-    ("label", pa.int64()), ("topk", pa.list_(pa.int64())), ("topk_prob", pa.list_(pa.float32())),
-])
 
 _DATA_CACHE: dict[str, object] = {}
 

@@ -32,33 +32,15 @@ from ray import tune
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
 from netaug.io import atomic_path, write_parquet
+from netaug.records import EPOCHS_SCHEMA, FINAL_SCHEMA, INT8_COLUMNS, PREDICTIONS_SCHEMA, TEST_METRICS
 from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
-from search.evaluation import PREDICTIONS_SCHEMA, TEST_METRICS, cached_data, final_evaluation
+from search.evaluation import cached_data, final_evaluation
 from search.progress import LineReporter
 
 EXPERIMENT = "final"
 FINAL_FILE = "final.parquet"
 ARMS_FILE = "arms.json"
-FINAL_SCHEMA = pa.schema(
-    [("arm", pa.string()), ("mode", pa.string()), ("seed", pa.int64()), ("r", pa.float64()), ("s", pa.int64()),
-     ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()), ("largest", pa.string()),
-     ("base_macs", pa.int64()), ("aug_macs", pa.int64()), ("epochs", pa.int64()), ("train_top1", pa.float64()),
-     ("val_top1", pa.float64()), ("test_top1", pa.float64())]
-    + [(name, pa.float64()) for name in TEST_METRICS]
-    + [("wall_s", pa.float64()), ("step_s", pa.float64()),
-       # beyond the columns every consumer needs: what a reader checks the pairing and the method with
-       ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("description", pa.string()),
-       ("share_fraction", pa.float64()), ("val_loss", pa.float64()), ("init_digest", pa.string()),
-       ("batch_digest", pa.string()), ("model_file", pa.string()),
-       # the int8 model of this arm x seed (deploy.int8; netaug/train/int8.py): kept one, then each attempt
-       ("int8_method", pa.string()), ("calib_images", pa.int64()), ("fp32_onnx_test_top1", pa.float64()),
-       ("int8_val_top1", pa.float64()), ("int8_test_top1", pa.float64()), ("int8_test_delta", pa.float64()),
-       ("int8_test_agreement", pa.float64()), ("ptq_val_top1", pa.float64()), ("ptq_test_top1", pa.float64()),
-       ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())])
-INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
-                "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
-                "qat_test_top1", "int8_file")
 
 
 @dataclass(frozen=True)
@@ -350,7 +332,6 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
 
 def write_final_results(grid, arms: list[Arm], run_dir: Path, epochs: int) -> list[dict]:
     """final.parquet; the final trials' epochs and predictions merged into epochs/predictions.parquet."""
-    from search.results import EPOCHS_SCHEMA
 
     rows, epoch_rows = final_rows(grid, arms, epochs)
     write_parquet(pa.Table.from_pylist(rows, schema=FINAL_SCHEMA), run_dir / FINAL_FILE)

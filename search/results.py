@@ -14,26 +14,12 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.io import write_parquet
+from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, KS, PREDICTIONS_SCHEMA, TEST_METRICS, TRIALS_SCHEMA
 from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
-from search.evaluation import KS, PREDICTIONS_SCHEMA, TEST_METRICS
 from search.sweep_stage import EXPERIMENT
 from search.trials import error_text, trial_id_of
 
-TRIALS_SCHEMA = pa.schema(
-    [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
-     ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
-     ("share_fraction", pa.float64()), ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
-     ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
-     ("test_top1", pa.float64())]
-    + [(name, pa.float64()) for name in TEST_METRICS]
-    + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
-       ("wall_s", pa.float64()), ("started_at", pa.float64())])
-EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "train_top1", "lr",
-                 "epoch_s")
-EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string()), ("stage", pa.string()), ("arm", pa.string()),
-                           ("seed", pa.int64()), ("epoch", pa.int64())]
-                          + [(name, pa.float64()) for name in EPOCH_METRICS])
 FILES = ("trials.parquet", "epochs.parquet", "predictions.parquet", ARCHS_FILE)
 
 
@@ -132,8 +118,12 @@ def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
     lines.append(f"best trial {best['trial_id']} ({best['status']}): {params}")
     lines.append(f"  base MACs {best['base_macs'] / 1e6:.2f}M, largest augmented (a*) {best['aug_macs'] / 1e6:.2f}M"
                  if best.get("base_macs") else "  (no MACs recorded)")
-    lines.append(f"  val top-1 {best['val_top1']:.4f}"
-                 + (f" | test top-1 {best['test_top1']:.4f}" if best.get("test_top1") is not None else ""))
+    val = [f"val top-1 {best['val_top1']:.4f}"] if best.get("val_top1") is not None else []
+    if best.get("val_loss") is not None:
+        val.append(f"val loss {best['val_loss']:.4f}")
+    if best.get("test_top1") is not None:
+        val.append(f"test top-1 {best['test_top1']:.4f}")
+    lines.append(f"  {' | '.join(val)} (ranked by {metric}, {mode})")
     if best.get("test_top1") is not None:
         header = "  k  precision@k  recall@k  F1@k  (macro, test)"
         lines.append(header)

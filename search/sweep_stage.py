@@ -25,7 +25,7 @@ from search.archs import ARCHS_FILE, archs_table
 from search.checkpoints import load_trainer_state
 from search.cluster import resources_for
 from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
-from search.evaluation import KS, PREDICTIONS_SCHEMA, cached_data, final_evaluation  # noqa: F401 (re-exported)
+from search.evaluation import cached_data, final_evaluation
 from search.progress import LineReporter
 
 EXPERIMENT = "sweep"

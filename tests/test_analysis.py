@@ -154,6 +154,36 @@ def test_scripts_read_a_run_in_progress_copied_elsewhere(tiny_run, tmp_path, cap
     assert "sweep (in progress)" in table and table.count("best ") == 2
 
 
+def test_a_run_in_progress_reads_as_the_same_tables_as_the_finished_run(tiny_run, tmp_path):
+    """analysis/load.py rebuilds trials, final and sweep epochs from Tune's result logs with the Parquet files'
+    columns (netaug/records.py) and, for trials that have finished, their values."""
+    from analysis.load import load_run
+    from netaug.records import EPOCH_METRICS, FINAL_SCHEMA, TRIALS_SCHEMA
+
+    copy = tmp_path / "copied"
+    shutil.copytree(tiny_run, copy)
+    for name in ("trials.parquet", "epochs.parquet", "predictions.parquet", "final.parquet"):
+        (copy / name).unlink()
+    full, part = load_run(tiny_run), load_run(copy)
+    assert full.complete and not part.complete
+    assert list(part.trials.columns) == list(full.trials.columns) == TRIALS_SCHEMA.names
+    assert list(part.final.columns) == list(full.final.columns) == FINAL_SCHEMA.names
+    assert list(part.epochs.columns) == list(full.epochs.columns)
+
+    def same(a: pd.DataFrame, b: pd.DataFrame, key: list[str], columns: list[str]) -> None:
+        a, b = a.set_index(key).sort_index(), b.set_index(key).sort_index()
+        assert list(a.index) == list(b.index)
+        for c in columns:
+            x, y = a[c].tolist(), b[c].tolist()
+            assert all((pd.isna(p) and pd.isna(q)) or p == q for p, q in zip(x, y)), (c, x, y)
+
+    same(full.trials, part.trials, ["trial_id"], [c for c in TRIALS_SCHEMA.names if c != "trial_id"])
+    same(full.final, part.final, ["arm", "seed"], [c for c in FINAL_SCHEMA.names if c not in ("arm", "seed")])
+    sweep_epochs = full.epochs[full.epochs["stage"] == "sweep"]
+    same(sweep_epochs, part.epochs, ["trial_id", "epoch"], list(EPOCH_METRICS))
+    assert part.trials["val_loss"].notna().all() and part.final["val_loss"].notna().all()
+
+
 @pytest.mark.parametrize("script", ["topk", "report", "compare"])
 def test_bad_run_dir_exits_2_with_one_line(tmp_path, script):
     empty = tmp_path / "empty"

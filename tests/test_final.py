@@ -14,11 +14,10 @@ import torch
 from torchmetrics.functional.classification import multiclass_f1_score, multiclass_precision, multiclass_recall
 
 from netaug.data import load_data, make_batcher
+from netaug.records import EPOCHS_SCHEMA, FINAL_SCHEMA
 from netaug.stats import format_points
 from netaug.train.export import load_exported
 from netaug.train.quantize import initializer_bytes, onnx_logits
-from search.final_stage import FINAL_SCHEMA
-from search.results import EPOCHS_SCHEMA
 
 REQUIRED = ["arm", "mode", "seed", "r", "s", "aug_loss_weight", "lambda_kd", "largest", "base_macs", "aug_macs",
             "epochs", "train_top1", "val_top1", "test_top1"] + [

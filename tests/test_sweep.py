@@ -14,9 +14,10 @@ from torchmetrics.functional.classification import multiclass_precision
 
 from netaug.config import load_space
 from netaug.metrics import precision_recall_f1_at_k
+from netaug.records import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
 from search.archs import SCHEMA as ARCHS_SCHEMA
-from search.results import EPOCHS_SCHEMA, TRIALS_SCHEMA, write_results
-from search.sweep_stage import FAULT_ENV, PREDICTIONS_SCHEMA, finalize_stopped, run_sweep
+from search.results import write_results
+from search.sweep_stage import FAULT_ENV, finalize_stopped, run_sweep
 
 TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random"]
 
@@ -97,3 +98,20 @@ def test_a_failing_trial_is_recorded_as_errored_while_the_other_finishes(ray_loc
     assert len(ok) == 1 and ok["test_top1"].notna().all() and ok["error"].isna().all()
     assert ok["arch"].notna().all()  # fixed: every layer at r
     assert set(pd.read_parquet(paths["predictions.parquet"])["trial_id"]) == set(ok["trial_id"])
+
+
+def test_summary_ranks_and_prints_by_the_sweep_metric():
+    """With sweep.metric=val_loss the best trial is the lowest val loss (not the best top-1), and its line shows it."""
+    from search.results import summary_lines
+
+    base = {"status": "TERMINATED", "base_macs": None, "test_top1": None, "arch": None}
+    trials = [{**base, "trial_id": "a", "val_top1": 0.90, "val_loss": 0.40},
+              {**base, "trial_id": "b", "val_top1": 0.85, "val_loss": 0.30},
+              {**base, "trial_id": "c", "status": "ERROR", "val_top1": None, "val_loss": None}]
+    by_loss = summary_lines(trials, "val_loss", "min")
+    assert by_loss[0] == "trials: 3 (2 finished, 0 stopped early, 1 errored)"
+    assert by_loss[1].startswith("best trial b (TERMINATED)")
+    assert by_loss[3] == "  val top-1 0.8500 | val loss 0.3000 (ranked by val_loss, min)"
+    by_top1 = summary_lines(trials, "val_top1", "max")
+    assert by_top1[1].startswith("best trial a (TERMINATED)")
+    assert by_top1[3] == "  val top-1 0.9000 | val loss 0.4000 (ranked by val_top1, max)"

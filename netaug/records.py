@@ -1,0 +1,50 @@
+"""The columns of the run's Parquet files, shared by their writers (search/) and their readers (analysis/).
+
+trials.parquet: one row per sweep trial; epochs.parquet: one row per trial (sweep or final) and epoch;
+predictions.parquet: per-sample top-K of a model; final.parquet: one row per final arm x seed. A trial's
+per-epoch report to Tune carries these names too, which is how analysis/ rebuilds a run still in progress.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+KS = (1, 3, 5)
+TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]  # macro, of the base
+PREDICTIONS_SCHEMA = pa.schema([
+    ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
+    ("label", pa.int64()), ("topk", pa.list_(pa.int64())), ("topk_prob", pa.list_(pa.float32())),
+])
+TRIALS_SCHEMA = pa.schema(
+    [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
+     ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
+     ("share_fraction", pa.float64()), ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
+     ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
+     ("test_top1", pa.float64())]
+    + [(name, pa.float64()) for name in TEST_METRICS]
+    + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
+       ("wall_s", pa.float64()), ("started_at", pa.float64())])
+EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "train_top1", "lr",
+                 "epoch_s")
+EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string()), ("stage", pa.string()), ("arm", pa.string()),
+                           ("seed", pa.int64()), ("epoch", pa.int64())]
+                          + [(name, pa.float64()) for name in EPOCH_METRICS])
+FINAL_SCHEMA = pa.schema(
+    [("arm", pa.string()), ("mode", pa.string()), ("seed", pa.int64()), ("r", pa.float64()), ("s", pa.int64()),
+     ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()), ("largest", pa.string()),
+     ("base_macs", pa.int64()), ("aug_macs", pa.int64()), ("epochs", pa.int64()), ("train_top1", pa.float64()),
+     ("val_top1", pa.float64()), ("test_top1", pa.float64())]
+    + [(name, pa.float64()) for name in TEST_METRICS]
+    + [("wall_s", pa.float64()), ("step_s", pa.float64()),
+       # beyond the columns every consumer needs: what a reader checks the pairing and the method with
+       ("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()), ("description", pa.string()),
+       ("share_fraction", pa.float64()), ("val_loss", pa.float64()), ("init_digest", pa.string()),
+       ("batch_digest", pa.string()), ("model_file", pa.string()),
+       # the int8 model of this arm x seed (deploy.int8; netaug/train/int8.py): kept one, then each attempt
+       ("int8_method", pa.string()), ("calib_images", pa.int64()), ("fp32_onnx_test_top1", pa.float64()),
+       ("int8_val_top1", pa.float64()), ("int8_test_top1", pa.float64()), ("int8_test_delta", pa.float64()),
+       ("int8_test_agreement", pa.float64()), ("ptq_val_top1", pa.float64()), ("ptq_test_top1", pa.float64()),
+       ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())])
+INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
+                "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
+                "qat_test_top1", "int8_file")
