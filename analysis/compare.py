@@ -60,10 +60,12 @@ def final_rows(path: Path, run) -> list[dict]:
         desc = final.loc[final["arm"] == arm, "description"].iloc[0] if "description" in final else arm
         out = {"run": f"{path.parent.name}/{path.name}", "kind": "final", "what": f"{arm} ({desc})", **row}
         if arm in diffs:
-            r = diffs[arm].result
+            c = diffs[arm]
+            r = c.result
             interval = "" if np.isnan(r.low) else f" [{format_points(r.low)}, {format_points(r.high)}]"
+            holm = f" (Holm {c.holm_p:.3g})" if c.family > 1 and not np.isnan(c.holm_p) else ""
             out["test_top1_vs_baseline"] = (f"{format_points(r.mean)} pts{interval}"
-                                            + ("" if np.isnan(r.p_value) else f", p = {r.p_value:.3g}"))
+                                            + ("" if np.isnan(r.p_value) else f", p = {r.p_value:.3g}{holm}"))
         rows.append(out)
     return rows
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import stats
@@ -31,14 +31,16 @@ class PairedDifference:
     def significant(self) -> bool:
         return not math.isnan(self.p_value) and self.p_value < 1 - self.confidence
 
-    def verdict(self, better: str = "the arm", worse: str = "the baseline") -> str:
-        """Plain words for the result."""
+    def verdict(self, better: str = "the arm", worse: str = "the baseline", significant: bool | None = None,
+                how: str = "") -> str:
+        """Plain words for the result; `significant` and `how` (e.g. "after Holm over 2 arms") come from a
+        multiple-comparison correction when this difference is one of several."""
         if self.n < 2:
             return "one seed: no interval, no test (set final.seeds >= 2)"
         if math.isnan(self.p_value):
             return "identical differences on every seed: no test"
-        level = f"{round((1 - self.confidence) * 100, 6):g}%"
-        if not self.significant:
+        level = f"{round((1 - self.confidence) * 100, 6):g}%" + (f" {how}" if how else "")
+        if not (self.significant if significant is None else significant):
             return f"not significant at {level}"
         return f"significant at {level}: {better if self.mean > 0 else worse} is better"
 
@@ -98,21 +100,36 @@ class ArmComparison:
     arm_mean: float
     baseline_mean: float
     result: PairedDifference
+    holm_p: float = float("nan")  # p adjusted by Holm over the `family` arms compared with the baseline together
+    family: int = 1
+
+    @property
+    def significant(self) -> bool:
+        """Significant at the result's level after the Holm correction over the arms compared together."""
+        p = self.result.p_value if self.family <= 1 else self.holm_p
+        return not math.isnan(p) and p < 1 - self.result.confidence
 
     def line(self) -> str:
         r = self.result
         interval = "" if math.isnan(r.low) else f" [{format_points(r.low)}, {format_points(r.high)}]"
         p = "" if math.isnan(r.p_value) else f", p = {r.p_value:.3g}"
+        how = ""
+        if self.family > 1 and not math.isnan(self.holm_p):
+            p += f" (Holm {self.holm_p:.3g})"
+            how = f"after Holm over {self.family} arms"
         what = self.metric.replace("_top1", " top-1").replace("_", " ")
         seeds = f"{r.n} seed{'s' if r.n != 1 else ''}"
-        verdict = r.verdict(self.arm, self.baseline)
+        verdict = r.verdict(self.arm, self.baseline, self.significant, how)
         return (f"{self.arm} ({self.description}) vs {self.baseline}: {what} {format_points(r.mean)} pts"
                 f"{interval}{p}, {seeds}: {verdict}")
 
 
 def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: str = "baseline",
                     confidence: float = 0.95) -> list[ArmComparison]:
-    """Every arm but `baseline` against it, on the seeds both have a value for (rows: one per arm and seed)."""
+    """Every arm but `baseline` against it, on the seeds both have a value for (rows: one per arm and seed).
+
+    The arms form one family: each comparison carries its p-value adjusted by Holm over the arms that have
+    one, and is called significant on that (a single arm keeps its own p)."""
     by_arm: dict[str, dict[int, float]] = {}
     descriptions: dict[str, str] = {}
     for row in rows:
@@ -131,7 +148,9 @@ def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: s
         a, b = [values[s] for s in seeds], [base[s] for s in seeds]
         out.append(ArmComparison(arm, descriptions[arm], baseline, metric, seeds, float(np.mean(a)),
                                  float(np.mean(b)), paired_difference(a, b, confidence)))
-    return out
+    adjusted = holm([c.result.p_value for c in out])
+    family = sum(not math.isnan(p) for p in adjusted)
+    return [replace(c, holm_p=p, family=family) for c, p in zip(out, adjusted)]
 
 
 def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
@@ -144,14 +163,16 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
     what = comparisons[0].metric.replace("_top1", " top-1").replace("_", " ")
     lines += ["  " + c.line() for c in comparisons]
     tie = 5e-5  # below half a hundredth of a point: the same accuracy (float rounding of equal counts)
-    better = [c for c in comparisons if c.result.significant and c.result.mean > 0]
-    worse = [c for c in comparisons if c.result.significant and c.result.mean < 0]
+    better = [c for c in comparisons if c.significant and c.result.mean > 0]
+    worse = [c for c in comparisons if c.significant and c.result.mean < 0]
     behind = [c for c in comparisons if c.result.mean < -tie]
     level = [c for c in comparisons if abs(c.result.mean) <= tie]
     how = "significantly for " + ", ".join(c.arm for c in worse) if worse else "not significantly"
+    family = max(c.family for c in comparisons)
+    holm_note = f" (Holm over {family} arms)" if family > 1 else ""
     if better:
         lines.append("Answer: yes. " + "; ".join(f"{c.arm} beat plain training by {format_points(c.result.mean)} pts"
-                                                 for c in better) + ".")
+                                                 for c in better) + f", significantly{holm_note}.")
     elif len(behind) == len(comparisons):
         lines.append(f"Answer: no. Plain training beat every NetAug arm here ({how}).")
     elif len(behind) + len(level) == len(comparisons):
@@ -166,7 +187,7 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
                      f"{', '.join(c.arm for c in worse)} fell significantly behind it"
                      + (f"; {', '.join(rest)} did not differ significantly." if rest else "."))
     else:
-        lines.append("Answer: not shown. No arm differs significantly from plain training with "
+        lines.append(f"Answer: not shown. No arm differs significantly{holm_note} from plain training with "
                      f"{max(c.result.n for c in comparisons)} seeds; more seeds or longer training would tell.")
     return lines
 

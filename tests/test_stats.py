@@ -80,26 +80,67 @@ def test_no_baseline_means_no_comparison():
 def test_a_tie_is_neither_a_loss_nor_a_gain():
     rows = _rows({"baseline": {0: 0.98, 1: 0.97}, "winner": {0: 0.97, 1: 0.98}, "netaug_fixed": {0: 0.96, 1: 0.965}})
     lines = comparison_lines(arm_comparisons(rows), rows)
-    assert any("winner (winner method) vs baseline: test top-1 +0.00 pts" in ln and "p = 1," in ln for ln in lines)
+    assert any("winner (winner method) vs baseline: test top-1 +0.00 pts" in ln and "p = 1 (Holm 1)," in ln
+               for ln in lines)
     assert lines[-1].startswith("Answer: no. No NetAug arm beat plain training here: winner tied with it")
     assert "netaug_fixed fell behind" in lines[-1]
 
 
-def test_the_answer_agrees_with_a_significantly_worse_arm_line():
-    """Found as a new user: one arm significantly behind baseline, another ahead but not significantly,
-    2 seeds. The arm line said "significant at 5%: baseline is better"; the answer said "No arm
-    differs significantly". The answer must agree with its lines."""
+def test_the_answer_agrees_with_the_arm_lines_in_the_new_users_case():
+    """Found as a new user: one arm 1.67 pts behind baseline with p = 0.0305, another ahead but not
+    significantly, 2 seeds. The arm line said "significant at 5%: baseline is better"; the answer said "No arm
+    differs significantly". The answer must agree with its lines. Two arms are two tests: after Holm
+    (p 0.0305 x 2 = 0.061) the worse arm is not significant either, and line and answer both say so."""
     rows = _rows({"baseline": {0: 0.80, 1: 0.82}, "netaug_fixed": {0: 0.80 - 0.0159, 1: 0.82 - 0.0175},
                   "winner": {0: 0.81, 1: 0.815}})
     comps = {c.arm: c for c in arm_comparisons(rows)}
-    fixed = comps["netaug_fixed"]
-    assert fixed.result.p_value == pytest.approx(float(stats.ttest_rel([0.7841, 0.8025], [0.80, 0.82]).pvalue))
-    assert fixed.result.significant and fixed.result.mean < 0 and not comps["winner"].result.significant
+    fixed, winner = comps["netaug_fixed"], comps["winner"]
+    raw = float(stats.ttest_rel([0.7841, 0.8025], [0.80, 0.82]).pvalue)
+    assert fixed.result.p_value == pytest.approx(raw) and round(raw, 4) == 0.0305
+    assert fixed.family == winner.family == 2 and fixed.holm_p == pytest.approx(2 * raw)
+    assert fixed.result.significant and not fixed.significant and not winner.significant
     lines = comparison_lines(list(comps.values()), rows)
-    assert any(ln.strip().startswith("netaug_fixed") and "significant at 5%: baseline is better" in ln for ln in lines)
+    (fixed_line,) = [ln for ln in lines if ln.strip().startswith("netaug_fixed")]
+    assert "-1.67 pts [-2.69, -0.65], p = 0.0305 (Holm 0.0609)" in fixed_line
+    assert fixed_line.endswith("not significant at 5% after Holm over 2 arms")
+    assert lines[-1].startswith("Answer: not shown. No arm differs significantly (Holm over 2 arms)")
+    # compared alone, the same arm is one test: significant, and the answer says plain training won
+    alone = [r for r in rows if r["arm"] != "winner"]
+    lines = comparison_lines(arm_comparisons(alone), alone)
+    assert lines[1].endswith("2 seeds: significant at 5%: baseline is better") and "Holm" not in lines[1]
+    assert lines[-1].startswith("Answer: no. Plain training beat every NetAug arm here "
+                                "(significantly for netaug_fixed)")
+
+
+def test_an_arm_significantly_behind_after_holm_is_named_in_the_answer():
+    rows = _rows({"baseline": {0: 0.80, 1: 0.82, 2: 0.81}, "netaug_fixed": {0: 0.784, 1: 0.8042, 2: 0.7939},
+                  "winner": {0: 0.81, 1: 0.815, 2: 0.808}})
+    comps = {c.arm: c for c in arm_comparisons(rows)}
+    fixed = comps["netaug_fixed"]
+    assert fixed.significant and fixed.holm_p < 0.05 and not comps["winner"].significant
+    lines = comparison_lines(list(comps.values()), rows)
+    assert any(ln.strip().startswith("netaug_fixed") and ln.endswith("significant at 5% after Holm over 2 arms: "
+                                                                      "baseline is better") for ln in lines)
     answer = lines[-1]
     assert answer.startswith("Answer: no.") and "No arm differs significantly" not in answer
     assert "netaug_fixed fell significantly behind it" in answer and "winner did not differ significantly" in answer
+
+
+def test_the_arms_are_one_family_for_holm():
+    """Each comparison's Holm p is holm() over the arms' raw p-values; significance follows it."""
+    from netaug.stats import holm
+
+    rng = np.random.default_rng(0)
+    base = {s: 0.8 + 0.01 * s for s in range(4)}
+    shifts = {"a": 0.02, "b": 0.006, "c": 0.0}  # b: raw p 0.032 < 0.05, Holm 0.065
+    rows = _rows({"baseline": base, **{arm: {s: v + shift + rng.normal(0, 0.006) for s, v in base.items()}
+                                       for arm, shift in shifts.items()}})
+    comps = arm_comparisons(rows)
+    raw = [c.result.p_value for c in comps]
+    assert [c.holm_p for c in comps] == pytest.approx(holm(raw))
+    assert all(c.family == 3 for c in comps)
+    assert [c.significant for c in comps] == [p < 0.05 for p in holm(raw)] == [True, False, False]
+    assert [c.result.significant for c in comps] == [True, True, False]
 
 
 def test_holm_matches_the_step_down_definition():
