@@ -103,9 +103,8 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         for epoch, r in sorted(seen.items()):
             epochs.append({"trial_id": tid, "stage": "sweep", "arm": None, "seed": None, "epoch": epoch,
                            **{k: r.get(k) for k in EPOCH_METRICS}})
-    columns = {"trials": TRIALS_SCHEMA.names, "epochs": EPOCHS_SCHEMA.names}
-    return (pd.DataFrame(trials, columns=columns["trials"]) if trials else pd.DataFrame(),
-            pd.DataFrame(epochs, columns=columns["epochs"]) if epochs else pd.DataFrame())
+    return (pd.DataFrame(trials, columns=TRIALS_SCHEMA.names) if trials else pd.DataFrame(),
+            pd.DataFrame(epochs, columns=EPOCHS_SCHEMA.names) if epochs else pd.DataFrame())
 
 
 def _final_from_result_logs(run_dir: Path) -> pd.DataFrame:

@@ -332,7 +332,6 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
 
 def write_final_results(grid, arms: list[Arm], run_dir: Path, epochs: int) -> list[dict]:
     """final.parquet; the final trials' epochs and predictions merged into epochs/predictions.parquet."""
-
     rows, epoch_rows = final_rows(grid, arms, epochs)
     write_parquet(pa.Table.from_pylist(rows, schema=FINAL_SCHEMA), run_dir / FINAL_FILE)
     epochs_path = run_dir / "epochs.parquet"
