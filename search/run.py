@@ -86,10 +86,11 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
         raise UserError(f"--no-dashboard: data-parallel trials ({', '.join(parallel)}) need the local dashboard: "
                         "Ray Train frees the workers of a trial Tune stopped through its State API")
     if "final" in stages and cfg.deploy.int8 and cfg.data.loader == "memory" and cfg.data.name in CHEAP_TO_LOAD:
-        from netaug.data import load_data
         from netaug.train.int8 import calibration_set
+        from search.evaluation import cached_data
 
-        calibration_set(load_data(cfg.data), cfg.deploy.calib_images, cfg.data.split_seed)  # the size, now
+        # the size, now; loaded through the cache, so the final stage's own check reuses these arrays
+        calibration_set(cached_data(cfg), cfg.deploy.calib_images, cfg.data.split_seed)
     for stage in ("supernet", "sweep", "final"):
         if stage in stages and (run_dir / stage).exists() and not args.resume:
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "
