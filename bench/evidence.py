@@ -378,10 +378,23 @@ def _mean_sd(values: list[float]) -> str:
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
+def seed_band(rows) -> tuple[list[int], list[float], list[float], list[float], list[int]]:
+    """Train top-1 per epoch over the seeds of one arm and schedule: epochs every seed has, then the
+    mean, min and max over the seeds at each, and the seeds."""
+    by_seed: dict[int, dict[int, float]] = {}
+    for r in rows:
+        by_seed.setdefault(r["seed"], {})[r["epoch"]] = r["train_top1"]
+    seeds = sorted(by_seed)
+    xs = sorted(set.intersection(*(set(c) for c in by_seed.values())))
+    vals = [[by_seed[s][e] for s in seeds] for e in xs]
+    return xs, [sum(v) / len(v) for v in vals], [min(v) for v in vals], [max(v) for v in vals], seeds
+
+
 def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
     """Per base size: Δ test top-1 of each arm against baseline with its paired interval (against the
     schedule length when there are several, per arm when there is one), and train top-1 per epoch:
-    every arm at its longest schedule (lowest seed) plus baseline at every schedule (the plateau)."""
+    every arm at its longest schedule plus baseline at every schedule (the plateau), the mean over
+    the finished seeds with their min-max band."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -425,11 +438,11 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
                 continue
             longest = max(r["epochs"] for r in rows)
             for epochs in sorted({r["epochs"] for r in rows}) if arm == "baseline" else [longest]:
-                seed = min(r["seed"] for r in rows if r["epochs"] == epochs)
-                curve = sorted((r["epoch"], r["train_top1"]) for r in rows
-                               if r["epochs"] == epochs and r["seed"] == seed)
-                ax.plot([e for e, _ in curve], [t for _, t in curve], marker=".",
-                        label=f"{arm}, {epochs}-epoch schedule, seed {seed}")
+                xs, mean, low, high, seeds = seed_band(r for r in rows if r["epochs"] == epochs)
+                who = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds, band min-max"
+                line, = ax.plot(xs, mean, marker=".", label=f"{arm}, {epochs}-epoch schedule, {who}")
+                if len(seeds) > 1:
+                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)
         ax.set(title=f"{base}: train top-1 per epoch (fixed train subset)", xlabel="epoch", ylabel="train top-1")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:

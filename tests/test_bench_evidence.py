@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -88,3 +89,19 @@ def test_ctrl_c_leaves_a_cell_that_resumes_from_its_last_epoch(tmp_path):
     epochs = pd.read_parquet(out / "evidence_epochs.parquet")
     assert sorted(epochs.epoch) == list(range(1, 7))  # every epoch once, the interrupted run's kept
     assert not list((out / "checkpoints").iterdir())
+
+
+def test_the_plot_band_is_the_mean_min_and_max_over_seeds_of_the_epochs_every_seed_has(monkeypatch):
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "evidence", evidence)  # its dataclasses look their module up there
+    spec.loader.exec_module(evidence)
+    rows = [{"seed": s, "epoch": e, "train_top1": 0.5 + 0.01 * e + 0.003 * s * s}
+            for s in (0, 1, 4) for e in range(1, 6) if (s, e) != (4, 5)]  # seed 4 lacks epoch 5
+    xs, mean, low, high, seeds = evidence.seed_band(reversed(rows))
+    table = pd.DataFrame(rows).pivot(index="epoch", columns="seed", values="train_top1").dropna()
+    assert xs == list(table.index) == [1, 2, 3, 4] and seeds == [0, 1, 4]
+    assert mean == pytest.approx(list(table.mean(axis=1)), abs=1e-15)
+    assert low == list(table.min(axis=1)) and high == list(table.max(axis=1))
+    one = evidence.seed_band(r for r in rows if r["seed"] == 1)
+    assert one[0] == [1, 2, 3, 4, 5] and one[1] == one[2] == one[3] == [r["train_top1"] for r in rows if r["seed"] == 1]
