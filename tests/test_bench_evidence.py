@@ -26,12 +26,12 @@ def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
 
 def test_cells_paired_deltas_resume_and_astar(tmp_path):
     out = tmp_path / "study"
-    first = run(out, "--seeds", "3", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
+    first = run(out, "--seeds", "2", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
                 "--supernet-epochs", "1", "--paths", "2")
     assert first.returncode == 0, first.stderr[-3000:]
     df = pd.read_parquet(out / "evidence.parquet")
     assert sorted(zip(df.arm, df.epochs, df.seed)) == sorted(
-        [(a, 1, s) for a in ("baseline", "netaug", "netaug_rkd_astar") for s in (0, 1, 2)] + [("baseline", 2, 0)])
+        [(a, 1, s) for a in ("baseline", "netaug", "netaug_rkd_astar") for s in (0, 1)] + [("baseline", 2, 0)])
     assert df[["train_top1", "val_top1", "test_top1", "base_macs"]].notna().all().all()
     assert df.test_top1.between(0, 1).all() and (df.base_macs == df.base_macs.iloc[0]).all()
     # the a* arm trains with the searched path as its largest model
@@ -46,10 +46,10 @@ def test_cells_paired_deltas_resume_and_astar(tmp_path):
     line = next(x for x in first.stdout.splitlines() if x.startswith("| mobilenetv2@0.1 | 1 | netaug |"))
     assert f"{d + 0.0:+.2f}" in line and (f"p = {p:.3g}" in line or p != p)
     epochs = pd.read_parquet(out / "evidence_epochs.parquet")
-    assert len(epochs) == 9 * 1 + 2 and set(epochs.columns) >= {"epoch", "train_top1", "val_top1", "lr"}
+    assert len(epochs) == 6 * 1 + 2 and set(epochs.columns) >= {"epoch", "train_top1", "val_top1", "lr"}
     assert (out / "evidence.png").stat().st_size > 10_000 and not list(out.rglob("*.tmp"))
     # a rerun finds every cell finished and trains nothing
-    again = run(out, "--seeds", "3", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
+    again = run(out, "--seeds", "2", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
                 "--supernet-epochs", "1", "--paths", "2")
     assert again.returncode == 0 and "0 to run" in again.stdout and "epoch 1/1" not in again.stdout
     def ordered(frame):

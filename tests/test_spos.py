@@ -99,7 +99,7 @@ def test_evolution_never_exceeds_the_macs_limit(supernet, digits16):
     runs = []
     for _ in range(2):
         evaluator = make_evaluator(supernet, digits16)
-        best, table = evolution_search(evaluator, space, limit, torch.Generator().manual_seed(4), population=6,
+        best, table = evolution_search(evaluator, space, limit, torch.Generator().manual_seed(4), population=4,
                                        generations=3, parents=2, mutation_prob=0.3)
         assert all(c.macs <= limit for c in table) and best.macs <= limit
         assert {c.generation for c in table} == {0, 1, 2}
