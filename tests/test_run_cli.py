@@ -218,12 +218,13 @@ def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[int, str,
 # that is interrupted and would only make the test longer.
 SKIP_SEARCH = ("--set", "sweep.largest=fixed")
 LATER_STAGES = (*SKIP_SEARCH, "--set", "sweep.trials=1")  # one sweep trial is enough to reach the final stage
+BASELINE_ONLY = ("--stage", "final", "--set", "final.arms=[baseline]")  # a final stage that needs no sweep
 # (stage, the line that shows it is running, what must not exist after the interruption, extra args)
 INTERRUPTS = [
     ("supernet", "[supernet", ["search.json", "sweep", "final"], ()),
     ("search", "supernet checkpoint ->", ["search.json", "sweep", "final"], ()),
     ("sweep", "[sweep", ["trials.parquet", "final"], SKIP_SEARCH),
-    ("final", "[final", ["final.parquet", "final/model.pt"], LATER_STAGES),
+    ("final", "[final", ["final.parquet", "final/model.pt"], BASELINE_ONLY),
 ]
 
 
