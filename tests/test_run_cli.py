@@ -279,3 +279,22 @@ def test_a_stage_asking_more_than_the_cluster_has_exits_2_once_ray_is_up(tmp_pat
     assert re.fullmatch(r"error: supernet\.resources: supernet\.resources\.cpu=1024 = 1024 CPUs, but the cluster has "
                         r"(\d+); it fits with supernet\.resources\.cpu=\1", lines[0]), lines[0]
     assert not (out / "supernet").exists() and "Traceback" not in proc.stderr
+
+
+def test_the_early_calibration_check_and_the_final_stage_load_the_data_once(tmp_path, monkeypatch):
+    import netaug.data
+    import search.evaluation
+    from netaug.train.int8 import calibration_set
+    from search.evaluation import cached_data
+
+    monkeypatch.setattr(search.evaluation, "_DATA_CACHE", {})  # nothing cached by an earlier test
+    loads = []
+    real = netaug.data.load_data
+    monkeypatch.setattr(netaug.data, "load_data", lambda cfg: loads.append(cfg) or real(cfg))
+    args = run_module.parse_args(["--space", str(ROOT / "spaces" / "mbv2.yaml"), "--out", str(tmp_path / "run"),
+                                  "--set", "deploy.int8=true"])
+    cfg, _, stages = run_module.prepare(args)
+    assert "final" in stages and len(loads) == 1  # the size was checked before Ray starts
+    data = cached_data(cfg)  # what run_final checks again, in the same driver process
+    calibration = calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed)
+    assert len(loads) == 1 and len(calibration) == cfg.deploy.calib_images
