@@ -40,17 +40,18 @@ def choose(rows: list[dict]) -> tuple[str, dict]:
 
 def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
     """Write final/model.{pt,onnx,json} for the chosen arm and seed; returns summary lines."""
-    from netaug.data import load_data, make_batcher
+    from netaug.data import make_batcher
     from netaug.train.deploy import check_onnx, deployment_facts, export_onnx
     from netaug.train.evaluate import evaluate
     from netaug.train.export import load_exported
+    from search.evaluation import cached_data
 
     arm, row = choose(rows)
     out = run_dir / "final"
     with atomic_path(out / MODEL_PT) as tmp:
         shutil.copyfile(run_dir / row["model_file"], tmp)
     model, payload = load_exported(out / MODEL_PT)
-    data = load_data(cfg.data)
+    data = cached_data(cfg)  # the driver's copy, already loaded by the int8 checks
     shape = (data.in_channels, data.resolution, data.resolution)
     facts = deployment_facts(model, shape)
     export_onnx(model, out / MODEL_ONNX, shape)
