@@ -37,13 +37,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARMS = ("baseline", "netaug", "netaug_sortaug", "netaug_rkd_sampled", "netaug_rkd_fwd", "netaug_rkd",
-        "netaug_rkd_astar")
+        "netaug_rkd_astar", "netaug_astar", "netaug_share", "netaug_full", "baseline_equal")
 TEACHERS = {"netaug_rkd_sampled": "sampled", "netaug_rkd_fwd": "max_fwd"}  # rkd.teacher of the cheaper-teacher arms
+ASTAR_ARMS = ("netaug_rkd_astar", "netaug_astar", "netaug_full")  # arms whose largest model is the SPOS a*
+SHARE_ARMS = ("netaug_share", "netaug_full")  # arms with share-then-unshare (sharing.share_fraction of the space)
 # x baseline step, measured (docs/results.md); the arms a study must finish first come first in `plan`
-ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled": 6, "netaug_rkd_fwd": 14,
-            "netaug_rkd": 25, "netaug_rkd_astar": 20}
-ARM_TIER = {"baseline": 0, "netaug": 0, "netaug_sortaug": 1, "netaug_rkd_sampled": 2, "netaug_rkd_fwd": 3,
-            "netaug_rkd": 4, "netaug_rkd_astar": 5}
+ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled": 6, "netaug_rkd_fwd": 9,
+            "netaug_rkd": 25, "netaug_rkd_astar": 20, "netaug_astar": 6, "netaug_share": 6, "netaug_full": 6,
+            "baseline_equal": 4.4}
+# issue 27's order: the seed's full method, RKD, the equal-compute baseline, SPOS a*, then share and sortaug
+ARM_TIER = {"baseline": 0, "netaug": 0, "netaug_full": 1, "netaug_rkd_sampled": 2, "baseline_equal": 3,
+            "netaug_astar": 4, "netaug_share": 5, "netaug_sortaug": 6, "netaug_rkd_fwd": 7, "netaug_rkd": 8,
+            "netaug_rkd_astar": 9}
 DEFAULT_SPACE = "spaces/netaug-official.yaml"
 RESULTS, EPOCHS, PLOT = "evidence.parquet", "evidence_epochs.parquet", "evidence.png"
 
@@ -56,13 +61,21 @@ class Cell:
     epochs: int
     arm: str
     seed: int
+    train_epochs: int | None = None  # baseline_equal: the epochs it trains (its schedule), not `epochs`
 
     @property
     def id(self) -> str:
-        return f"{self.base.replace('@', '-w')}_e{self.epochs}_{self.arm}_s{self.seed}"
+        arm = self.arm if self.train_epochs is None else f"{self.arm}-t{self.train_epochs}"
+        return f"{self.base.replace('@', '-w')}_e{self.epochs}_{arm}_s{self.seed}"
+
+    @property
+    def schedule(self) -> int:
+        """Epochs this cell trains: the comparison's schedule, or its own for the equal-compute baseline."""
+        return self.train_epochs or self.epochs
 
     def cost(self) -> float:
-        return self.epochs * ARM_COST[self.arm] * (1.4 if self.base == "mobilenetv2_tiny" else 1.0)
+        unit = 1 if self.train_epochs else ARM_COST[self.arm]
+        return self.schedule * unit * (1.4 if self.base == "mobilenetv2_tiny" else 1.0)
 
 
 def base_overrides(base: str) -> list[str]:
@@ -79,13 +92,24 @@ def study_space(args, base: str, epochs: int):
                                    f"final.epochs={epochs}", f"training.warmup_epochs={warmup}"])
 
 
-def arm_of(name: str, space, astar: list | None):
+def arm_of(name: str, space, astar: list | None, teacher: str = "sampled"):
     from search.final_stage import Arm
 
     n = space.netaug
     common = {"r": n.r, "s": n.s, "aug_loss_weight": n.aug_loss_weight}
+    share = space.sharing.share_fraction
     if name == "baseline":
         return Arm("baseline", "baseline", "plain training")
+    if name == "baseline_equal":
+        return Arm("baseline_equal", "baseline", "plain training at NetAug's compute")
+    if name == "netaug_astar":
+        return Arm("netaug_astar", "netaug", "netaug, SPOS a*", largest=astar, **common)
+    if name == "netaug_share":
+        return Arm("netaug_share", "netaug", f"netaug, every layer at r={n.r:g}, share-then-unshare {share:g}",
+                   share_fraction=share, **common)
+    if name == "netaug_full":
+        return Arm("netaug_full", "netaug_rkd", f"netaug_rkd (teacher {teacher}), SPOS a*, share-then-unshare "
+                   f"{share:g}", lambda_kd=space.rkd.lambda_kd, largest=astar, share_fraction=share, **common)
     if name == "netaug":
         return Arm("netaug", "netaug", f"netaug, every layer at r={n.r:g}", **common)
     if name == "netaug_sortaug":
@@ -154,15 +178,15 @@ def run_cell(args, cell: Cell) -> str:
 
     out = Path(args.out)
     code = _code_version()  # what this cell trains with (read before training: the tree may change meanwhile)
-    space = study_space(args, cell.base, cell.epochs)
+    space = study_space(args, cell.base, cell.schedule)
     astar = None
-    if cell.arm == "netaug_rkd_astar":
+    if cell.arm in ASTAR_ARMS:
         astar = json.loads((out / "astar" / f"{cell.base.replace('@', '-w')}.json").read_text())["arch"]
-    arm = arm_of(cell.arm, space, astar)
+    arm = arm_of(cell.arm, space, astar, args.full_teacher)
     cfg = arm_space(space, arm, cell.seed)
     if cell.arm == "netaug_sortaug":  # what sorting the base's own channels is worth
         cfg.netaug.sort = "augmented"
-    cfg.rkd.teacher = TEACHERS.get(cell.arm, cfg.rkd.teacher)
+    cfg.rkd.teacher = {**TEACHERS, "netaug_full": args.full_teacher}.get(cell.arm, cfg.rkd.teacher)
     data = cached_data(cfg)
     started = time.perf_counter()
     trainer = Trainer(cfg, data, largest=arm.largest)
@@ -175,7 +199,7 @@ def run_cell(args, cell: Cell) -> str:
         trainer.load_state_dict(state["trainer"])
         epoch_rows = state["epoch_rows"]
     subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
-    while trainer.epoch < cell.epochs:
+    while trainer.epoch < cell.schedule:
         rec = trainer.train_epoch()
         val = trainer.evaluate("val")["base"]
         train = trainer.evaluate(subset)["base"]
@@ -184,7 +208,7 @@ def run_cell(args, cell: Cell) -> str:
                            "lr": rec.lr, "train_top1": train.top1, "val_top1": val.top1, "val_loss": val.loss,
                            "epoch_s": rec.epoch_s, "step_s": rec.step_s})
         _atomic_torch({"trainer": trainer.state_dict(), "epoch_rows": epoch_rows}, ckpt)
-        print(f"{cell.id}: epoch {trainer.epoch}/{cell.epochs} train top-1 {train.top1:.4f} "
+        print(f"{cell.id}: epoch {trainer.epoch}/{cell.schedule} train top-1 {train.top1:.4f} "
               f"val top-1 {val.top1:.4f} ({rec.epoch_s:.0f}s)", flush=True)
     test = trainer.evaluate("test")["base"]
     last = epoch_rows[-1]
@@ -197,15 +221,33 @@ def run_cell(args, cell: Cell) -> str:
            "base_macs": profile_macs(base_net, shape)[0], "base_params": sum(p.numel() for p in base_net.parameters()),
            "aug_macs": profile_macs(aug.export("max"), shape)[0] if aug is not None else None,
            "train_top1": last["train_top1"], "val_top1": last["val_top1"], "val_loss": last["val_loss"],
-           "test_top1": test.top1, "test_loss": test.loss, "train_images": len(data.train),
+           "test_top1": test.top1, "test_loss": test.loss, **test_prf(test, data.num_classes),
+           "share_fraction": arm.share_fraction, "train_images": len(data.train),
            "mean_step_s": sum(r["step_s"] for r in epoch_rows) / len(epoch_rows),
            "cell_s": time.perf_counter() - started, "init_digest": init, "sort": cfg.netaug.sort,
            "sort_momentum": cfg.netaug.sort_momentum, "teacher": cfg.rkd.teacher if "rkd" in arm.mode else None,
            "code": code}
     _atomic_parquet(epoch_rows, out / "epochs" / f"{cell.id}.parquet")
+    _atomic_parquet([{"cell": cell.id, "index": i, "label": int(label), "topk": [int(c) for c in top]}
+                     for i, (label, top) in enumerate(zip(test.labels, test.topk))],
+                    out / "predictions" / f"{cell.id}.parquet")
     _atomic_parquet([row], out / "cells" / f"{cell.id}.parquet")
     ckpt.unlink(missing_ok=True)
     return cell.id
+
+
+PRF_KS = (1, 3)  # the seed's precision/recall/F1@k on test (macro, torchmetrics' semantics)
+
+
+def test_prf(test, num_classes: int) -> dict[str, float]:
+    """test_{precision,recall,f1}@k for k in PRF_KS, from the test split's top-k classes."""
+    from netaug.metrics import precision_recall_f1_at_k
+
+    out = {}
+    for k in PRF_KS:
+        for name, value in precision_recall_f1_at_k(test.topk, test.labels, k, num_classes).items():
+            out[f"test_{name}@{k}"] = value
+    return out
 
 
 def search_astar(args, base: str) -> str:
@@ -250,8 +292,8 @@ def search_astar(args, base: str) -> str:
 def plan(args) -> list[Cell]:
     seeds = {a: args.seeds for a in args.arms}
     seeds.update(args.arm_seeds)
-    cells = [Cell(b, e, a, args.seed + i) for b in args.bases for e in args.epochs for a in args.arms
-             for i in range(seeds[a])]
+    cells = [Cell(b, e, a, args.seed + i, args.equal_epochs if a == "baseline_equal" else None)
+             for b in args.bases for e in args.epochs for a in args.arms for i in range(seeds[a])]
     cells += [Cell(b, e, "baseline", args.seed) for b in (args.curve_bases or args.bases) for e in args.curve_epochs]
     return sorted(dict.fromkeys(cells), key=lambda c: (ARM_TIER[c.arm], c.cost(), c.seed))
 
@@ -262,15 +304,15 @@ def run(args) -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl+C works even if started with SIGINT ignored
     out = Path(args.out)
     cells = [c for c in plan(args) if not (out / "cells" / f"{c.id}.parquet").is_file()]
-    astar_needed = sorted({c.base for c in cells if c.arm == "netaug_rkd_astar"
+    astar_needed = sorted({c.base for c in cells if c.arm in ASTAR_ARMS
                            and not (out / "astar" / f"{c.base.replace('@', '-w')}.json").is_file()})
     print(f"evidence: {len(plan(args))} cells, {len(cells)} to run ({args.jobs} workers x {args.threads} threads); "
           f"out {out}", flush=True)
     queue: list = [("cell", c) for c in cells]
-    first_astar = next((i for i, (_, c) in enumerate(queue) if c.arm == "netaug_rkd_astar"), len(queue))
+    first_astar = next((i for i, (_, c) in enumerate(queue) if c.arm in ASTAR_ARMS), len(queue))
     queue[first_astar:first_astar] = [("astar", b) for b in astar_needed]
     def ready(cell: Cell) -> bool:  # an a* cell waits for its base's supernet search
-        return cell.arm != "netaug_rkd_astar" or (out / "astar" / f"{cell.base.replace('@', '-w')}.json").is_file()
+        return cell.arm not in ASTAR_ARMS or (out / "astar" / f"{cell.base.replace('@', '-w')}.json").is_file()
 
     ctx = mp.get_context("spawn")
     with cf.ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init,
@@ -473,6 +515,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--supernet-epochs", type=int, default=2, help="SPOS supernet epochs of the a* arm")
     p.add_argument("--paths", type=int, default=8, help="paths the a* search evaluates")
+    p.add_argument("--equal-epochs", type=int, default=None,
+                   help="epochs of the baseline_equal arm: plain training at NetAug's cost (bench/equal_compute.py)")
+    p.add_argument("--full-teacher", default="sampled", choices=("max", "max_fwd", "sampled"),
+                   help="rkd.teacher of the netaug_full arm (NetAug + RKD + SPOS a* + share-then-unshare)")
     p.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
     p.add_argument("--report", action="store_true", help="only report what has finished")
@@ -484,6 +530,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--arm-seeds {item}: expected ARM=N with ARM one of --arms and N >= 1")
         arm_seeds[arm] = int(n)
     args.arm_seeds = arm_seeds
+    if "baseline_equal" in args.arms and not args.equal_epochs:
+        p.error("--arms baseline_equal needs --equal-epochs N (python bench/equal_compute.py measures N)")
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)
     return args

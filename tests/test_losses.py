@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from netaug.losses import kd_kl, rkd_angle, rkd_distance
+from netaug.losses import kd_kl, rkd_angle, rkd_distance, rkd_loss
 
 
 def huber(a: float, b: float) -> float:
@@ -103,3 +104,82 @@ def test_kd_kl_matches_the_definition():
     expected = (p_t * (p_t.log() - p_s.log())).sum(1).mean() * T * T
     assert kd_kl(s, t, T).item() == pytest.approx(expected.item(), rel=1e-5)
     assert kd_kl(t, t, T).item() == pytest.approx(0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- the Gram form against the direct one
+def direct_relations(e: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The O(N^3 D) reference: (N, N, D) difference vectors in float64, exact zeros masked (value 0,
+    gradient 0), normalised distances and the batched matmul of unit differences."""
+    e = e.double()
+    diff = e.unsqueeze(0) - e.unsqueeze(1)  # [i, j] = e_j - e_i
+    sq = (diff * diff).sum(2)
+    nonzero = sq > 0
+    norm = torch.where(nonzero, sq, torch.ones_like(sq)).sqrt()
+    dist = norm * nonzero
+    if nonzero.any():  # all rows equal: every distance stays 0
+        dist = dist / dist[nonzero].mean()
+    unit = torch.where(nonzero[..., None], diff / norm[..., None], torch.zeros_like(diff))
+    return dist, torch.bmm(unit, unit.transpose(1, 2))
+
+
+def direct_loss(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        td, ta = direct_relations(teacher)
+    sd, sa = direct_relations(student)
+    return F.smooth_l1_loss(sd, td, beta=1.0) + 2 * F.smooth_l1_loss(sa, ta, beta=1.0)
+
+
+def embeddings(n: int, d: int, duplicates: bool, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    s = torch.randn(n, d, generator=g, dtype=torch.float64) + 3.0  # an offset, as after a ReLU
+    t = torch.randn(n, d + 7, generator=g, dtype=torch.float64)
+    if duplicates:  # the same image twice in a batch: rows 0 = 1 (and = 2 when there is one) on both sides
+        s[1], t[1] = s[0], t[0]
+        if n > 3:
+            s[n - 1], t[n - 1] = s[0], t[0]
+    return s, t
+
+
+@pytest.mark.parametrize("n", [2, 3, 64, 128])
+@pytest.mark.parametrize("d", [1, 10, 448, 1280])
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_gram_form_equals_the_direct_form_in_value_and_gradient(n, d, duplicates):
+    s, t = embeddings(n, d, duplicates, seed=n * 10_000 + d)
+    ours_s = s.clone().requires_grad_(True)
+    ours = rkd_loss(ours_s, t, 1.0, 2.0)
+    ours.backward()
+    ref_s = s.clone().requires_grad_(True)
+    ref = direct_loss(ref_s, t)
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5, abs=1e-12)
+    scale = ref_s.grad.abs().max().item()
+    assert torch.isfinite(ours_s.grad).all()
+    assert (ours_s.grad - ref_s.grad).abs().max().item() <= 1e-5 * scale + 1e-15
+    # float32 embeddings (what a model gives) reach the same value and gradient
+    s32 = s.float().requires_grad_(True)
+    loss32 = rkd_loss(s32, t.float(), 1.0, 2.0)
+    loss32.backward()
+    assert loss32.dtype == torch.float32
+    assert loss32.item() == pytest.approx(direct_loss(s.float().double(), t.float().double()).item(), rel=1e-5,
+                                          abs=1e-12)
+
+
+def test_a_duplicate_row_adds_no_gradient_spike():
+    """The same image twice in a 16 x 10 batch: the duplicate pair contributes 0, and the gradient
+    stays on the scale of the others (F.normalize's eps made it 7.6e8 before)."""
+    s, t = embeddings(16, 10, duplicates=True, seed=5)
+    s = s.float().requires_grad_(True)
+    rkd_loss(s, t.float(), 1.0, 2.0).backward()
+    clean, _ = embeddings(16, 10, duplicates=False, seed=5)
+    clean = clean.float().requires_grad_(True)
+    rkd_loss(clean, t.float(), 1.0, 2.0).backward()
+    assert s.grad.abs().max() < 10 * clean.grad.abs().max()
+
+
+def test_the_terms_add_up_and_the_teacher_gets_no_graph():
+    s, t = embeddings(32, 12, duplicates=True, seed=9)
+    t = t.requires_grad_(True)
+    both = rkd_loss(s, t, 0.7, 1.9)
+    assert both.item() == pytest.approx(0.7 * rkd_distance(s, t).item() + 1.9 * rkd_angle(s, t).item(), rel=1e-12)
+    assert not both.requires_grad  # neither side asked for a gradient: the teacher's is never built
+    assert rkd_loss(s, t, 0.0, 0.0).item() == 0

@@ -220,7 +220,7 @@ def _assert_gradients(model: torch.nn.Module, ref: dict, expected: dict) -> None
 @pytest.mark.parametrize("mode", ["kd", "netaug_kd", "netaug_rkd"])
 def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode):
     """Accumulated gradient == grad of L(base) + alpha L(aug) + lambda distill + L(teacher)."""
-    from netaug.losses import kd_kl, rkd_angle, rkd_distance
+    from netaug.losses import kd_kl, rkd_loss
 
     fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd = 0.6, 0.8
     trainer = Trainer(fast_cfg, digits16, mode=mode)
@@ -231,7 +231,7 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
     model.set_active("min")
     feat, logits = model.forward_with_features(x)
     if mode == "netaug_rkd":
-        distill = rkd_distance(feat, t_feat) + 2 * rkd_angle(feat, t_feat)
+        distill = rkd_loss(feat, t_feat, 1.0, 2.0)  # w_d RKD-D + w_a RKD-A, the documented weights
     else:
         distill = kd_kl(logits, t_logits, fast_cfg.rkd.temperature)
     loss = loss + ce(logits, y) + 0.8 * distill
@@ -250,7 +250,7 @@ def test_teacher_modes_follow_the_documented_total_loss(digits16, fast_cfg, mode
 def test_cheaper_teachers_follow_their_total_loss(digits16, fast_cfg, teacher):
     """max_fwd: grad of L(base) + lambda RKD(base, max detached) + alpha L(aug), no teacher CE;
     sampled: the same with the sampled augmented model's detached outputs as the teacher."""
-    from netaug.losses import rkd_angle, rkd_distance
+    from netaug.losses import rkd_loss
 
     fast_cfg.netaug.aug_loss_weight, fast_cfg.rkd.lambda_kd, fast_cfg.rkd.teacher = 0.6, 0.8, teacher
     trainer = Trainer(fast_cfg, digits16, mode="netaug_rkd")
@@ -259,7 +259,7 @@ def test_cheaper_teachers_follow_their_total_loss(digits16, fast_cfg, teacher):
     t_feat, t_logits = (t.detach() for t in model.forward_with_features(x))
     model.set_active("min")
     feat, logits = model.forward_with_features(x)
-    loss = ce(logits, y) + 0.8 * (rkd_distance(feat, t_feat) + 2 * rkd_angle(feat, t_feat))
+    loss = ce(logits, y) + 0.8 * rkd_loss(feat, t_feat, 1.0, 2.0)
     model.set_active(config)
     aug_loss = ce(model(x), y)
     (loss + 0.6 * aug_loss).backward()

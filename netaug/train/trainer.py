@@ -43,7 +43,7 @@ from netaug.augment import AugmentedNet, augment, netaug_grids, recalibrate_bn
 from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
-from netaug.losses import kd_kl, rkd_angle, rkd_distance
+from netaug.losses import kd_kl, rkd_loss
 from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
 from netaug.train.evaluate import EvalResult, evaluate
@@ -192,7 +192,7 @@ class Trainer:
         if self.mode != "netaug_rkd":
             return kd_kl(logits, t_logits, r.temperature)
         s_emb, t_emb = (features, t_features) if r.embedding == "features" else (logits, t_logits)
-        return r.distance_weight * rkd_distance(s_emb, t_emb) + r.angle_weight * rkd_angle(s_emb, t_emb)
+        return rkd_loss(s_emb, t_emb, r.distance_weight, r.angle_weight)
 
     def step_generator(self, step: int) -> torch.Generator:
         """The generator the sub-networks of `step` are drawn from: seeded by the training seed and the

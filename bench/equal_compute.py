@@ -1,0 +1,93 @@
+"""How many epochs of plain training cost what NetAug's schedule costs? (the equal-compute baseline)
+
+    python bench/equal_compute.py --set data.subset=27000 --bases mobilenetv2@0.1 --epochs 40
+
+On the study cell of bench/evidence.py (same space, data and overrides), one process times a
+baseline step, a NetAug step in its width-augmented phase and one in its min_w phase (base widths,
+random expands), round-robin on the same real training batches so the machine's noise hits all
+three alike, plus each trainer's end-of-epoch evaluation (val and the train subset; NetAug's
+includes its BN recalibration). NetAug's schedule cost is the sum over its epochs, each at its
+phase's step; the equal-compute baseline gets that cost divided by one baseline epoch, rounded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--space", default="spaces/netaug-official.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--bases", nargs=1, default=["mobilenetv2@0.1"], help="one base, as bench/evidence.py")
+    p.add_argument("--epochs", type=int, default=40, help="NetAug's schedule length")
+    p.add_argument("--steps", type=int, default=30, help="timed steps per trainer (after 3 warm-up steps)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the study's jobs use 1)")
+    args = p.parse_args(argv)
+
+    import torch
+
+    from bench.evidence import study_space
+    from netaug.train.trainer import Trainer
+    from search.evaluation import cached_data
+    from search.final_stage import train_eval_subset
+
+    torch.set_num_threads(args.threads)
+    space = study_space(args, args.bases[0], args.epochs)
+    data = cached_data(space)
+    subset = train_eval_subset(data, space.final.train_eval_size, space.data.split_seed)
+    base = Trainer(_mode(space, "baseline"), data)
+    aug = Trainer(_mode(space, "netaug"), data)
+    min_w = Trainer(_mode(space, "netaug"), data)
+    min_w.epoch = args.epochs - 1  # its aug_kind() is min_w
+    assert aug.aug_kind() == "random" and min_w.aug_kind() == "min_w"
+    trainers = {"baseline": base, "netaug (width phase)": aug, "netaug (min_w phase)": min_w}
+    batches = aug.batcher.batches(data.train, space.training.batch_size, shuffle=True, augment=space.data.augment,
+                                  generator=torch.Generator().manual_seed(0), drop_last=True)
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for i in range(args.steps + 3):
+        x, y = next(batches)
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.step(x, y)
+            if i >= 3:
+                times[name].append(time.perf_counter() - start)
+    step = {k: statistics.median(v) for k, v in times.items()}
+    evals = {}
+    for name, trainer in (("baseline", base), ("netaug", aug)):
+        start = time.perf_counter()
+        trainer.evaluate("val")
+        trainer.evaluate(subset)
+        evals[name] = time.perf_counter() - start
+    steps = base.steps_per_epoch
+    n_min_w = sum(1 for e in range(args.epochs) if e >= args.epochs * (1 - space.netaug.min_w_fraction))
+    netaug_s = ((args.epochs - n_min_w) * steps * step["netaug (width phase)"] + n_min_w * steps
+                * step["netaug (min_w phase)"] + args.epochs * evals["netaug"])
+    base_epoch = steps * step["baseline"] + evals["baseline"]
+    print(f"study cell: {args.bases[0]}, {len(data.train)} training images, {steps} steps per epoch, "
+          f"{args.threads} thread(s), median of {args.steps} steps each")
+    for name, s in step.items():
+        print(f"  {name:>22}: {s * 1000:8.1f} ms per step ({s / step['baseline']:.2f} x baseline)")
+    print(f"  end-of-epoch evaluation: baseline {evals['baseline']:.1f} s, netaug {evals['netaug']:.1f} s")
+    print(f"NetAug, {args.epochs} epochs ({args.epochs - n_min_w} width-augmented, {n_min_w} min_w): "
+          f"{netaug_s:.0f} core-s; one baseline epoch: {base_epoch:.1f} core-s")
+    print(f"equal-compute baseline: {netaug_s / base_epoch:.1f} epochs -> --equal-epochs "
+          f"{round(netaug_s / base_epoch)}")
+
+
+def _mode(space, mode: str):
+    from netaug.config import SpaceConfig, from_dict
+
+    raw = space.to_dict()
+    raw["training"]["mode"] = mode
+    return from_dict(SpaceConfig, raw)
+
+
+if __name__ == "__main__":
+    main()
