@@ -34,7 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     from bench.evidence import study_space
-    from netaug.train.trainer import Trainer
+    from netaug.train.trainer import Trainer, min_w_start
     from search.evaluation import cached_data
     from search.final_stage import train_eval_subset
 
@@ -48,17 +48,7 @@ def main(argv: list[str] | None = None) -> None:
     min_w.epoch = args.epochs - 1  # its aug_kind() is min_w
     assert aug.aug_kind() == "random" and min_w.aug_kind() == "min_w"
     trainers = {"baseline": base, "netaug (width phase)": aug, "netaug (min_w phase)": min_w}
-    batches = aug.batcher.batches(data.train, space.training.batch_size, shuffle=True, augment=space.data.augment,
-                                  generator=torch.Generator().manual_seed(0), drop_last=True)
-    times: dict[str, list[float]] = {k: [] for k in trainers}
-    for i in range(args.steps + 3):
-        x, y = next(batches)
-        for name, trainer in trainers.items():
-            start = time.perf_counter()
-            trainer.step(x, y)
-            if i >= 3:
-                times[name].append(time.perf_counter() - start)
-    step = {k: statistics.median(v) for k, v in times.items()}
+    step = median_steps(trainers, data, space, args.steps)
     evals = {}
     for name, trainer in (("baseline", base), ("netaug", aug)):
         start = time.perf_counter()
@@ -66,7 +56,7 @@ def main(argv: list[str] | None = None) -> None:
         trainer.evaluate(subset)
         evals[name] = time.perf_counter() - start
     steps = base.steps_per_epoch
-    n_min_w = sum(1 for e in range(args.epochs) if e >= args.epochs * (1 - space.netaug.min_w_fraction))
+    n_min_w = sum(1 for e in range(args.epochs) if e >= min_w_start(space))
     netaug_s = ((args.epochs - n_min_w) * steps * step["netaug (width phase)"] + n_min_w * steps
                 * step["netaug (min_w phase)"] + args.epochs * evals["netaug"])
     base_epoch = steps * step["baseline"] + evals["baseline"]
@@ -81,12 +71,36 @@ def main(argv: list[str] | None = None) -> None:
           f"{round(netaug_s / base_epoch)}")
 
 
-def _mode(space, mode: str):
+def median_steps(trainers: dict, data, space, steps: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds of `Trainer.step` per trainer, round-robin on the same real training batches."""
+    import torch
+
+    first = next(iter(trainers.values()))
+    batches = first.batcher.batches(data.train, space.training.batch_size, shuffle=True, augment=space.data.augment,
+                                    generator=torch.Generator().manual_seed(0), drop_last=True)
+    times: dict[str, list[float]] = {k: [] for k in trainers}
+    for i in range(steps + warmup):
+        x, y = next(batches)
+        for name, trainer in trainers.items():
+            start = time.perf_counter()
+            trainer.step(x, y)
+            if i >= warmup:
+                times[name].append(time.perf_counter() - start)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def with_keys(space, **sections: dict):
+    """A copy of `space` with keys replaced, section by section, e.g. training={"mode": "baseline"}."""
     from netaug.config import SpaceConfig, from_dict
 
     raw = space.to_dict()
-    raw["training"]["mode"] = mode
+    for section, values in sections.items():
+        raw[section].update(values)
     return from_dict(SpaceConfig, raw)
+
+
+def _mode(space, mode: str):
+    return with_keys(space, training={"mode": mode})
 
 
 if __name__ == "__main__":

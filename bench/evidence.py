@@ -83,12 +83,18 @@ def base_overrides(base: str) -> list[str]:
     return [f"model.name={name}"] + ([f"model.width_mult={width}"] if width else [])
 
 
+# The schedule the convergence study began with (issue 17): warm-up from near 0, min_w over all epochs.
+# Kept by default, so that every arm stays paired with the finished cells; --schedule official drops it.
+SCHEDULES = {"issue17": ["training.warmup=linear", "netaug.min_w_of=all"], "official": []}
+
+
 def study_space(args, base: str, epochs: int):
     """The study's space for one base and schedule: the official recipe's warm-up share (5 of 150 epochs)."""
     from netaug.config import load_space
 
     warmup = round(epochs * 5 / 150, 4)
-    return load_space(args.space, [*args.overrides, *base_overrides(base), f"training.epochs={epochs}",
+    pins = SCHEDULES[getattr(args, "schedule", "issue17")]
+    return load_space(args.space, [*pins, *args.overrides, *base_overrides(base), f"training.epochs={epochs}",
                                    f"final.epochs={epochs}", f"training.warmup_epochs={warmup}"])
 
 
@@ -365,11 +371,81 @@ def load_rows(out: Path) -> tuple[list[dict], list[dict]]:
     return read("cells"), read("epochs")
 
 
+REFERENCES = ("baseline", "netaug")  # every arm is compared with both, paired by seed
+PRF_COLUMNS = [f"test_{m}@{k}" for k in PRF_KS for m in ("precision", "recall", "f1")]
+
+
+def comparisons(rows: list[dict]) -> dict[tuple, object]:
+    """{(base, epochs, arm, reference): ArmComparison} of test top-1, paired by seed, against each of
+    REFERENCES (netaug against baseline once), with Holm's p over every comparison that has a p-value."""
+    from dataclasses import replace
+
+    from netaug.stats import arm_comparisons, holm
+
+    comps: dict[tuple, object] = {}
+    for base, epochs in sorted({(r["base"], r["epochs"]) for r in rows}):
+        mine = [r for r in rows if r["base"] == base and r["epochs"] == epochs]
+        for ref in REFERENCES:
+            for c in arm_comparisons(mine, baseline=ref):
+                if c.arm not in REFERENCES[:REFERENCES.index(ref) + 1]:  # no reverse or self comparisons
+                    comps[(base, epochs, c.arm, ref)] = c
+    keys = list(comps)
+    adjusted = holm([comps[k].result.p_value for k in keys])
+    family = sum(not math.isnan(p) for p in adjusted)
+    return {k: replace(comps[k], holm_p=p, family=family) for k, p in zip(keys, adjusted)}
+
+
+def _delta(c) -> tuple[str, str]:
+    """("+0.60 [−0.06, +1.26], p = 0.066 (n=5)", "0.2 *") for one comparison, or dashes."""
+    from netaug.stats import format_points
+
+    if c is None:
+        return "—", "—"
+    res = c.result
+    ci = "" if math.isnan(res.low) else f" [{format_points(res.low)}, {format_points(res.high)}]"
+    p = "" if math.isnan(res.p_value) else f", p = {res.p_value:.3g}"
+    holm_p = "—" if math.isnan(c.holm_p) else f"{c.holm_p:.3g}" + (" *" if c.holm_p < 0.05 else "")
+    return f"{format_points(res.mean)}{ci}{p} (n={res.n})", holm_p
+
+
+def report_lines(rows: list[dict]) -> tuple[list[str], dict]:
+    """The report's Markdown: per base and schedule, each arm's train/val/test top-1 at the end and its
+    paired Δ test top-1 against baseline and netaug with Holm's p; then test precision/recall/F1@k."""
+    comps = comparisons(rows)
+    lines = ["| base | epochs | arm | seeds | train top-1 | val top-1 | test top-1 | Δ test vs baseline (pts) "
+             "[95% CI], p | Holm p | Δ test vs netaug (pts) [95% CI], p | Holm p |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    prf = ["| base | epochs | arm | seeds with predictions | " + " | ".join(
+        c.replace("test_", "") for c in PRF_COLUMNS) + " |", "|" + " --- |" * (4 + len(PRF_COLUMNS))]
+    for base, epochs in sorted({(r["base"], r["epochs"]) for r in rows}):
+        mine = [r for r in rows if r["base"] == base and r["epochs"] == epochs]
+        for arm in [a for a in ARMS if any(r["arm"] == a for r in mine)]:
+            rs = [r for r in mine if r["arm"] == arm]
+            cells = [_mean_sd([r[k] for r in rs]) for k in ("train_top1", "val_top1", "test_top1")]
+            vs = [x for ref in REFERENCES for x in _delta(comps.get((base, epochs, arm, ref)))]
+            name = arm if arm != "baseline_equal" else f"baseline_equal ({rs[0]['train_epochs']} epochs)"
+            lines.append(f"| {base} | {epochs} | {name} | {len(rs)} | " + " | ".join(cells + vs) + " |")
+            have = [r for r in rs if r.get(PRF_COLUMNS[0]) is not None and not _isnan(r[PRF_COLUMNS[0]])]
+            if have:
+                prf.append(f"| {base} | {epochs} | {name} | {len(have)} of {len(rs)} | "
+                           + " | ".join(_mean_sd([r[c] for r in have]) for c in PRF_COLUMNS) + " |")
+    family = next(iter(comps.values())).family if comps else 0
+    lines += ["", f"Holm p: adjusted over all {family} comparisons with a p-value in this table (both columns); "
+              "* marks Holm p < 0.05. The intervals are the plain paired 95% intervals."]
+    if len(prf) > 2:
+        lines += ["", "Test precision / recall / F1 at k (macro, torchmetrics' definitions; docs/metrics.md), "
+                  "mean ± sd over the seeds whose cell stored its test predictions:", "", *prf]
+    return lines, comps
+
+
+def _isnan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
 def report(args) -> None:
     import pyarrow as pa
 
-    from netaug.io import write_parquet
-    from netaug.stats import arm_comparisons, format_points, holm
+    from netaug.io import atomic_path, write_parquet
 
     out = Path(args.out)
     rows, epoch_rows = load_rows(out)
@@ -378,36 +454,11 @@ def report(args) -> None:
         return
     write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
     write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
-    lines = ["| base | epochs | arm | seeds | train top-1 | test top-1 | Δ test top-1 vs baseline (pts) [95% CI], p "
-             "| Holm p |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
-    groups = sorted({(r["base"], r["epochs"]) for r in rows}, key=lambda g: (g[0], g[1]))
-    comps = {(base, epochs, c.arm): c for base, epochs in groups
-             for c in arm_comparisons([r for r in rows if r["base"] == base and r["epochs"] == epochs])}
-    keys = list(comps)
-    adjusted = dict(zip(keys, holm([comps[k].result.p_value for k in keys])))  # over every comparison shown
-    deltas = []
-    for base, epochs in groups:
-        mine = [r for r in rows if r["base"] == base and r["epochs"] == epochs]
-        for arm in [a for a in ARMS if any(r["arm"] == a for r in mine)]:
-            rs = [r for r in mine if r["arm"] == arm]
-            train = _mean_sd([r["train_top1"] for r in rs])
-            test = _mean_sd([r["test_top1"] for r in rs])
-            c = comps.get((base, epochs, arm))
-            delta = holm_p = "—"
-            if c is not None:
-                res = c.result
-                ci = "" if math.isnan(res.low) else f" [{format_points(res.low)}, {format_points(res.high)}]"
-                p = "" if math.isnan(res.p_value) else f", p = {res.p_value:.3g}"
-                delta = f"{format_points(res.mean)}{ci}{p} (n={res.n})"
-                a = adjusted[(base, epochs, arm)]
-                holm_p = "—" if math.isnan(a) else f"{a:.3g}" + (" *" if a < 0.05 else "")
-                deltas.append((base, epochs, arm, res))
-            lines.append(f"| {base} | {epochs} | {arm} | {len(rs)} | {train} | {test} | {delta} | {holm_p} |")
-    lines.append("")
-    lines.append(f"Holm p: adjusted over the {sum(not math.isnan(a) for a in adjusted.values())} comparisons "
-                 "with a p-value in this table; * marks Holm p < 0.05.")
+    lines, comps = report_lines(rows)
     print("\n".join(lines))
-    (out / "evidence.md").write_text("\n".join(lines) + "\n")
+    with atomic_path(out / "evidence.md") as tmp:
+        tmp.write_text("\n".join(lines) + "\n")
+    deltas = [(b, e, a, c.result) for (b, e, a, ref), c in comps.items() if ref == "baseline"]
     plot(out, deltas, epoch_rows)
     print(f"wrote {out / RESULTS}, {out / EPOCHS}, {out / 'evidence.md'}, {out / PLOT}")
 
@@ -508,13 +559,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--curve-epochs", nargs="*", type=int, default=[30],
                    help="extra baseline-only schedules (one seed) that show where train top-1 plateaus")
     p.add_argument("--curve-bases", nargs="*", default=None, help="bases of the curve runs (default: --bases)")
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
+    p.add_argument("--arms", nargs="+", default=[a for a in ARMS if a != "baseline_equal"], choices=ARMS,
+                   help="arms to train (baseline_equal needs --equal-epochs)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--arm-seeds", nargs="*", default=[], metavar="ARM=N",
                    help="seeds of one arm when not --seeds, e.g. netaug_sortaug=3")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--supernet-epochs", type=int, default=2, help="SPOS supernet epochs of the a* arm")
     p.add_argument("--paths", type=int, default=8, help="paths the a* search evaluates")
+    p.add_argument("--schedule", choices=tuple(SCHEDULES), default="issue17",
+                   help="issue17: the warm-up and min_w span the convergence study began with (training.warmup=linear, "
+                        "netaug.min_w_of=all), so new arms pair with its finished cells; official: the space's own")
     p.add_argument("--equal-epochs", type=int, default=None,
                    help="epochs of the baseline_equal arm: plain training at NetAug's cost (bench/equal_compute.py)")
     p.add_argument("--full-teacher", default="sampled", choices=("max", "max_fwd", "sampled"),
@@ -530,7 +585,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             p.error(f"--arm-seeds {item}: expected ARM=N with ARM one of --arms and N >= 1")
         arm_seeds[arm] = int(n)
     args.arm_seeds = arm_seeds
-    if "baseline_equal" in args.arms and not args.equal_epochs:
+    if "baseline_equal" in args.arms and not args.equal_epochs and not args.report:
         p.error("--arms baseline_equal needs --equal-epochs N (python bench/equal_compute.py measures N)")
     if args.threads is None:
         args.threads = max(1, (os.cpu_count() or 1) // args.jobs)

@@ -25,6 +25,7 @@ It prints a table of the largest relative differences (|ours - official| / max |
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import types
 from pathlib import Path
@@ -248,6 +249,171 @@ def mbv3_rows(models, args) -> list[tuple[str, str, float | None]]:
     return rows
 
 
+def widths_and_linears(model: nn.Module, x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
+    """(output channels of every conv and linear layer in execution order, the output) of `model(x)`:
+    MobileNetV3's head layer is a linear layer here and a 1x1 conv there, so both kinds are counted."""
+    seen: list[int] = []
+    hooks = [m.register_forward_hook(lambda _m, _i, o: seen.append(int(o.shape[1])))
+             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        out = model(x)
+    finally:
+        for h in hooks:
+            h.remove()
+    return seen, out
+
+
+def mbv3_draw_rows(models, args) -> list[tuple[str, str, float | None]]:
+    """MobileNetV3 0.35 augmented (widths [1, 2, 3], the official expands), official weights copied:
+    `args.mbv3_draws` random sub-networks drawn from one seeded generator on each side (every conv and
+    linear width, SE squeezes included), then logits, gradients and BN statistics of the first few."""
+    from netaug.augment import augment
+    from netaug.models import build_model
+
+    official = models.MobileNetV3(width_mult=0.35, n_classes=args.classes)
+    o_aug = models.NetAugMobileNetV3(official, EXPANDS, [1.0, 2.0, 3.0], args.classes)
+    aug = augment(build_model("mobilenetv3", args.classes, 3, resolution=args.res, width_mult=0.35),
+                  [1.0, 2.0, 3.0], EXPANDS)
+    with torch.no_grad():
+        for q in o_aug.parameters():
+            q.normal_(0, 0.1)
+        for m in o_aug.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    pairs_ = mbv3_pairs(aug, o_aug)
+
+    def copy() -> None:
+        with torch.no_grad():
+            for _, t, u in pairs_:
+                t.copy_(u.reshape(t.shape))
+
+    gen = torch.Generator().manual_seed(args.seed + 5)
+    x = torch.randn(2, 3, args.res, args.res, generator=gen)
+    y = torch.randint(0, args.classes, (2,), generator=gen)
+    g_ours, g_off = torch.Generator().manual_seed(args.seed + 6), torch.Generator().manual_seed(args.seed + 6)
+    agree, se_layers, se_agree, logits, grads, stats = 0, 0, 0, [], [], []
+    ce = nn.CrossEntropyLoss()
+    aug.eval(), o_aug.eval()
+    for i in range(args.mbv3_draws):
+        config = aug.set_active("random", g_ours)
+        official_set_active(models, o_aug, "random", g_off)
+        full = i < args.mbv3_checked  # logits, gradients and BN statistics of the first few
+        if full:
+            copy()
+            aug.train(), o_aug.train()
+            aug.zero_grad(set_to_none=True), o_aug.zero_grad(set_to_none=True)
+        with torch.set_grad_enabled(full):
+            w_ours, out = widths_and_linears(aug, x)
+            w_off, o_out = widths_and_linears(o_aug, x)
+        agree += w_ours == w_off
+        ours_se = [b.se_ch for b in aug.spec_of(config).blocks if b.se_ch is not None]
+        off_se = [blk.conv.se_layer.active_mid_channels for stage in o_aug.backbone["stages"] for blk in stage.op_list
+                  if hasattr(blk.conv, "se_layer")]
+        se_layers += len(off_se)
+        se_agree += sum(a == b for a, b in zip(ours_se, off_se)) if len(ours_se) == len(off_se) else 0
+        if full:
+            ce(out, y).backward(), ce(o_out, y).backward()
+            logits.append(rel(out, o_out))
+            scale = max(float(u.grad.abs().max()) for _, t, u in pairs_ if u.grad is not None)
+            grads.append(max(float(((t.grad if t.grad is not None else torch.zeros_like(t))
+                                    - (u.grad if u.grad is not None else torch.zeros_like(u)).reshape(t.shape))
+                                   .abs().max()) / scale for _, t, u in pairs_ if "running" not in _))
+            stats.append(max(rel(t, u.reshape(t.shape)) for name, t, u in pairs_ if "running" in name))
+            aug.eval(), o_aug.eval()
+    n = args.mbv3_checked
+    return [
+        (f"MobileNetV3 0.35: {args.mbv3_draws} drawn sub-networks: widths", f"{agree}/{args.mbv3_draws} sub-networks "
+         f"with every conv and linear width equal; SE squeezes {se_agree}/{se_layers}",
+         float(agree != args.mbv3_draws)),
+        ("MobileNetV3 0.35: drawn sub-networks: logits (train)", f"the first {n}, official weights copied",
+         max(logits, default=0.0)),
+        ("MobileNetV3 0.35: drawn sub-networks: gradients", f"the first {n}, max |diff| / max |official gradient|",
+         max(grads, default=0.0)),
+        ("MobileNetV3 0.35: drawn sub-networks: BN running stats", f"the first {n}", max(stats, default=0.0)),
+    ]
+
+
+def mbv3_init_rows(models, outils, args) -> list[tuple[str, str, float | None]]:
+    """MobileNetV3 0.35 init on each side, module by module from one seed per module (the two register
+    their SE layers in different orders, so one seed for the whole model would pair different draws):
+    the base (official he_fout vs our fan_out) and the augmented twin (official kaiming_uniform vs our
+    `init: augmented`), every parameter, and the post-pool head layer's max |w| x sqrt(fan_in) (a
+    linear layer here, a 1x1 conv there)."""
+    from netaug.augment import augment
+    from netaug.models import build_model
+    from netaug.models.network import head_layers, init_module
+
+    rows = []
+    official = models.MobileNetV3(width_mult=0.35, n_classes=args.classes)
+    ours = build_model("mobilenetv3", args.classes, 3, resolution=args.res, width_mult=0.35)
+    for label, o_model, model, o_init, init in (
+            ("base (he_fout / fan_out)", official, ours, "he_fout", "fan_out"),
+            ("augmented (kaiming_uniform / augmented)",
+             models.NetAugMobileNetV3(official, EXPANDS, [1.0, 2.0, 3.0], args.classes),
+             augment(ours, [1.0, 2.0, 3.0], EXPANDS), "kaiming_uniform", "uniform")):
+        pairs_ = [(n, t, u) for n, t, u in mbv3_pairs(model, o_model) if "running" not in n]
+        owner = {id(q): m for m in model.modules() for q in m.parameters(recurse=False)}
+        o_owner = {id(q): m for m in o_model.modules() for q in m.parameters(recurse=False)}
+        modules = list(dict.fromkeys((owner[id(t)], o_owner[id(u)]) for _, t, u in pairs_))
+        heads = head_layers(model)
+        for k, (m, o_m) in enumerate(modules):
+            torch.manual_seed(args.seed + 7 + k)
+            outils.init_modules(o_m, init_type=o_init)  # that module and what it holds
+            torch.manual_seed(args.seed + 7 + k)
+            init_module(m, init, as_conv=m in heads)
+        head = next((t.detach(), u.detach().reshape(t.shape)) for n, t, u in pairs_ if n == "head.0.weight")
+        scale = " vs ".join(f"{float(w.abs().max()) * w.shape[1] ** 0.5:.3f}" for w in head)
+        rows.append((f"MobileNetV3 0.35: init, {label}", f"{len(modules)} layers, every parameter; head layer max "
+                     f"|w| sqrt(fan_in) {scale} (ours vs official)",
+                     worst((n, rel(t, u.reshape(t.shape))) for n, t, u in pairs_)[0]))
+    return rows
+
+
+def schedule_rows(root: Path) -> list[tuple[str, str, float | None]]:
+    """The learning rate of every step (the official CosineLRwithWarmup, imported, at 1 and 16 workers)
+    and the epochs in min_w mode (the official train.py rule) on the official 5 + 150-epoch schedule."""
+    import importlib.util
+
+    from netaug.config import load_space
+    from netaug.train.optim import build_scheduler
+    from netaug.train.trainer import min_w_start
+
+    spec = importlib.util.spec_from_file_location("official_lr", root / "utils" / "lr_scheduler.py")
+    official_lr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(official_lr)
+    cfg = load_space(str(Path(__file__).resolve().parents[1] / "spaces" / "netaug-official.yaml"), [])
+    t = cfg.training
+    steps_per_epoch = 10  # any; the schedules are per step
+    rows = []
+    for workers in (1, 16):
+        lrs = []
+        for which in ("ours", "official"):
+            param = nn.Parameter(torch.zeros(1))
+            opt = torch.optim.SGD([param], lr=t.lr * workers)
+            if which == "ours":
+                sched = build_scheduler(opt, dataclasses.replace(t, lr=t.lr * workers), steps_per_epoch, workers)
+            else:
+                sched = official_lr.CosineLRwithWarmup(opt, int(t.warmup_epochs * steps_per_epoch), t.lr,
+                                                       (t.epochs - int(t.warmup_epochs)) * steps_per_epoch)
+            seen = []
+            for _ in range(t.epochs * steps_per_epoch):
+                seen.append(opt.param_groups[0]["lr"])
+                opt.step()
+                sched.step()
+            lrs.append(torch.tensor(seen))
+        rows.append((f"LR schedule, {workers} worker(s): every step", f"first step {lrs[0][0]:.4g} ours vs "
+                     f"{lrs[1][0]:.4g} official (peak {t.lr * workers:.4g}), {len(lrs[0])} steps",
+                     rel(lrs[0], lrs[1])))
+    stop = cfg.netaug.min_w_fraction * (t.epochs - t.warmup_epochs)  # the official stop_aug_w_epoch: 75
+    ours = [e >= min_w_start(cfg) for e in range(t.epochs)]
+    official = [t.epochs - e <= stop for e in range(t.epochs)]
+    differ = sum(a != b for a, b in zip(ours, official))
+    rows.append(("min_w epochs on the official 155-epoch schedule", f"{sum(ours)} ours vs {sum(official)} official "
+                 f"(stop_aug_w_epoch {stop:g}); epochs that differ: {differ}", float(differ)))
+    return rows
+
+
 # ---------------------------------------------------------------------------- the checks
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -258,6 +424,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--random", type=int, default=6, help="random sub-networks compared")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mbv3-draws", type=int, default=300,
+                   help="random MobileNetV3 sub-networks whose widths are compared")
+    p.add_argument("--mbv3-checked", type=int, default=4,
+                   help="of those, the first N also compared in logits, gradients and BN statistics")
     p.add_argument("--tolerance", type=float, default=1e-9, help="largest relative difference called equal")
     args = p.parse_args(argv)
     root = official_root(args.official)
@@ -425,6 +595,9 @@ def main(argv: list[str] | None = None) -> None:
                  worst((n, rel(t, u)) for n, t, u in pairs(aug, o_aug) if "running" in n)[0]))
 
     rows += mbv3_rows(models, args)
+    rows += mbv3_draw_rows(models, args)
+    rows += mbv3_init_rows(models, outils, args)
+    rows += schedule_rows(root)
 
     print(f"official code: {root}; MobileNetV2-Tiny, widths {WIDTHS}, expands {EXPANDS}, {args.res} px, batch "
           f"{args.batch}, float64, 1 thread, torch {torch.__version__}; tolerance {args.tolerance:g} relative")

@@ -24,34 +24,58 @@ def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
 
 
-def test_cells_paired_deltas_resume_and_astar(tmp_path):
+ARMS = ["baseline", "netaug", "netaug_full", "baseline_equal"]
+EXTRA = ["--seeds", "2", "--arms", *ARMS, "--equal-epochs", "2", "--curve-epochs", "2", "--supernet-epochs", "1",
+         "--paths", "2"]
+
+
+def test_cells_paired_deltas_resume_and_the_seed_extensions(tmp_path):
+    from netaug.metrics import precision_recall_f1_at_k
+
     out = tmp_path / "study"
-    first = run(out, "--seeds", "2", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
-                "--supernet-epochs", "1", "--paths", "2")
+    first = run(out, *EXTRA)
     assert first.returncode == 0, first.stderr[-3000:]
     df = pd.read_parquet(out / "evidence.parquet")
     assert sorted(zip(df.arm, df.epochs, df.seed)) == sorted(
-        [(a, 1, s) for a in ("baseline", "netaug", "netaug_rkd_astar") for s in (0, 1)] + [("baseline", 2, 0)])
+        [(a, 1, s) for a in ARMS for s in (0, 1)] + [("baseline", 2, 0)])
     assert df[["train_top1", "val_top1", "test_top1", "base_macs"]].notna().all().all()
     assert df.test_top1.between(0, 1).all() and (df.base_macs == df.base_macs.iloc[0]).all()
-    # the a* arm trains with the searched path as its largest model
+    # the full method: NetAug + RKD (sampled teacher) with the searched a* as its largest model + sharing
     astar = json.loads((out / "astar" / "mobilenetv2-w0.1.json").read_text())
-    rows = df[df.arm == "netaug_rkd_astar"]
-    assert all(json.loads(x) == astar["arch"] for x in rows.largest) and (rows["mode"] == "netaug_rkd").all()
+    full = df[df.arm == "netaug_full"]
+    assert all(json.loads(x) == astar["arch"] for x in full.largest) and (full["mode"] == "netaug_rkd").all()
+    assert (full.teacher == "sampled").all() and (full.share_fraction == 0.25).all()
     assert (df[df.arm == "netaug"].aug_macs > df[df.arm == "netaug"].base_macs).all()
-    # the printed delta is the paired t-test of test top-1 over seeds (scipy as the oracle)
-    one = df[df.epochs == 1].pivot(index="seed", columns="arm", values="test_top1")
-    d = (one.netaug - one.baseline).mean() * 100
-    p = ttest_rel(one.netaug, one.baseline).pvalue
-    line = next(x for x in first.stdout.splitlines() if x.startswith("| mobilenetv2@0.1 | 1 | netaug |"))
-    assert f"{d + 0.0:+.2f}" in line and (f"p = {p:.3g}" in line or p != p)
+    # the equal-compute baseline trains its own schedule and is paired with the 1-epoch cells
+    equal = df[df.arm == "baseline_equal"]
+    assert (equal.train_epochs == 2).all() and (equal["mode"] == "baseline").all()
     epochs = pd.read_parquet(out / "evidence_epochs.parquet")
-    assert len(epochs) == 6 * 1 + 2 and set(epochs.columns) >= {"epoch", "train_top1", "val_top1", "lr"}
+    assert sorted(epochs[epochs.arm == "baseline_equal"].epoch) == [1, 1, 2, 2]
+    # the printed deltas are paired t-tests of test top-1 over seeds (scipy as the oracle), vs baseline and netaug
+    one = df[df.epochs == 1].pivot(index="seed", columns="arm", values="test_top1")
+    line = next(x for x in first.stdout.splitlines() if x.startswith("| mobilenetv2@0.1 | 1 | netaug_full |"))
+    for ref in ("baseline", "netaug"):
+        d = (one.netaug_full - one[ref]).mean() * 100
+        p = ttest_rel(one.netaug_full, one[ref]).pvalue
+        assert f"{d + 0.0:+.2f}" in line and (f"p = {p:.3g}" in line or p != p)
+    # test precision/recall/F1@1,3 of each cell, recomputed from its stored test predictions
+    for cell in df.to_dict("records"):
+        arm = cell["arm"] if cell["arm"] != "baseline_equal" else "baseline_equal-t2"
+        stem = f"mobilenetv2-w0.1_e{cell['epochs']}_{arm}_s{cell['seed']}"
+        preds = pd.read_parquet(out / "predictions" / f"{stem}.parquet")
+        topk = pd.DataFrame(preds.topk.tolist()).to_numpy()
+        for k in (1, 3):
+            m = precision_recall_f1_at_k(topk, preds.label.to_numpy(), k, 10)
+            assert [cell[f"test_{x}@{k}"] for x in ("precision", "recall", "f1")] == pytest.approx(
+                [m["precision"], m["recall"], m["f1"]], abs=1e-12)
+        assert len(preds) == 359 and (topk[:, 0] == preds.label).mean() == pytest.approx(cell["test_top1"], abs=1e-12)
+    assert len(epochs) == 2 * (3 * 1 + 2) + 2 and set(epochs.columns) >= {"epoch", "train_top1", "val_top1", "lr"}
     assert (out / "evidence.png").stat().st_size > 10_000 and not list(out.rglob("*.tmp"))
+    assert "precision@1" in (out / "evidence.md").read_text()
     # a rerun finds every cell finished and trains nothing
-    again = run(out, "--seeds", "2", "--arms", "baseline", "netaug", "netaug_rkd_astar", "--curve-epochs", "2",
-                "--supernet-epochs", "1", "--paths", "2")
+    again = run(out, *EXTRA)
     assert again.returncode == 0 and "0 to run" in again.stdout and "epoch 1/1" not in again.stdout
+
     def ordered(frame):
         return frame.sort_values(["arm", "epochs", "seed"]).reset_index(drop=True)[["test_top1"]]
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from netaug.augment import augment
+from netaug.augment.widths import se_width
 from netaug.models import build_model, count_params, profile_macs
 from netaug.train.deploy import check_onnx, export_onnx
 
@@ -62,6 +63,12 @@ def test_min_is_the_base_and_every_sub_network_exports(pair):
         torch.testing.assert_close(aug(x), sub(x), rtol=1e-5, atol=1e-5)
 
 
+def official_se(se_ch: int, mid_ch: int, mid: int, max_mid: int) -> int:
+    """The official DynamicSE, written out: the widest layer's squeeze fixes the reduction."""
+    max_se = max(round(max_mid / (mid_ch / se_ch + 1e-10)), 16)
+    return max(16, int(max(mid / (max_mid / max_se), 16) + 0.5))
+
+
 def test_se_squeeze_width_follows_the_active_middle_width(pair):
     base, aug = pair
     big = aug.spec_of(aug.config("max"))
@@ -69,9 +76,21 @@ def test_se_squeeze_width_follows_the_active_middle_width(pair):
         if b0.se_ch is None:
             assert layer.se is None
             continue
-        assert b1.mid_ch > b0.mid_ch and b1.se_ch == max(b0.se_ch, round(b0.se_ch * b1.mid_ch / b0.mid_ch))
+        assert b1.mid_ch > b0.mid_ch and b1.se_ch == max(round(b1.mid_ch / (b0.mid_ch / b0.se_ch + 1e-10)), 16)
         assert layer.se.reduce.weight.shape == (b1.se_ch, b1.mid_ch, 1, 1)
-    assert big.head_ch == 3 * base.spec.head_ch and aug.num_width_groups == base.spec.num_stages + 3
+    # drawn sub-networks squeeze by the widest layer's reduction, as the official code
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        spec = aug.spec_of(aug.config("random", g))
+        for b0, b1, widest in zip(base.spec.blocks, spec.blocks, big.blocks):
+            if b0.se_ch is not None:
+                expected = b0.se_ch if b1.mid_ch == b0.mid_ch else official_se(b0.se_ch, b0.mid_ch, b1.mid_ch,
+                                                                                 widest.mid_ch)
+                assert b1.se_ch == expected
+    # a case where the base's reduction and the widest layer's differ (MobileNetV3 0.35's blocks.4)
+    assert se_width(16, 40, 224, 336) == official_se(16, 40, 224, 336) == 89  # 224 x 16 / 40 = 89.6 would give 90
+    assert se_width(16, 40, 40, 336) == 16 and se_width(16, 40, 336, 336) == 134  # the base; the widest
+    assert se_width(8, 24, 30, 48) == 10  # a base squeeze below 16 keeps its own floor
 
 
 def test_sorting_carries_the_se_weights_and_keeps_the_largest_function(pair):
@@ -102,3 +121,34 @@ def test_onnx_parity_of_the_exported_base(tmp_path, pair):
     check = check_onnx(path, base, [torch.randn(8, 3, 32, 32) for _ in range(2)])
     assert check.samples == 16 and np.isfinite(check.max_abs_logit_diff)
     assert check.max_abs_logit_diff < 1e-4 and check.top1_agreement == 1.0
+
+
+@pytest.mark.parametrize("scheme", ["fan_out", "uniform"])
+def test_the_head_layer_is_initialised_as_the_official_1x1_conv(scheme):
+    """The post-pool head layer is a linear layer here and a 1x1 conv in the official code: from one RNG
+    state it gets exactly the weights the conv's init draws (he_fout / kaiming-uniform), not the
+    classifier's truncated normal."""
+    from netaug.models.network import head_layers, init_module
+
+    model = build_model("mobilenetv3", 10, 3, resolution=32, width_mult=0.35)
+    head = model.head[0]
+    assert head_layers(model) == [head] and head_layers(build_model("mobilenetv2_tiny", 10, 3)) == []
+    conv = torch.nn.Conv2d(head.in_features, head.out_features, 1)
+    torch.manual_seed(3)
+    init_module(head, scheme, as_conv=True)
+    torch.manual_seed(3)
+    if scheme == "fan_out":
+        torch.nn.init.kaiming_normal_(conv.weight, mode="fan_out")  # the official he_fout: normal, sqrt(2 / fan_out)
+    else:
+        torch.nn.init.kaiming_uniform_(conv.weight, a=5 ** 0.5)  # bound 1 / sqrt(fan_in)
+    assert torch.equal(head.weight, conv.weight.flatten(1)) and not head.bias.any()
+    bound = float(head.weight.detach().abs().max()) * head.in_features ** 0.5
+    assert (0.99 < bound <= 1.0) if scheme == "uniform" else bound > 2.5
+    # the whole-model init reaches it too: the classifier keeps its truncated normal (std 0.02)
+    from netaug.models.network import init_weights
+
+    init_weights(model, scheme)
+    assert float(model.classifier.weight.std()) == pytest.approx(0.02, rel=0.1)
+    w = model.head[0].weight
+    expected_std = (2 / w.shape[0]) ** 0.5 if scheme == "fan_out" else 1 / (3 * w.shape[1]) ** 0.5
+    assert float(w.std()) == pytest.approx(expected_std, rel=0.05)

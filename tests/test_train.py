@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -64,7 +65,7 @@ def test_same_seed_same_numbers(digits16, fast_cfg):
 def test_min_w_phase_and_baseline_mode(digits16, fast_cfg):
     trainer = Trainer(fast_cfg, digits16, mode="netaug")
     trainer.epoch = 1
-    fast_cfg.netaug.min_w_fraction = 0.5
+    fast_cfg.netaug.min_w_fraction, fast_cfg.training.warmup_epochs = 0.5, 0
     assert trainer.aug_kind() == "min_w"
     trainer.epoch = 0
     assert trainer.aug_kind() == "random"
@@ -94,7 +95,7 @@ def test_channels_are_sorted_only_in_width_augmented_epochs(digits16, fast_cfg):
     and the logged sub-networks of min_w epochs keep every width at the base's."""
     import dataclasses
 
-    fast_cfg.training.epochs, fast_cfg.netaug.min_w_fraction = 4, 0.5
+    fast_cfg.training.epochs, fast_cfg.netaug.min_w_fraction, fast_cfg.training.warmup_epochs = 4, 0.5, 0
     small = dataclasses.replace(digits16, train=digits16.train.take(np.arange(128)))
     logged: list[dict] = []
     trainer = Trainer(fast_cfg, small, mode="netaug", arch_log=logged.append)
@@ -138,6 +139,59 @@ def test_optimizer_groups_and_schedule(digits16, fast_cfg):
     assert opt.defaults["nesterov"]
     assert lr_factor(0, 100, 10) == pytest.approx(0.1) and lr_factor(9, 100, 10) == pytest.approx(1.0)
     assert lr_factor(55, 100, 10) == pytest.approx(0.5) and lr_factor(100, 100, 10) == pytest.approx(0.0)
+
+
+def official_cosine_with_warmup(step: int, base_lr: float, workers: int, warmup: int, decay: int) -> float:
+    """The official CosineLRwithWarmup (utils/lr_scheduler.py) for an optimizer at base_lr x workers and
+    warmup_lr = base_lr, written out: what lr the official train.py runs step `step` at."""
+    peak = base_lr * workers
+    if step < warmup:
+        return (peak - base_lr) * step / warmup + base_lr
+    return 0.5 * peak * (1 + math.cos(math.pi * (step - warmup) / decay))
+
+
+@pytest.mark.parametrize("workers", [1, 4, 16])
+def test_official_warmup_follows_the_official_scheduler(workers):
+    import types
+
+    from netaug.train.optim import build_scheduler
+
+    cfg = types.SimpleNamespace(epochs=12, warmup_epochs=2, min_lr_ratio=0.0, warmup="official", lr=0.025 * workers)
+    steps_per_epoch = 10
+    param = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([param], lr=cfg.lr)
+    sched = build_scheduler(opt, cfg, steps_per_epoch, workers)
+    ours = []
+    for _ in range(cfg.epochs * steps_per_epoch):
+        ours.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    official = [official_cosine_with_warmup(t, 0.025, workers, 20, 100) for t in range(120)]
+    assert ours == pytest.approx(official, rel=1e-12, abs=1e-15)
+    assert ours[0] == pytest.approx(0.025)  # the first step runs at one worker's rate, not peak / warm-up steps
+    cfg.warmup = "linear"  # the schedule before issue 27
+    sched = build_scheduler(torch.optim.SGD([param], lr=cfg.lr), cfg, steps_per_epoch, workers)
+    assert sched.get_last_lr()[0] == pytest.approx(cfg.lr / 20)
+
+
+@pytest.mark.parametrize("min_w_of,epochs,warmup,expected", [
+    ("cosine", 155, 5, 75),  # the official recipe: stop_aug_w_epoch 75 of 150 cosine epochs
+    ("all", 155, 5, 77),  # before issue 27: half of all 155 epochs, rounded toward the end
+    ("cosine", 40, 40 * 5 / 150, 19),
+    ("all", 40, 40 * 5 / 150, 20),  # the convergence study's cells
+])
+def test_min_w_epochs_follow_the_official_count(digits16, fast_cfg, min_w_of, epochs, warmup, expected):
+    fast_cfg.training.epochs, fast_cfg.training.warmup_epochs = epochs, warmup
+    fast_cfg.netaug.min_w_fraction, fast_cfg.netaug.min_w_of = 0.5, min_w_of
+    trainer = Trainer(fast_cfg, digits16, mode="netaug")
+    kinds = []
+    for epoch in range(epochs):
+        trainer.epoch = epoch
+        kinds.append(trainer.aug_kind())
+    assert kinds.count("min_w") == expected and kinds[-expected:] == ["min_w"] * expected
+    if min_w_of == "cosine":  # the official rule: min_w while remaining_epochs <= stop_aug_w_epoch
+        stop = 0.5 * (epochs - warmup)
+        assert kinds == ["min_w" if epochs - e <= stop else "random" for e in range(epochs)]
 
 
 def test_evaluate_topk_matches_a_direct_computation(digits16, fast_cfg):

@@ -27,7 +27,7 @@ from netaug.augment.dynamic_ops import (
     DynamicLinear,
     dynamic_pw_bias,
 )
-from netaug.augment.widths import widen
+from netaug.augment.widths import se_width, widen
 from netaug.models.layers import Ops
 from netaug.models.network import InvertedResidualNet, init_weights
 from netaug.models.spec import NetSpec
@@ -45,23 +45,26 @@ SORT_SCOPES = ("all", "augmented")
 SORT_MOMENTUM = ("follow", "stay")
 
 
-def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input") -> NetSpec:
+def spec_for(base: NetSpec, config: SubnetConfig, mid_width: str = "input",
+             max_mids: Sequence[int | None] | None = None) -> NetSpec:
     """The static structure of sub-network `config` of the augmented twin of `base`.
 
     A block's middle width follows `mid_width`: "input" (the official NetAug) scales the base's
     middle width by the block's active input width over its base input width, times the expand
     factor, so width and expand augmentation multiply; "block" scales it by the expand factor alone.
+    An SE squeeze follows its middle width by the reduction of the augmented model's widest middle
+    there, `max_mids` (per block; None: this config is the widest), as the official `DynamicSE`.
     """
     if mid_width not in MID_WIDTHS:
         raise ValueError(f"mid_width must be one of {MID_WIDTHS}, got {mid_width!r}")
     widths, expands = config
     stem = widen(base.stem_ch, widths[0])
     blocks, in_ch = [], stem
-    for b, e in zip(base.blocks, expands):
+    for i, (b, e) in enumerate(zip(base.blocks, expands)):
         out = widen(b.out_ch, widths[b.stage + 1])
         factor = e * in_ch / b.in_ch if mid_width == "input" else e
         mid = None if b.mid_ch is None else widen(b.mid_ch, factor)
-        se = None if b.se_ch is None else widen(b.se_ch, mid / b.mid_ch)  # the squeeze follows the middle width
+        se = None if b.se_ch is None else se_width(b.se_ch, b.mid_ch, mid, None if max_mids is None else max_mids[i])
         blocks.append(dataclasses.replace(b, in_ch=in_ch, out_ch=out, mid_ch=mid, se_ch=se))
         in_ch = out
     feature_group = base.num_stages + 1
@@ -93,14 +96,17 @@ class AugmentedNet(InvertedResidualNet):
             raise ValueError("width_mults and expand_mults must start at 1 (the base model)")
         self.num_width_groups = base_spec.num_stages + 2 + (1 if base_spec.head_ch else 0)
         self.ceiling: SubnetConfig | None = None
-        super().__init__(self.spec_of(self.config("max")), DYNAMIC_OPS)
+        self.max_mids: tuple[int | None, ...] | None = None  # the widest middles, fixing each SE's reduction
+        widest = self.spec_of(self.config("max"))
+        self.max_mids = tuple(b.mid_ch for b in widest.blocks)
+        super().__init__(widest, DYNAMIC_OPS)
         self.active: SubnetConfig = self.config("min")
         self.set_active("min")
 
     # ------------------------------------------------------------------ configurations
     def spec_of(self, config: SubnetConfig) -> NetSpec:
         """The static structure of sub-network `config`."""
-        return spec_for(self.base_spec, config, self.mid_width)
+        return spec_for(self.base_spec, config, self.mid_width, self.max_mids)
 
     def expand_choices(self, block: int) -> tuple[float, ...]:
         return (1.0,) if self.base_spec.blocks[block].mid_ch is None else self.expand_mults

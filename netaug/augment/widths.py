@@ -31,6 +31,27 @@ def widen(channels: int, mult: float, divisor: int = 1) -> int:
     return max(channels, make_divisible(channels * mult, divisor))
 
 
+SE_MIN_DIM = 16  # the official DynamicSE's min_dim
+
+
+def se_width(se_ch: int, mid_ch: int, mid: int, max_mid: int | None = None) -> int:
+    """Squeeze channels of an SE layer whose base squeezes `mid_ch` middle channels to `se_ch`, when the
+    middle is `mid` wide, in an augmented model whose widest middle there is `max_mid` (None: `mid`).
+
+    The official `DynamicSE` rule: the largest layer squeezes round(max_mid / (mid_ch / se_ch + 1e-10))
+    channels, which fixes its reduction max_mid / max_se; a drawn middle width squeezes
+    make_divisible(max(mid / reduction, min_dim), 1). min_dim is 16, or the base's squeeze if smaller
+    (a spec file's tiny SE), and the base itself always keeps its own `se_ch`."""
+    if mid == mid_ch:
+        return se_ch
+    floor = min(SE_MIN_DIM, se_ch)
+    max_mid = mid if max_mid is None else max_mid
+    max_se = max(round(max_mid / (mid_ch / se_ch + 1e-10)), floor)
+    if mid == max_mid:
+        return max_se
+    return make_divisible(max(mid / (max_mid / max_se), floor), 1)
+
+
 def netaug_grids(cfg: NetAugConfig) -> tuple[list[float], list[float]]:
     """(width multipliers, expand factors) of NetAug's augmented model. Expands: expand_s + 1 points
     up to expand_r (null: the width grid); [1] when expand augmentation is off."""

@@ -73,21 +73,36 @@ def init_weights(model: nn.Module, scheme: str = "fan_out") -> None:
 
     Linear weights are truncated-normal(0.02), as in the official code. Convs: "fan_out" (plain
     training, the official "he_fout") Kaiming-normal over fan-out; "uniform" (the official NetAug's
-    init of the augmented model) PyTorch's default Kaiming-uniform (a = sqrt(5)).
+    init of the augmented model) PyTorch's default Kaiming-uniform (a = sqrt(5)). The post-pool
+    head layer (`model.head[0]`, MobileNetV3's) is a linear layer here and a 1x1 conv in the
+    official code, and is initialised as that conv (a linear weight's fans are a 1x1 conv's).
     """
     if scheme not in ("fan_out", "uniform"):
         raise ValueError(f"init scheme must be 'fan_out' or 'uniform', got {scheme!r}")
+    conv_like = head_layers(model)
     for m in model.modules():
-        if isinstance(m, nn.Conv2d):
-            if scheme == "fan_out":
-                nn.init.kaiming_normal_(m.weight, mode="fan_out")
-            else:
-                nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
-            if m.bias is not None:
-                nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.BatchNorm2d):
-            nn.init.ones_(m.weight)
+        init_module(m, scheme, as_conv=m in conv_like)
+
+
+def head_layers(model: nn.Module) -> list[nn.Module]:
+    """The linear layers that the official code builds as 1x1 convs: the post-pool head layer."""
+    head = getattr(model, "head", None)
+    return [head[0]] if isinstance(head, nn.Sequential) and len(head) and isinstance(head[0], nn.Linear) else []
+
+
+def init_module(m: nn.Module, scheme: str, as_conv: bool = False) -> None:
+    """`init_weights` for one module (its own parameters only); `as_conv`: a linear layer initialised as
+    the 1x1 conv it stands for."""
+    if isinstance(m, nn.Conv2d) or (as_conv and isinstance(m, nn.Linear)):
+        if scheme == "fan_out":
+            nn.init.kaiming_normal_(m.weight, mode="fan_out")
+        else:
+            nn.init.kaiming_uniform_(m.weight, a=math.sqrt(5))
+        if m.bias is not None:
             nn.init.zeros_(m.bias)
-        elif isinstance(m, nn.Linear):
-            nn.init.trunc_normal_(m.weight, std=0.02)
-            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.BatchNorm2d):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.Linear):
+        nn.init.trunc_normal_(m.weight, std=0.02)
+        nn.init.zeros_(m.bias)

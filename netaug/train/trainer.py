@@ -85,6 +85,15 @@ def build_base(cfg: SpaceConfig, data: DataSplits) -> InvertedResidualNet:
                        small_input=cfg.model.small_input, dropout=cfg.model.dropout, **kw)
 
 
+def min_w_start(cfg) -> float:
+    """The first min_w epoch is the first at or past this: `min_w_fraction` of the cosine epochs before
+    the end (the official `remaining_epochs <= stop_aug_w_epoch`), or of all epochs (`min_w_of: all`)."""
+    t, n = cfg.training, cfg.netaug
+    if n.min_w_of == "all":
+        return t.epochs * (1 - n.min_w_fraction)
+    return t.epochs - n.min_w_fraction * (t.epochs - t.warmup_epochs)
+
+
 class Trainer:
     """Trains a base model in one of the modes above on in-memory splits."""
 
@@ -152,7 +161,7 @@ class Trainer:
             self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
         self.shared = self.release_step is not None  # released at the first step >= release_step
         self.optimizer = build_optimizer(self.model, t)
-        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
         self.batch_generator = torch.Generator().manual_seed(t.seed)
         self.arch_generator = torch.Generator().manual_seed(t.seed + 1)
@@ -172,8 +181,7 @@ class Trainer:
         """"random" sub-networks, or "min_w" (base widths, random expands) in NetAug's final epochs."""
         if self.mode == self.SUPERNET:
             return "random"
-        start_min_w = self.cfg.training.epochs * (1 - self.cfg.netaug.min_w_fraction)
-        return "min_w" if self.epoch >= start_min_w else "random"
+        return "min_w" if self.epoch >= min_w_start(self.cfg) else "random"
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features, float32 logits) of the active network."""
