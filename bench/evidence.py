@@ -40,7 +40,6 @@ ARMS = ("baseline", "netaug", "netaug_sortaug", "netaug_rkd_sampled", "netaug_rk
         "netaug_rkd_astar", "netaug_astar", "netaug_share", "netaug_full", "baseline_equal")
 TEACHERS = {"netaug_rkd_sampled": "sampled", "netaug_rkd_fwd": "max_fwd"}  # rkd.teacher of the cheaper-teacher arms
 ASTAR_ARMS = ("netaug_rkd_astar", "netaug_astar", "netaug_full")  # arms whose largest model is the SPOS a*
-SHARE_ARMS = ("netaug_share", "netaug_full")  # arms with share-then-unshare (sharing.share_fraction of the space)
 # x baseline step, measured (docs/results.md); the arms a study must finish first come first in `plan`
 ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled": 6, "netaug_rkd_fwd": 9,
             "netaug_rkd": 25, "netaug_rkd_astar": 20, "netaug_astar": 6, "netaug_share": 6, "netaug_full": 6,

@@ -154,11 +154,12 @@ def worst(items) -> tuple[float, str]:
     return best
 
 
-def widths_seen(model: nn.Module, x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
-    """(output channels of every conv in execution order, the output) of `model(x)`."""
+def widths_seen(model: nn.Module, x: torch.Tensor, kinds: tuple[type, ...] = (nn.Conv2d,)
+                ) -> tuple[list[int], torch.Tensor]:
+    """(output channels of every layer of `kinds` in execution order, the output) of `model(x)`."""
     seen: list[int] = []
     hooks = [m.register_forward_hook(lambda _m, _i, o: seen.append(int(o.shape[1])))
-             for m in model.modules() if isinstance(m, nn.Conv2d)]
+             for m in model.modules() if isinstance(m, kinds)]
     try:
         out = model(x)
     finally:
@@ -249,20 +250,6 @@ def mbv3_rows(models, args) -> list[tuple[str, str, float | None]]:
     return rows
 
 
-def widths_and_linears(model: nn.Module, x: torch.Tensor) -> tuple[list[int], torch.Tensor]:
-    """(output channels of every conv and linear layer in execution order, the output) of `model(x)`:
-    MobileNetV3's head layer is a linear layer here and a 1x1 conv there, so both kinds are counted."""
-    seen: list[int] = []
-    hooks = [m.register_forward_hook(lambda _m, _i, o: seen.append(int(o.shape[1])))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
-    try:
-        out = model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen, out
-
-
 def mbv3_draw_rows(models, args) -> list[tuple[str, str, float | None]]:
     """MobileNetV3 0.35 augmented (widths [1, 2, 3], the official expands), official weights copied:
     `args.mbv3_draws` random sub-networks drawn from one seeded generator on each side (every conv and
@@ -304,8 +291,9 @@ def mbv3_draw_rows(models, args) -> list[tuple[str, str, float | None]]:
             aug.train(), o_aug.train()
             aug.zero_grad(set_to_none=True), o_aug.zero_grad(set_to_none=True)
         with torch.set_grad_enabled(full):
-            w_ours, out = widths_and_linears(aug, x)
-            w_off, o_out = widths_and_linears(o_aug, x)
+            # MobileNetV3's head layer is a linear layer here and a 1x1 conv there: count both kinds
+            w_ours, out = widths_seen(aug, x, (nn.Conv2d, nn.Linear))
+            w_off, o_out = widths_seen(o_aug, x, (nn.Conv2d, nn.Linear))
         agree += w_ours == w_off
         ours_se = [b.se_ch for b in aug.spec_of(config).blocks if b.se_ch is not None]
         off_se = [blk.conv.se_layer.active_mid_channels for stage in o_aug.backbone["stages"] for blk in stage.op_list
