@@ -532,7 +532,8 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
             for epochs in sorted({r["epochs"] for r in rows}) if arm == "baseline" else [longest]:
                 xs, mean, low, high, seeds = seed_band(r for r in rows if r["epochs"] == epochs)
                 who = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds, band min-max"
-                line, = ax.plot(xs, mean, marker=".", label=f"{arm}, {epochs}-epoch schedule, {who}")
+                trained = xs[-1] if xs else epochs  # baseline_equal trains its own schedule, longer than `epochs`
+                line, = ax.plot(xs, mean, marker=".", label=f"{arm}, {trained}-epoch schedule, {who}")
                 if len(seeds) > 1:
                     ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)
         ax.set(title=f"{base}: train top-1 per epoch (fixed train subset)", xlabel="epoch", ylabel="train top-1")
