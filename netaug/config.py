@@ -74,8 +74,9 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet"] = opt(
-        "mobilenetv2_tiny", "base model: mobilenetv2_tiny, mobilenetv2, mobilenetv3, proxylessnas_mobile or mcunet")
+    name: Literal["mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet"] | None = opt(
+        None, "base model: mobilenetv2_tiny, mobilenetv2, mobilenetv3, proxylessnas_mobile or mcunet; null: "
+        "mobilenetv2_tiny unless model.spec or model.module is given")
     width_mult: float = opt(1.0, "width multiplier (mobilenetv2, mobilenetv3, proxylessnas_mobile, mcunet)", gt=0,
                             le=4)
     small_input: bool | None = opt(
@@ -83,15 +84,39 @@ class ModelConfig:
     dropout: float = opt(0.0, "dropout before the classifier", ge=0, lt=1)
     spec: str | None = opt(None, "a YAML file describing your own inverted-residual network (docs/spaces.md); "
                            "replaces model.name")
+    module: str | None = opt(None, "your own PyTorch model: 'package.module:factory' or 'path/to/file.py:factory' "
+                             "returning an nn.Module from (B, C, H, W) to logits; replaces model.name")
+    kwargs: dict = opt({}, "model.module: keyword arguments of the factory (num_classes and in_channels are "
+                       "passed when the factory takes them)")
+    freeze: list[str] | None = opt(None, "model.module: conv or linear layers whose output channels keep their "
+                                   "base width (for ops that cannot be widened, e.g. a channel concat)")
 
     @property
     def label(self) -> str:
-        """What the model is called in logs and results: its name, or the spec file's name."""
+        """What the model is called in logs and results: its name, or the spec file's or module's name."""
+        if self.module:
+            return f"module:{self.module.rpartition('/')[2]}"
         return f"spec:{Path(self.spec).name}" if self.spec else self.name
 
     def check(self) -> None:
+        given = [key for key in ("name", "spec", "module") if getattr(self, key) is not None]
+        if len(given) > 1:
+            raise UserError(f"model.{given[1]}: give exactly one of model.name, model.spec and model.module "
+                            f"(got {' and '.join('model.' + k for k in given)})")
+        if not given:
+            self.name = "mobilenetv2_tiny"
+        if self.module is None and (self.kwargs or self.freeze):
+            raise UserError(f"model.{'kwargs' if self.kwargs else 'freeze'}: applies to model.module only")
         if self.name == "mobilenetv2_tiny" and self.width_mult != 1.0:
             raise UserError("model.width_mult: mobilenetv2_tiny has a fixed width (0.35); leave it at 1.0")
+        if self.module is not None:
+            for key, default in (("width_mult", 1.0), ("small_input", None), ("dropout", 0.0)):
+                if getattr(self, key) != default:
+                    raise UserError(f"model.{key}: a model.module states its own structure; leave {key} at "
+                                    f"{default if default is not None else 'null'}")
+            from netaug.models.user import resolve_reference  # noqa: PLC0415  (models import nothing of config)
+
+            self.module = resolve_reference(self.module)
         if self.spec is not None:
             if self.width_mult != 1.0:
                 raise UserError("model.width_mult: a model.spec file states its widths; leave width_mult at 1.0")
@@ -447,6 +472,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             raise UserError(f"{key}: expected a non-empty list, got {value!r}")
         (item,) = typing.get_args(tp)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise UserError(f"{key}: expected a mapping of names to values, got {value!r}")
+        return value
     if tp is bool:
         if not isinstance(value, bool):
             raise UserError(f"{key}: expected true or false, got {value!r}")
@@ -580,6 +609,9 @@ def load_space(path: str | Path | None, overrides: list[str] | None = None) -> S
             raise UserError(f"--space: {p} is empty (no sections); copy spaces/mbv2.yaml to start from the defaults")
         if not isinstance(raw, dict):
             raise UserError(f"{p}: the space file must be a mapping of sections")
+    keys = {".".join(parse_override(text)[0]) for text in overrides or []}
+    if keys & {"model.spec", "model.module"} and "model.name" not in keys and isinstance(raw.get("model"), dict):
+        raw["model"].pop("name", None)  # --set model.module=... replaces the space file's model.name
     raw = apply_overrides(raw, overrides or [])
     return from_dict(SpaceConfig, raw)
 

@@ -44,8 +44,9 @@ class DynamicDepthwiseConv2d(nn.Conv2d):
         return F.conv2d(x, weight, None, self.stride, self.padding, groups=c)
 
 
-class DynamicBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm over the input's channels; running statistics of the leading channels are updated in place."""
+class DynamicNorm:
+    """BatchNorm over the input's leading channels (mixed into a BatchNorm class); running statistics
+    of those channels are updated in place."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         c = x.shape[1]
@@ -57,10 +58,19 @@ class DynamicBatchNorm2d(nn.BatchNorm2d):
         else:
             factor = 0.0
         use_batch_stats = self.training or not self.track_running_stats
-        running_mean = self.running_mean[:c] if self.running_mean is not None else None
-        running_var = self.running_var[:c] if self.running_var is not None else None
-        return F.batch_norm(x, running_mean, running_var, self.weight[:c], self.bias[:c],
-                            use_batch_stats, factor, self.eps)
+        mean = self.running_mean[:c] if self.running_mean is not None else None
+        var = self.running_var[:c] if self.running_var is not None else None
+        weight = self.weight[:c] if self.weight is not None else None
+        bias = self.bias[:c] if self.bias is not None else None
+        return F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
+
+
+class DynamicBatchNorm2d(DynamicNorm, nn.BatchNorm2d):
+    """BatchNorm2d over the input's channels."""
+
+
+class DynamicBatchNorm1d(DynamicNorm, nn.BatchNorm1d):
+    """BatchNorm1d over the input's features."""
 
 
 class DynamicLinear(nn.Linear):

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 from torch.nn.utils import parametrize
 
+from netaug.augment.configs import ConfigLike, SubnetConfig, SubnetConfigs
 from netaug.augment.dynamic_ops import (
     DynamicBatchNorm2d,
     DynamicConv2d,
@@ -27,14 +28,12 @@ from netaug.augment.dynamic_ops import (
     DynamicLinear,
     dynamic_pw_bias,
 )
-from netaug.augment.widths import se_width, widen
+from netaug.augment.permute import permute_all, ranking
+from netaug.augment.widths import pick_choice, se_width, widen
 from netaug.models.layers import Ops
 from netaug.models.network import InvertedResidualNet, init_weights
 from netaug.models.spec import NetSpec
 from netaug.models.weight_sharing import plain_state_dict
-
-SubnetConfig = tuple[tuple[float, ...], tuple[float, ...]]
-ConfigLike = str | SubnetConfig | Sequence
 
 DYNAMIC_OPS = Ops(conv=DynamicConv2d, dwconv=DynamicDepthwiseConv2d, bn=DynamicBatchNorm2d, linear=DynamicLinear,
                   pw_bias=dynamic_pw_bias)
@@ -82,7 +81,7 @@ def slice_state_dict(full: dict[str, torch.Tensor], target: dict[str, torch.Tens
     return out
 
 
-class AugmentedNet(InvertedResidualNet):
+class AugmentedNet(SubnetConfigs, InvertedResidualNet):
     """The largest augmented model; `set_active` picks a sub-network, `export` gives a static base."""
 
     def __init__(self, base_spec: NetSpec, base_cls: type[InvertedResidualNet],
@@ -108,14 +107,12 @@ class AugmentedNet(InvertedResidualNet):
         """The static structure of sub-network `config`."""
         return spec_for(self.base_spec, config, self.mid_width, self.max_mids)
 
+    @property
+    def num_expand_groups(self) -> int:
+        return len(self.base_spec.blocks)
+
     def expand_choices(self, block: int) -> tuple[float, ...]:
         return (1.0,) if self.base_spec.blocks[block].mid_ch is None else self.expand_mults
-
-    def set_ceiling(self, config: ConfigLike | None) -> SubnetConfig | None:
-        """Make `config` (e.g. a searched a*) the largest augmented model: "max" returns it, and
-        "random"/"min_w" draw each choice only among the multipliers at or below it. None lifts it."""
-        self.ceiling = None if config is None else self.normalize(config)
-        return self.ceiling
 
     def config(self, kind: str, generator: torch.Generator | None = None) -> SubnetConfig:
         """"min" (the base), "max", "random" (uniform per group and block) or "min_w" (base widths,
@@ -140,11 +137,7 @@ class AugmentedNet(InvertedResidualNet):
             raise ValueError(f"unknown sub-network kind {kind!r} (min, max, random, min_w, or a config)")
 
         def pick(choices: tuple[float, ...], top: float | None) -> float:
-            if top is not None:
-                choices = tuple(c for c in choices if c <= top) or (1.0,)
-            if len(choices) == 1:
-                return choices[0]
-            return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+            return pick_choice(choices, top, generator)
 
         draw_widths = kind == "random"
         widths = [1.0] * self.num_width_groups
@@ -161,24 +154,6 @@ class AugmentedNet(InvertedResidualNet):
         if draw_widths and spec.head_ch:
             widths[feature_group + 1] = pick(self.width_mults, top_w[feature_group + 1])
         return tuple(widths), tuple(expands)
-
-    def normalize(self, config: ConfigLike, generator: torch.Generator | None = None) -> SubnetConfig:
-        """Resolve a kind or a (JSON-decoded) config into a validated `SubnetConfig`."""
-        if isinstance(config, str):
-            return self.config(config, generator)
-        try:
-            widths, expands = (tuple(float(v) for v in part) for part in config)
-        except (TypeError, ValueError):
-            raise ValueError(f"not a sub-network config: {config!r}") from None
-        if len(widths) != self.num_width_groups or len(expands) != len(self.base_spec.blocks):
-            raise ValueError(f"config needs {self.num_width_groups} widths and {len(self.base_spec.blocks)} "
-                             f"expands, got {len(widths)} and {len(expands)}")
-        if any(w < 1 or w > self.width_mults[-1] for w in widths):
-            raise ValueError(f"width multipliers must lie in [1, {self.width_mults[-1]}]: {widths}")
-        for i, e in enumerate(expands):
-            if e < 1 or e > self.expand_choices(i)[-1]:
-                raise ValueError(f"expand multiplier {e} of block {i} is outside [1, {self.expand_choices(i)[-1]}]")
-        return widths, expands
 
     def set_active(self, config: ConfigLike = "min", generator: torch.Generator | None = None) -> SubnetConfig:
         """Activate a sub-network; returns the resolved config (log it: it is plain JSON)."""
@@ -239,7 +214,7 @@ class AugmentedNet(InvertedResidualNet):
             if block.expand is None or parametrize.is_parametrized(block.expand.conv):
                 continue  # no middle channels, or shared with identical blocks (share-then-unshare)
             importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
-            perm = _ranking(importance, None if scope == "all" else b.mid_ch)
+            perm = ranking(importance, None if scope == "all" else b.mid_ch)
             tensors: list[tuple[torch.Tensor, int]] = [(block.expand.conv.weight, 0),
                                                        (block.depthwise.conv.weight, 0),
                                                        (block.project.conv.weight, 1)]
@@ -247,41 +222,17 @@ class AugmentedNet(InvertedResidualNet):
                 tensors += [(bn.weight, 0), (bn.bias, 0), (bn.running_mean, 0), (bn.running_var, 0)]
             if block.se is not None:
                 tensors += [(block.se.reduce.weight, 1), (block.se.expand.weight, 0), (block.se.expand.bias, 0)]
-            _permute_all(tensors, perm, optimizer if momentum == "follow" else None)
+            permute_all(tensors, perm, optimizer if momentum == "follow" else None)
             if block.se is not None:
                 se = block.se
                 importance = se.expand.weight.abs().sum(dim=(0, 2, 3))
-                squeeze_perm = _ranking(importance, None if scope == "all" else b.se_ch)
-                _permute_all([(se.expand.weight, 1), (se.reduce.weight, 0), (se.reduce.bias, 0)], squeeze_perm,
+                squeeze_perm = ranking(importance, None if scope == "all" else b.se_ch)
+                permute_all([(se.expand.weight, 1), (se.reduce.weight, 0), (se.reduce.bias, 0)], squeeze_perm,
                              optimizer if momentum == "follow" else None)
 
 
-def _ranking(importance: torch.Tensor, keep: int | None) -> torch.Tensor:
-    """Indices most important first; `keep` leading ones stay in place (None: rank them all, with the
-    official `torch.sort` call, ties included)."""
-    if keep is None:
-        return torch.sort(importance, dim=0, descending=True)[1]
-    tail = torch.argsort(importance[keep:], descending=True, stable=True) + keep
-    return torch.cat([torch.arange(keep, device=tail.device), tail])
-
-
-def _permute_(tensor: torch.Tensor, perm: torch.Tensor, dim: int) -> None:
-    tensor.copy_(tensor.index_select(dim, perm))
-
-
-def _permute_all(tensors: list[tuple[torch.Tensor, int]], perm: torch.Tensor,
-                 optimizer: torch.optim.Optimizer | None) -> None:
-    """Permute each (tensor, dim) by `perm`, and its optimizer state (momentum) alike when given."""
-    for tensor, dim in tensors:
-        _permute_(tensor, perm, dim)
-        state = optimizer.state.get(tensor) if optimizer is not None else None
-        for value in (state or {}).values():
-            if isinstance(value, torch.Tensor) and value.shape == tensor.shape:
-                _permute_(value, perm, dim)
-
-
-def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mults: Sequence[float] | None = None,
-            mid_width: str = "input", init: str = "base") -> AugmentedNet:
+def augment(base: nn.Module, width_mults: Sequence[float], expand_mults: Sequence[float] | None = None,
+            mid_width: str = "input", init: str = "base", freeze: Sequence[str] = ()) -> AugmentedNet:
     """Build the largest augmented model of `base`, whose "min" sub-network is the base.
 
     init "base": the base's weights are copied into the leading slices (the extra weights keep the
@@ -291,6 +242,12 @@ def augment(base: InvertedResidualNet, width_mults: Sequence[float], expand_mult
     """
     if init not in ("base", "augmented"):
         raise ValueError(f"init must be 'base' or 'augmented', got {init!r}")
+    if not isinstance(base, InvertedResidualNet):  # a user's own module: the generic twin
+        from netaug.augment.generic import ModuleNet, augment_module
+
+        if not isinstance(base, ModuleNet):
+            raise TypeError("augment takes a built-in network or a ModuleNet; use augment_module for an nn.Module")
+        return augment_module(base, width_mults, expand_mults, None, mid_width, init, freeze)
     aug = AugmentedNet(base.spec, type(base), width_mults, expand_mults if expand_mults is not None else [1.0],
                        mid_width)
     device = next(base.parameters()).device
@@ -325,8 +282,9 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> None:
 
     def observe(bn: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         x = inputs[0]
-        mean = x.mean(dim=(0, 2, 3))
-        var = (x - mean.view(1, -1, 1, 1)).square().mean(dim=(0, 2, 3))
+        dims = (0, *range(2, x.dim()))  # every dimension but the channels (BatchNorm1d and 2d)
+        mean = x.mean(dim=dims)
+        var = (x - mean.view(1, -1, *[1] * (x.dim() - 2))).square().mean(dim=dims)
         acc = sums[bn]
         n = x.shape[0]
         acc[0], acc[1], acc[2] = acc[0] + mean * n, acc[1] + var * n, acc[2] + n

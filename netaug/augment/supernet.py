@@ -15,4 +15,4 @@ def build_supernet(cfg: SpaceConfig, base: torch.nn.Module) -> AugmentedNet:
     """Per-stage widths on the grid 1..r_max and per-block expands on 1..e_max (s + 1 points each)."""
     sn = cfg.supernet
     return augment(base, width_multipliers(cfg.r_max(), sn.s), width_multipliers(sn.e_max, sn.s),
-                   cfg.netaug.mid_width, cfg.netaug.init)
+                   cfg.netaug.mid_width, cfg.netaug.init, cfg.model.freeze or ())

@@ -52,6 +52,18 @@ def se_width(se_ch: int, mid_ch: int, mid: int, max_mid: int | None = None) -> i
     return make_divisible(max(mid / (max_mid / max_se), floor), 1)
 
 
+def pick_choice(choices: tuple[float, ...], top: float | None, generator) -> float:
+    """One of `choices` (those at or below `top`, a ceiling such as a searched a*; 1 if none), drawn
+    uniformly from `generator`; a single option draws nothing, so one seed gives the official sequence."""
+    import torch
+
+    if top is not None:
+        choices = tuple(c for c in choices if c <= top) or (1.0,)
+    if len(choices) == 1:
+        return choices[0]
+    return choices[int(torch.randint(len(choices), (1,), generator=generator))]
+
+
 def netaug_grids(cfg: NetAugConfig) -> tuple[list[float], list[float]]:
     """(width multipliers, expand factors) of NetAug's augmented model. Expands: expand_s + 1 points
     up to expand_r (null: the width grid); [1] when expand augmentation is off."""

@@ -34,7 +34,7 @@ class PathSpace:
             raise ValueError(f"r={widths[-1]} exceeds the supernet's largest width multiplier "
                              f"{supernet.width_mults[-1]}")
         per_block = tuple(tuple(m for m in expands if m <= supernet.expand_choices(i)[-1]) or (1.0,)
-                          for i in range(len(supernet.base_spec.blocks)))
+                          for i in range(supernet.num_expand_groups))
         return PathSpace((widths,) * supernet.num_width_groups, per_block)
 
     @staticmethod

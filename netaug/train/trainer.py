@@ -39,10 +39,11 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from netaug.augment import AugmentedNet, augment, netaug_grids, recalibrate_bn
+from netaug.augment import AUGMENTED, AugmentedNet, ModuleNet, augment, netaug_grids, recalibrate_bn
 from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
+from netaug.errors import UserError
 from netaug.losses import kd_kl, rkd_loss
 from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
@@ -77,7 +78,16 @@ def data_parallel_world() -> tuple[int, int]:
     return 0, 1
 
 
-def build_base(cfg: SpaceConfig, data: DataSplits) -> InvertedResidualNet:
+def build_base(cfg: SpaceConfig, data: DataSplits) -> nn.Module:
+    """The base model of `cfg.model`: a built-in network, a spec file's, or the user's own module
+    (wrapped as a `ModuleNet`)."""
+    m = cfg.model
+    if m.module is not None:
+        from netaug.models.user import build_user_model
+
+        module, kwargs = build_user_model(m.module, m.kwargs, data.num_classes, data.in_channels, data.resolution)
+        return ModuleNet(module, (data.in_channels, data.resolution, data.resolution),
+                         {"factory": m.module, "kwargs": kwargs})
     if cfg.model.spec is not None:
         return build_from_spec_file(cfg.model.spec, data.num_classes, data.in_channels, cfg.model.dropout)
     kw = {} if cfg.model.name == "mobilenetv2_tiny" else {"width_mult": cfg.model.width_mult}
@@ -134,7 +144,7 @@ class Trainer:
             model: nn.Module = build_supernet(cfg, base)
         elif self.mode != "baseline":
             widths, expands = netaug_grids(cfg.netaug)
-            model = augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init)
+            model = augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init, cfg.model.freeze or ())
         else:
             model = base
         if self.mode in TEACHER_MODES and cfg.rkd.teacher != "max":
@@ -143,7 +153,7 @@ class Trainer:
             if cfg.rkd.teacher == "sampled" and cfg.netaug.aug_loss_weight == 0:
                 raise ValueError("rkd.teacher sampled needs sampled augmented models (netaug.aug_loss_weight > 0)")
         if largest is not None:
-            if not isinstance(model, AugmentedNet):
+            if not isinstance(model, AUGMENTED):
                 raise ValueError(f"mode {self.mode} has no augmented model to bound by `largest`")
             model.set_ceiling(largest)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
@@ -157,6 +167,9 @@ class Trainer:
         self.steps_per_epoch = max(1, len(data.train) // self.global_batch)
         self.release_step: int | None = None
         if cfg.sharing.enabled and self.mode != self.SUPERNET:  # the supernet trains unshared
+            if isinstance(base, ModuleNet):
+                raise UserError("sharing.enabled: share-then-unshare needs the built-in networks' identical blocks; "
+                                "a model.module has no block structure to share")
             share_weights(self.model)
             self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
         self.shared = self.release_step is not None  # released at the first step >= release_step
@@ -175,7 +188,7 @@ class Trainer:
     # ------------------------------------------------------------------ training
     @property
     def augmented(self) -> AugmentedNet | None:
-        return self.model if isinstance(self.model, AugmentedNet) else None
+        return self.model if isinstance(self.model, AUGMENTED) else None
 
     def aug_kind(self) -> str:
         """"random" sub-networks, or "min_w" (base widths, random expands) in NetAug's final epochs."""
@@ -400,8 +413,8 @@ class Trainer:
     def export_base(self) -> InvertedResidualNet:
         """The trained base as a plain network of its own class (BatchNorm recalibrated for NetAug)."""
         aug = self.augmented
-        if aug is None:
-            return materialize(self.model).eval()
+        if aug is None:  # a user's module is never reparametrised (no share-then-unshare): a copy is plain
+            return (copy.deepcopy(self.model) if isinstance(self.model, ModuleNet) else materialize(self.model)).eval()
         self.recalibrate("min")
         return aug.export("min").eval()
 

@@ -1,0 +1,52 @@
+"""NetAug on torchvision and timm models as their libraries build them (the `zoo` extra, in an environment
+of its own: README "Your own PyTorch model"); skipped where torchvision or timm do not import."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+torchvision = pytest.importorskip("torchvision", reason="the zoo extra (torchvision) is not installed here")
+timm = pytest.importorskip("timm", reason="the zoo extra (timm) is not installed here")
+
+from netaug.augment import augment_module  # noqa: E402
+
+GRID = [1.0, 2.0, 3.0]
+ZOO = {
+    "torchvision mobilenet_v2(width_mult=0.35)": lambda: torchvision.models.mobilenet_v2(width_mult=0.35,
+                                                                                      num_classes=10),
+    "torchvision mnasnet0_5": lambda: torchvision.models.mnasnet0_5(num_classes=10),
+    "torchvision mobilenet_v3_small (SE)": lambda: torchvision.models.mobilenet_v3_small(num_classes=10),
+    "timm mobilenetv3_small_050 (SE, BatchNormAct2d)": lambda: timm.create_model("mobilenetv3_small_050",
+                                                                                 num_classes=10),
+}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_zoo_model_min_is_exact_and_export_loads_back(name):
+    torch.manual_seed(0)
+    model = ZOO[name]()
+    aug = augment_module(model, GRID, GRID, torch.zeros(1, 3, 64, 64))
+    x = torch.randn(4, 3, 64, 64)
+    for train in (True, False):
+        model.train(train), aug.train(train), aug.set_active("min")
+        ref, twin = copy.deepcopy(model), copy.deepcopy(aug)
+        torch.manual_seed(1)
+        want = ref(x)
+        torch.manual_seed(1)
+        assert (twin(x) - want).abs().max().item() <= 1e-6, train
+    aug.train()
+    aug.set_active("max")
+    aug(x).logsumexp(1).mean().backward()  # the widest model trains
+    aug.eval()
+    config = aug.set_active("random", torch.Generator().manual_seed(0))
+    assert (aug.export(config).eval()(x) - aug(x)).abs().max().item() <= 1e-5
+    fresh = ZOO[name]()
+    fresh.load_state_dict(aug.export("min").net.state_dict(), strict=True)
+    aug.set_active("min")
+    assert (fresh.eval()(x) - aug(x)).abs().max().item() <= 1e-6
+    before = aug.set_active("max") and aug(x)
+    aug.sort_channels(None)
+    torch.testing.assert_close(aug(x), before, rtol=1e-4, atol=1e-4)
