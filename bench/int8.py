@@ -3,6 +3,8 @@
     python bench/int8.py runs/<time>            # a finished main job's run directory
     python bench/int8.py runs/<time> --threads 1 --repeats 5
     python bench/int8.py --memory               # true peak SRAM vs the per-layer figure, built-in models
+    python bench/int8.py runs/<time> --tflm     # plus TensorFlow Lite Micro's interpreter (the `tflite` extra)
+    python bench/int8.py --memory --tflm        # TFLM's arena against our estimate, built-in ImageNet models
 
 Rows: fp32 ONNX (onnxruntime, all graph optimisations); int8 QDQ as the accuracy figures are
 measured (basic optimisations: each DequantizeLinear -> op -> QuantizeLinear in float, what an int8
@@ -62,18 +64,73 @@ def memory_table(resolutions: list[int]) -> None:
             print(f"{name:<18}{r:>8}{per_layer / 1024:>15.1f}  {layer:<32}{peak.bytes(1) / 1024:>15.1f}  {peak.node}")
 
 
+# The built-in models at their ImageNet settings (1000 classes): (name, width_mult, input side)
+IMAGENET = [("mobilenetv2_tiny", None, 144), ("mobilenetv2", 0.35, 160), ("mobilenetv3", 0.35, 160),
+            ("proxylessnas_mobile", 0.35, 160), ("mcunet", None, 176)]
+
+
+def random_but_calibrated(name: str, width: float | None, side: int):
+    """A built-in model with random weights whose BatchNorm statistics are re-estimated on random images, so
+    every layer's int8 range is sane (TFLM refuses a layer whose output scale overflows its multiplier)."""
+    import torch
+
+    from netaug.augment import recalibrate_bn
+    from netaug.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(name, 1000, 3, resolution=side, **({"width_mult": width} if width else {}))
+    recalibrate_bn(model, [torch.randn(8, 3, side, side) for _ in range(2)])
+    return model.eval()
+
+
+def tflm_memory_table() -> None:
+    """TFLM's smallest arena (activations = planned head, persistent = tail) against our true-peak estimate,
+    with the delivered .tflite's buffers inlined, and the arena the converter's buffer offsets would need."""
+    import tempfile
+
+    from netaug.train.deploy import export_onnx
+    from netaug.train.quantize import true_peak
+    from netaug.train.tflite import export_tflite_int8
+    from netaug.train.tflm import inline_buffers, smallest_arena
+
+    kib = 1024.0
+    print("| model | input | our estimate KiB | with PAD ops KiB | TFLM activations (head) KiB | persistent (tail) "
+          "KiB | TFLM arena KiB | head / estimate | head / with PADs | arena / estimate | arena with buffer offsets "
+          "KiB |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    for name, width, side in IMAGENET:
+        model = random_but_calibrated(name, width, side)
+        with tempfile.TemporaryDirectory() as tmp:
+            onnx_path = export_onnx(model, Path(tmp) / "m.onnx", (3, side, side))
+            estimate = true_peak(onnx_path).bytes(1)
+            padded = true_peak(onnx_path, explicit_pads=True).bytes(1)
+            calibration = [np.random.default_rng(0).standard_normal((8, 3, side, side), dtype=np.float32)]
+            raw = export_tflite_int8(model, Path(tmp) / "m.tflite", (3, side, side), calibration).read_bytes()
+        inlined = smallest_arena(inline_buffers(raw))
+        offsets = smallest_arena(raw).bytes
+        label = f"{name}" + (f" {width:g}" if width else "")
+        print(f"| {label} | {side} | {estimate / kib:.1f} | {padded / kib:.1f} | {inlined.head / kib:.1f} | "
+              f"{inlined.tail / kib:.1f} | {inlined.bytes / kib:.1f} | {inlined.head / estimate:.3f} | "
+              f"{inlined.head / padded:.3f} | {inlined.bytes / estimate:.2f} | {offsets / kib:.1f} |", flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("run", type=Path, nargs="?", help="run directory of a finished main job (final/model.json)")
     parser.add_argument("--memory", action="store_true", help="only the true-peak table of the built-in models")
     parser.add_argument("--tflite", action="store_true", help="also convert the delivered model to int8 TFLite (in "
                         "a temporary folder) when the run has none; needs the `tflite` extra")
+    parser.add_argument("--tflm", action="store_true", help="also run the int8 TFLite model on TensorFlow Lite "
+                        "Micro's interpreter (with --memory: its arena for the built-in ImageNet models)")
     parser.add_argument("--resolutions", type=int, nargs="+", default=[96, 144, 160], help="--memory input sides")
     parser.add_argument("--threads", type=int, default=1, help="onnxruntime threads per session (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="timed passes over the test split per row")
     args = parser.parse_args(argv)
     if args.memory:
-        memory_table(args.resolutions)
+        if args.tflm:
+            tflm_memory_table()
+        else:
+            memory_table(args.resolutions)
         return 0
     if args.run is None:
         parser.error("pass a run directory, or --memory")
@@ -100,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         "int8 onnx (fused QLinear kernels)": session(final / "model.int8.onnx", True, args.threads),
     }
     tflite = final / "model.int8.tflite"
-    if args.tflite and not tflite.is_file():  # build one beside the run, from the delivered model
+    if (args.tflite or args.tflm) and not tflite.is_file():  # build one beside the run, from the delivered model
         import tempfile
 
         from netaug.train.export import load_exported
@@ -120,7 +177,17 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             print(f"note: {tflite} not timed: ai-edge-litert is not installed (pip install -e '.[tflite]')")
 
+    arena = None
+    if args.tflm and tflite.is_file():
+        from netaug.train.tflm import inline_buffers, smallest_arena, tflm_logits
+
+        tflm_data = inline_buffers(tflite.read_bytes())
+        arena = smallest_arena(tflm_data)
+        rows["int8 tflite (TFLite Micro)"] = ("tflm", tflm_data)
+
     def run(what, batch: int) -> np.ndarray:
+        if isinstance(what, tuple):
+            return tflm_logits(what[1], batches_of(x, 256), arena.bytes)[0]
         if isinstance(what, Path):
             from netaug.train.tflite import tflite_logits
 
@@ -138,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     for _ in range(args.repeats):
         for name, what in rows.items():
             for batch in (1, 256):
-                if isinstance(what, Path) and batch == 256:
+                if isinstance(what, (Path, tuple)) and batch == 256:
                     continue  # the TFLite model's batch is 1
                 start = time.perf_counter()
                 run(what, batch)
@@ -153,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model.json: int8 test top-1 {info['int8']['test_top1']:.4f} ({info['int8']['method']}), "
           f"peak SRAM {info['memory']['true_peak_bytes_int8'] / 1024:.1f} KiB, "
           f"flash {info['memory']['flash_bytes_int8'] / 1024:.1f} KiB")
+    if arena is not None:
+        estimate = info["memory"]["true_peak_bytes_int8"]
+        padded = info["memory"].get("tflite_peak_bytes_int8")
+        with_pads = f", {arena.head / padded:.3f}x the estimate with PAD ops {padded / 1024:.1f} KiB" if padded else ""
+        print(f"TFLite Micro: arena {arena.bytes / 1024:.1f} KiB = activations {arena.head / 1024:.1f} KiB "
+              f"({arena.head / estimate:.3f}x our estimate {estimate / 1024:.1f} KiB{with_pads}) + persistent "
+              f"{arena.tail / 1024:.1f} KiB; arena / estimate {arena.bytes / estimate:.2f}")
     return 0
 
 

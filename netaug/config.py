@@ -363,7 +363,7 @@ class FinalConfig:
             raise UserError(f"final.arms: each arm at most once, got {self.arms}")
 
 
-TFLITE_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert")  # the `tflite` extra
+TFLITE_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro")  # the `tflite` extra
 
 
 @dataclass

@@ -79,6 +79,8 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
     }
     if row.get("int8_file"):
         info["int8"], info["memory"] = int8_deliverable(cfg, run_dir, row, model, data, batcher, shape)
+        if "tflm" in info["int8"]:  # the microcontroller runtime's own figures, at the top level
+            info["tflm"] = info["int8"].pop("tflm")
         info["files"].update({"int8": f"final/{MODEL_INT8}",
                               **({"tflite": f"final/{MODEL_TFLITE}"} if "tflite" in info["int8"] else {})})
     with atomic_path(out / MODEL_JSON) as tmp:
@@ -95,7 +97,7 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
              f"(tolerance {ONNX_TOLERANCE:g}), top-1 agrees on {agree}/{check.samples}"
              + ("" if info["onnx"]["passed"] else "  ** ONNX PARITY FAILED **")]
     if "int8" in info:
-        lines += int8_lines(info["int8"], info["memory"], facts)
+        lines += int8_lines(info["int8"], info["memory"], facts, info.get("tflm"))
     if arm == "baseline":
         lines.insert(1, "  plain training gave the best model here, so the delivered model is plain training's")
     return lines
@@ -133,10 +135,57 @@ def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, ba
         int8["tflite"] = {"file": f"final/{MODEL_TFLITE}", "runtime": "ai-edge-litert interpreter, int8 input "
                           "and output", "test_top1": top1, "delta_test_top1": top1 - float((fp32 == labels).mean()),
                           "test_top1_agreement_with_fp32": float((pred == fp32).mean()), "bytes": path.stat().st_size}
-    return int8, memory_facts(out / MODEL_ONNX, out / MODEL_INT8)
+    memory = memory_facts(out / MODEL_ONNX, out / MODEL_INT8)
+    if cfg.deploy.tflite:
+        int8["tflm"] = tflm_facts(path, xs, labels, fp32, memory["true_peak_bytes_int8"],
+                                  memory["tflite_peak_bytes_int8"])
+    return int8, memory
 
 
-def int8_lines(int8: dict, memory: dict, facts) -> list[str]:
+def tflm_facts(path: Path, xs, labels: np.ndarray, fp32: np.ndarray, estimate: int, padded_estimate: int) -> dict:
+    """The .tflite on TensorFlow Lite Micro's interpreter: its buffers inlined first (else TFLM puts the
+    weights in the arena), the smallest arena it allocates in, test top-1 and agreement with fp32, seconds
+    per image; a model TFLM cannot run gives {"error": one line naming the op}."""
+    from netaug.train.int8 import MCU_BUDGETS
+    from netaug.train.tflm import TFLMUnsupported, smallest_arena, tflm_logits, write_inline
+
+    offset_bytes = path.stat().st_size
+    data = write_inline(path)
+    try:
+        arena = smallest_arena(data)
+        logits, per_image = tflm_logits(data, xs, arena.bytes)
+    except TFLMUnsupported as exc:
+        return {"error": str(exc)}
+    pred = logits.argmax(1)
+    top1 = float((pred == labels).mean())
+    return {"runtime": "TensorFlow Lite Micro (tflite-micro) interpreter, reference int8 kernels",
+            "test_top1": top1, "delta_test_top1": top1 - float((fp32 == labels).mean()),
+            "test_top1_agreement_with_fp32": float((pred == fp32).mean()), "seconds_per_image": per_image,
+            "arena_bytes": arena.bytes, "arena_head_bytes": arena.head, "arena_tail_bytes": arena.tail,
+            "estimate_bytes": estimate, "arena_over_estimate": arena.bytes / estimate,
+            "head_over_estimate": arena.head / estimate, "estimate_with_pads_bytes": padded_estimate,
+            "head_over_estimate_with_pads": arena.head / padded_estimate, "inlined_buffers": offset_bytes != len(data),
+            "file_bytes": len(data),
+            "budgets": [{"name": name, "fits": arena.bytes <= sram and len(data) <= flash}
+                        for name, sram, flash in MCU_BUDGETS]}
+
+
+def tflm_line(t: dict, estimate: int) -> str:
+    """The summary's TFLM line: accuracy, and its measured arena next to our peak-SRAM estimate."""
+    kib = 1024.0
+    if "error" in t:
+        return f"  TFLM: cannot run the model: {t['error']}; the ONNX models are delivered"
+    return (f"  TFLM int8: test top-1 {t['test_top1']:.4f} ({format_points(t['delta_test_top1'])} pts vs fp32), "
+            f"agrees on {t['test_top1_agreement_with_fp32']:.2%}, {t['seconds_per_image'] * 1e3:.1f} ms/image; "
+            f"arena {t['arena_bytes'] / kib:.1f} KiB = activations {t['arena_head_bytes'] / kib:.1f} KiB (our "
+            f"estimate {estimate / kib:.1f} KiB, {t['head_over_estimate']:.2f}x; with the converter's PAD ops "
+            f"{t['estimate_with_pads_bytes'] / kib:.1f} KiB, {t['head_over_estimate_with_pads']:.2f}x) + persistent "
+            f"{t['arena_tail_bytes'] / kib:.1f} KiB (quantization data, tensor and node structs); with the "
+            f"{t['file_bytes'] / kib:.1f} KiB .tflite in flash, fits "
+            + ", ".join(f"{b['name']}: {'yes' if b['fits'] else 'no'}" for b in t["budgets"]))
+
+
+def int8_lines(int8: dict, memory: dict, facts, tflm: dict | None = None) -> list[str]:
     """The summary's int8 lines: accuracy against fp32, true memory and the budgets."""
     kib = 1024.0
     agree = int8["test_top1_agreement_with_fp32"]
@@ -150,6 +199,8 @@ def int8_lines(int8: dict, memory: dict, facts) -> list[str]:
         lines.append(f"  TFLite int8: test top-1 {t['test_top1']:.4f} ({format_points(t['delta_test_top1'])} pts vs "
                      f"fp32), agrees on {t['test_top1_agreement_with_fp32']:.2%}; final/{MODEL_TFLITE} "
                      f"({t['bytes'] / kib:.1f} KiB)")
+    if tflm is not None:
+        lines.append(tflm_line(tflm, memory["true_peak_bytes_int8"]))
     fits = ", ".join(f"{b['name']}: {'yes' if b['fits'] else 'no'}" for b in memory["budgets"])
     lines.append(f"  int8 memory: peak SRAM {memory['true_peak_bytes_int8'] / kib:.1f} KiB with shortcuts alive "
                  f"(per-layer figure {facts.peak_activation_bytes_int8 / kib:.1f} KiB) at {memory['true_peak_at']}; "

@@ -49,6 +49,25 @@ def test_true_peak_keeps_the_shortcut_alive_across_the_block(tmp_path):
     assert peak_activation(model, (c, h, h))[0] == 8 * c * h * h
 
 
+@pytest.mark.parametrize("side, stride, padded", [(8, 2, True), (9, 2, False), (8, 1, False)])
+def test_explicit_pads_count_the_tflite_pad_buffer(tmp_path, side, stride, padded):
+    """By hand, a 3x3 conv (1 -> 4 channels, PyTorch padding 1) on one side x side image: TensorFlow's SAME
+    padding of a stride-2 conv pads an even input 0 before and 1 after, so a converter inserts a PAD whose
+    (side + 2)^2 copy is alive beside the input, then beside the output; an odd input (SAME pads 1 and 1)
+    and a stride-1 conv (SAME) need none."""
+    model = nn.Conv2d(1, 4, 3, stride, 1).eval()
+    path = export_onnx(model, tmp_path / "conv.onnx", (1, side, side))
+    out = 4 * (-(-side // stride)) ** 2
+    plain = true_peak(path)
+    assert plain.peak_elements == side * side + out
+    with_pads = true_peak(path, explicit_pads=True)
+    if padded:
+        assert with_pads.peak_elements == max(side * side + (side + 2) ** 2, (side + 2) ** 2 + out)
+        assert with_pads.node.startswith("Pad before Conv")
+    else:
+        assert with_pads.peak_elements == plain.peak_elements and with_pads.node == plain.node
+
+
 def test_ptq_gives_int8_weights_and_keeps_the_accuracy(tmp_path, digits16, trained):
     cfg, model = trained
     batcher = make_batcher(digits16, cfg.data)

@@ -105,14 +105,28 @@ def _elements(value_info, batch: int) -> int:
     return n
 
 
-def true_peak(path: str | Path) -> MemoryPeak:
-    """Peak of live activation buffers over an execution-order walk of the graph (batch 1)."""
+def true_peak(path: str | Path, explicit_pads: bool = False) -> MemoryPeak:
+    """Peak of live activation buffers over an execution-order walk of the graph (batch 1).
+
+    `explicit_pads`: count the PAD op a TFLite converter puts before each conv whose padding is neither
+    TensorFlow's SAME nor VALID (PyTorch pads a stride-2 3x3 conv by 1 on both sides; SAME pads 0 before
+    and 1 after an even input): the padded copy is a buffer of its own, alive from the PAD to the conv, and
+    at the PAD step the conv's unpadded input is alive beside it (what TFLite Micro's planner allocates)."""
     import onnx
 
     model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
     graph = model.graph
     weights = {i.name for i in graph.initializer}
     infos = {v.name: v for v in [*graph.input, *graph.value_info, *graph.output]}
+    steps: list[tuple[object, list[str], list[tuple[str, int]], str]] = []  # node, inputs, (output, size), label
+    for node in graph.node:
+        pad = _explicit_pad(node, infos) if explicit_pads else None
+        inputs, label = list(node.input), _label(node, weights)
+        if pad is not None:
+            padded = f"{node.input[0]}#padded"
+            steps.append((node, [node.input[0]], [(padded, pad)], f"Pad before {label}"))
+            inputs[0] = padded
+        steps.append((node, inputs, [(o, _elements(infos[o], 1)) for o in node.output if o in infos], label))
     buffer_of: dict[str, str] = {}  # tensor -> the buffer holding it (in-place ops share their input's)
     size: dict[str, int] = {}
     born: dict[str, int] = {}
@@ -121,26 +135,55 @@ def true_peak(path: str | Path) -> MemoryPeak:
         if inp.name not in weights:
             buffer_of[inp.name] = inp.name
             size[inp.name], born[inp.name], dies[inp.name] = _elements(inp, 1), -1, -1
-    for i, node in enumerate(graph.node):
-        data_inputs = [t for t in node.input if t and t in buffer_of]
+    for i, (node, inputs, outputs, _) in enumerate(steps):
+        data_inputs = [t for t in inputs if t and t in buffer_of]
         for t in data_inputs:
             dies[buffer_of[t]] = i
-        for j, out in enumerate(node.output):
+        for j, (out, elements) in enumerate(outputs):
             if node.op_type in IN_PLACE_OPS and j == 0 and data_inputs:
                 buffer_of[out] = buffer_of[data_inputs[0]]
-            elif out in infos:
+            else:
                 buffer_of[out] = out
-                size[out], born[out], dies[out] = _elements(infos[out], 1), i, i
+                size[out], born[out], dies[out] = elements, i, i
     for out in graph.output:
-        dies[buffer_of[out.name]] = len(graph.node)
+        dies[buffer_of[out.name]] = len(steps)
     best = (0, -1, [])
-    for i in range(len(graph.node)):
+    for i in range(len(steps)):
         live = [b for b in size if born[b] <= i <= dies[b]]
         total = sum(size[b] for b in live)
         if total > best[0]:
             best = (total, i, live)
     total, i, live = best
-    return MemoryPeak(total, _label(graph.node[i], weights) if i >= 0 else "-", live)
+    return MemoryPeak(total, steps[i][3] if i >= 0 else "-", live)
+
+
+def _explicit_pad(node, infos: dict) -> int | None:
+    """Elements of the padded input a TFLite PAD op would make for this Conv (None: SAME or VALID, no PAD)."""
+    import onnx
+
+    if node.op_type != "Conv" or node.input[0] not in infos:
+        return None
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+    pads = list(attrs.get("pads", []))
+    if not any(pads):
+        return None
+    dims = [d.dim_value for d in infos[node.input[0]].type.tensor_type.shape.dim]
+    spatial = dims[2:]
+    strides = list(attrs.get("strides", [1] * len(spatial)))
+    kernel = list(attrs.get("kernel_shape", []))
+    dilations = list(attrs.get("dilations", [1] * len(spatial)))
+    n = len(spatial)
+    same = []
+    for size, k, s, d in zip(spatial, kernel, strides, dilations):
+        total = max((-(-size // s) - 1) * s + (k - 1) * d + 1 - size, 0)
+        same.append((total // 2, total - total // 2))
+    if [(pads[i], pads[i + n]) for i in range(n)] == same:
+        return None
+    padded = [size + pads[i] + pads[i + n] for i, size in enumerate(spatial)]
+    elements = dims[1]
+    for p in padded:
+        elements *= p
+    return elements
 
 
 def _label(node, weights: set[str]) -> str:

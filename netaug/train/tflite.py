@@ -57,13 +57,15 @@ def export_tflite_int8(model: nn.Module, path: str | Path, input_shape: tuple[in
     return path
 
 
-def tflite_logits(path: str | Path, batches: Iterable[np.ndarray]) -> np.ndarray:
+def tflite_logits(path: str | Path, batches: Iterable[np.ndarray], reference: bool = False) -> np.ndarray:
     """Float logits of a TFLite model over float32 NCHW batches: inputs quantized and outputs dequantized with
-    the model's own scales and zero points, one image per invocation (the model's batch is 1)."""
-    from ai_edge_litert.interpreter import Interpreter
+    the model's own scales and zero points, one image per invocation (the model's batch is 1). `reference`:
+    TFLite's reference kernels (BUILTIN_REF, what TFLite Micro's kernels compute) instead of the optimised ones."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     signature, input_name = _signature(Path(path))
-    interpreter = Interpreter(str(path))
+    kind = OpResolverType.BUILTIN_REF if reference else OpResolverType.AUTO
+    interpreter = Interpreter(str(path), experimental_op_resolver_type=kind)
     interpreter.allocate_tensors()
     runner = interpreter.get_signature_runner(signature)
     inp = runner.get_input_details()[input_name]
