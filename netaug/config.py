@@ -379,8 +379,8 @@ class DeployConfig:
     qat_threshold: float = opt(0.5, "points of val top-1 that PTQ may lose before QAT runs", ge=0, le=100)
     qat_lr: float | None = opt(None, "peak learning rate of QAT (cosine, no warm-up); null: training.lr / 100",
                                gt=0, le=10)
-    tflite: bool = opt(False, "also write an int8 .tflite of the delivered model (needs the `tflite` extra: "
-                       "pip install -e '.[tflite]')")
+    tflite: bool = opt(False, "also write an int8 .tflite of the delivered model and run it on TensorFlow Lite "
+                       "Micro's interpreter (needs the `tflite` extra: pip install -e '.[tflite]')")
 
     def check(self) -> None:
         missing = [p for p in TFLITE_PACKAGES if importlib.util.find_spec(p) is None] if self.tflite else []
