@@ -96,6 +96,12 @@ def test_an_op_tflm_lacks_is_named(tmp_path):
                               [np.random.default_rng(0).standard_normal((16, 1, 8, 8), dtype=np.float32)])
     with pytest.raises(TFLMUnsupported, match=r"^TFLM lacks the op ATAN2$"):
         smallest_arena(inline_buffers(path.read_bytes()))
+    from search.deliverable import tflm_facts, tflm_line  # what a run records and prints instead of failing
+
+    x = np.zeros((2, 1, 8, 8), dtype=np.float32)
+    facts = tflm_facts(path, [x], np.zeros(2, dtype=int), np.zeros(2, dtype=int), 1, 1)
+    assert facts == {"error": "TFLM lacks the op ATAN2"}
+    assert tflm_line(facts, 1) == "  TFLM: cannot run the model: TFLM lacks the op ATAN2; the ONNX models are delivered"
 
 
 def test_a_digits_run_writes_tflm_figures(tmp_path):
