@@ -346,3 +346,77 @@ def test_functional_batch_norm_is_refused_with_the_layer_name():
 
     with pytest.raises(UserError, match=r"batch_norm.*model.freeze: \['conv'\]"):
         augment_module(Functional(), GRID, GRID, torch.zeros(1, 1, 8, 8))
+
+
+# ---------------------------------------------------------------------------- share-then-unshare
+class Stage(nn.Module):
+    """A stem and a Sequential of three identical residual blocks (the precondition of sharing)."""
+
+    class Block(nn.Module):
+        def __init__(self, c: int) -> None:
+            super().__init__()
+            self.expand = nn.Sequential(nn.Conv2d(c, 2 * c, 1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU())
+            self.dw = nn.Sequential(nn.Conv2d(2 * c, 2 * c, 3, 1, 1, groups=2 * c, bias=False),
+                                    nn.BatchNorm2d(2 * c), nn.ReLU())
+            self.project = nn.Sequential(nn.Conv2d(2 * c, c, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):
+            return x + self.project(self.dw(self.expand(x)))
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
+        self.blocks = nn.Sequential(*(self.Block(8) for _ in range(3)))
+        self.fc = nn.Linear(8, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.blocks(self.stem(x)).mean((2, 3)))
+
+
+def test_generic_sharing_picks_the_hand_written_layers_on_mobilenetv2_tiny():
+    from torch.nn.utils import parametrize
+
+    from netaug.augment.generic import share_blocks
+    from netaug.models.weight_sharing import share_weights
+
+    torch.manual_seed(0)
+    base = build_model("mobilenetv2_tiny", 10, 1, resolution=16)
+    hand = augment(base, GRID, GRID)
+    generic = augment_module(base, GRID, GRID, torch.zeros(1, 1, 16, 16))
+    share_weights(hand)
+    groups = share_blocks(generic.base.net, generic.graph)
+    want = sorted(n for n, m in hand.named_modules() if parametrize.is_parametrized(m))
+    got = sorted(n.removeprefix("base.net.") for n, m in generic.named_modules() if parametrize.is_parametrized(m))
+    assert got == want and len(want) == sum(len(g) for g in groups) > 0
+
+
+def test_share_then_unshare_trains_identical_user_blocks_together_then_apart(digits16):
+    from netaug.train.trainer import Trainer
+
+    cfg = load_space(None, ["data.resolution=16", "training.epochs=2", "training.batch_size=64", "netaug.r=2",
+                            "sharing.enabled=true", "sharing.share_fraction=0.5", "training.bn_calib_batches=2"])
+    torch.manual_seed(0)
+    trainer = Trainer(cfg, digits16, "netaug", base=ModuleNet(Stage(), (1, 16, 16)))
+    layers = dict(trainer.model.base.net.named_modules())
+    convs = [layers[f"blocks.{i}.expand.0"] for i in range(3)]
+    batches = trainer.batcher.batches(digits16.train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        trainer.step(*next(batches))
+    assert trainer.shared and torch.equal(convs[0].weight, convs[1].weight) and torch.equal(convs[1].weight,
+                                                                                            convs[2].weight)
+    trainer.global_step = trainer.release_step
+    for _ in range(2):
+        trainer.step(*next(batches))
+    assert not trainer.shared and not torch.equal(convs[0].weight, convs[1].weight)
+    exported = trainer.export_base()
+    fresh = Stage()
+    fresh.load_state_dict(exported.net.state_dict(), strict=True)  # plain weights, the user's keys
+
+
+def test_sharing_without_identical_blocks_is_one_line(digits16):
+    from netaug.train.trainer import Trainer
+
+    cfg = load_space(None, ["data.resolution=16", "sharing.enabled=true"])
+    model, shape = _user("se_net")
+    with pytest.raises(UserError, match=r"^sharing.enabled: the model.module has no identical consecutive blocks"):
+        Trainer(cfg, digits16, "netaug", base=ModuleNet(model, shape))

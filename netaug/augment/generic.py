@@ -22,10 +22,11 @@ from collections.abc import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from torch.nn.utils import parametrize
 
 from netaug.augment.configs import SubnetConfig, SubnetConfigs
 from netaug.augment.dynamic_ops import DynamicBatchNorm1d, DynamicBatchNorm2d
-from netaug.augment.graph import FIXED, Binding, ChannelGraph, analyse
+from netaug.augment.graph import FIXED, Binding, ChannelGraph, analyse, identical_blocks
 from netaug.augment.permute import permute_all, ranking
 from netaug.augment.widths import pick_choice, widen
 from netaug.errors import UserError
@@ -317,6 +318,8 @@ class AugmentedModule(SubnetConfigs, nn.Module):
             touching = [b for b in self.graph.bindings.values() if gid in (b.inp[0], b.out[0])]
             if any((b.inp[0] == gid and b.inp[1] != 1) or (b.out[0] == gid and b.out[1] != 1) for b in touching):
                 continue
+            if any(parametrize.is_parametrized(modules[b.name]) for b in touching):
+                continue  # shared with identical blocks (share-then-unshare): one permutation cannot suit all
             readers = [b for b in touching if b.inp[0] == gid and b.kind in ("conv", "linear") and b.groups == 1
                        and b.out[0] not in squeezes]  # the official importance: the projection's weights
             if not readers:
@@ -388,6 +391,22 @@ def is_middle(graph: ChannelGraph, gid: int, gates: set[str]) -> bool:
         return False
     b = graph.bindings[writers[0]]
     return b.kind == "conv" and b.pointwise and g.input_group not in (None, gid)
+
+
+def share_blocks(net: nn.Module, graph: ChannelGraph) -> list[list[nn.Module]]:
+    """Share-then-unshare on a user's model: every conv and linear weight of identical consecutive blocks
+    (`identical_blocks`) is reparametrised as w_i = w0 / sqrt(L) + w~_i. BatchNorms stay per block."""
+    from netaug.models.weight_sharing import share_layers
+
+    modules = dict(net.named_modules())
+    shared = []
+    for run in identical_blocks(net, graph):
+        first = run[0]
+        for name, b in graph.bindings.items():
+            if b.kind != "norm" and name.startswith(first + "."):
+                rel = name[len(first) + 1:]
+                shared.append(share_layers([modules[f"{block}.{rel}"] for block in run]))
+    return shared
 
 
 def augment_module(model: nn.Module | ModuleNet, width_mults: Sequence[float],

@@ -395,3 +395,46 @@ def _first_call(gm: fx.GraphModule, name: str) -> int:
         if node.op == "call_module" and node.target == name:
             return i
     return -1
+
+
+def identical_blocks(net: nn.Module, graph: ChannelGraph) -> list[list[str]]:
+    """Runs of >= 2 consecutive children of a Sequential or ModuleList that are the same block: the same
+    class and layers, reading and writing the same outer channel groups (so residual blocks of one stage),
+    with groups used only inside the block at the same base widths. Share-then-unshare's precondition."""
+    touching: dict[int, set[str]] = {}
+    for name, b in graph.bindings.items():
+        for gid in (b.inp[0], b.out[0]):
+            touching.setdefault(gid, set()).add(name)
+
+    def signature(prefix: str, child: nn.Module) -> tuple | None:
+        inside = {n: b for n, b in graph.bindings.items() if n.startswith(prefix + ".")}
+        if not inside:
+            return None
+
+        def where(gid: int) -> object:
+            own = all(n in inside for n in touching[gid])
+            return ("inside", graph.groups[gid].base) if own else gid
+
+        return (type(child), tuple(sorted(
+            (n[len(prefix) + 1:], b.kind, b.in_ch, b.out_ch, b.groups, b.inp[1], b.out[1], where(b.inp[0]),
+             where(b.out[0])) for n, b in inside.items())))
+
+    runs: list[list[str]] = []
+    for cname, container in net.named_modules():
+        if not isinstance(container, (nn.Sequential, nn.ModuleList)):
+            continue
+        run: list[str] = []
+        last = None
+        for name, child in container.named_children():
+            prefix = f"{cname}.{name}" if cname else name
+            sig = signature(prefix, child)
+            if sig is not None and sig == last:
+                run.append(prefix)
+                continue
+            if len(run) >= 2:
+                runs.append(run)
+            run, last = ([prefix], sig) if sig is not None else ([], None)
+        if len(run) >= 2:
+            runs.append(run)
+    return runs
+

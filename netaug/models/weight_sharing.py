@@ -61,16 +61,21 @@ def share_weights(model: InvertedResidualNet) -> list[list[nn.Module]]:
             members = [getattr(model.blocks[i], name) for i in group]
             if any(m is None for m in members):
                 continue
-            convs = [m.conv for m in members]
-            scale = 1.0 / math.sqrt(len(convs))
-            w0 = nn.Parameter(convs[0].weight.detach().clone() / scale)
-            for conv in convs:
-                with torch.no_grad():
-                    conv.weight.zero_()
-                conv.weight.requires_grad_(False)
-                parametrize.register_parametrization(conv, "weight", SharedWeight(w0, scale))
-            conv_groups.append(convs)
+            conv_groups.append(share_layers([m.conv for m in members]))
     return conv_groups
+
+
+def share_layers(layers: list[nn.Module]) -> list[nn.Module]:
+    """Reparametrise the weights of `layers` (same shape) as w_i = w0 / sqrt(L) + w~_i, w~_i = 0 and frozen,
+    w0 = sqrt(L) x the first layer's weight (so every w_i starts as it)."""
+    scale = 1.0 / math.sqrt(len(layers))
+    w0 = nn.Parameter(layers[0].weight.detach().clone() / scale)
+    for layer in layers:
+        with torch.no_grad():
+            layer.weight.zero_()
+        layer.weight.requires_grad_(False)
+        parametrize.register_parametrization(layer, "weight", SharedWeight(w0, scale))
+    return layers
 
 
 def deltas(model: nn.Module) -> list[nn.Parameter]:

@@ -39,7 +39,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from netaug.augment import AUGMENTED, AugmentedNet, ModuleNet, augment, netaug_grids, recalibrate_bn
+from netaug.augment import AUGMENTED, AugmentedModule, AugmentedNet, ModuleNet, augment, netaug_grids, recalibrate_bn
+from netaug.augment.generic import share_blocks
 from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
@@ -167,10 +168,15 @@ class Trainer:
         self.steps_per_epoch = max(1, len(data.train) // self.global_batch)
         self.release_step: int | None = None
         if cfg.sharing.enabled and self.mode != self.SUPERNET:  # the supernet trains unshared
-            if isinstance(base, ModuleNet):
-                raise UserError("sharing.enabled: share-then-unshare needs the built-in networks' identical blocks; "
-                                "a model.module has no block structure to share")
-            share_weights(self.model)
+            if isinstance(self.model, AugmentedModule):  # a user's model: its identical consecutive blocks
+                if not share_blocks(self.model.base.net, self.model.graph):
+                    raise UserError("sharing.enabled: the model.module has no identical consecutive blocks to share "
+                                    "(children of a Sequential or ModuleList with the same layers and channels)")
+            elif isinstance(self.model, ModuleNet):
+                raise UserError("sharing.enabled: share-then-unshare on a model.module needs a NetAug mode (its "
+                                "blocks are found on the augmented twin)")
+            else:
+                share_weights(self.model)
             self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
         self.shared = self.release_step is not None  # released at the first step >= release_step
         self.optimizer = build_optimizer(self.model, t)
