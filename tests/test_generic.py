@@ -420,3 +420,17 @@ def test_sharing_without_identical_blocks_is_one_line(digits16):
     model, shape = _user("se_net")
     with pytest.raises(UserError, match=r"^sharing.enabled: the model.module has no identical consecutive blocks"):
         Trainer(cfg, digits16, "netaug", base=ModuleNet(model, shape))
+
+
+def test_factory_arguments_follow_the_signature():
+    from netaug.models.user import factory_kwargs
+
+    def named(num_classes, in_channels=3, width=1.0):
+        return None
+
+    def star(*, weights=None, **kwargs):  # torchvision's and timm's style
+        return None
+
+    assert factory_kwargs(named, {"width": 2.0}, 10, 1) == {"width": 2.0, "num_classes": 10, "in_channels": 1}
+    assert factory_kwargs(named, {"num_classes": 5}, 10, 1) == {"num_classes": 5, "in_channels": 1}
+    assert factory_kwargs(star, {}, 10, 1) == {"num_classes": 10}

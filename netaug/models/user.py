@@ -1,7 +1,8 @@
 """A user's own PyTorch model: `model.module: "package.module:factory"` or `"path/to/file.py:factory"`.
 
 The factory is called with `model.kwargs`, plus `num_classes` and `in_channels` from the dataset when
-its signature takes them and the kwargs leave them out. It must return an nn.Module mapping
+its signature names them and the kwargs leave them out (a factory taking **kwargs, as torchvision's and
+timm's, gets num_classes only). It must return an nn.Module mapping
 (B, C, H, W) images to (B, num_classes) logits.
 """
 
@@ -69,7 +70,8 @@ def factory_kwargs(factory: Callable, kwargs: dict, num_classes: int, in_channel
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
     full = dict(kwargs)
     for key, value in (("num_classes", num_classes), ("in_channels", in_channels)):
-        if key not in full and (key in params or takes_any):
+        # a **kwargs factory (torchvision's, timm's) gets num_classes, the name they all take, not in_channels
+        if key not in full and (key in params or (takes_any and key == "num_classes")):
             full[key] = value
     return full
 
