@@ -31,6 +31,7 @@ from netaug.augment.permute import permute_all, ranking
 from netaug.augment.widths import pick_choice, widen
 from netaug.errors import UserError
 from netaug.models.network import init_module
+from netaug.models.weight_sharing import plain_state_dict
 
 
 # ---------------------------------------------------------------------------- dynamic layers
@@ -298,7 +299,7 @@ class AugmentedModule(SubnetConfigs, nn.Module):
                 static = _static_like(modules[name], b, self.channels(b, "in", widths), self.channels(b, "out", widths))
                 setattr(modules[parent_name] if parent_name else out.net, attr, static)
         target = out.net.state_dict()  # keeps its _metadata (versions some modules' loaders check)
-        full = plain_module_state(self.base.net)
+        full = plain_state_dict(self.base.net)
         with torch.no_grad():
             for k, t in target.items():
                 t.copy_(full[k][tuple(slice(0, n) for n in t.shape)] if t.dim() else full[k])
@@ -363,12 +364,6 @@ def _resize_norm(norm: nn.Module, channels: int) -> None:
         elif name in norm._buffers and norm._buffers[name] is not None:
             norm._buffers[name] = norm._buffers[name].new_full((channels,), fill)
     norm.num_features = channels
-
-
-def plain_module_state(net: nn.Module) -> dict[str, torch.Tensor]:
-    from netaug.models.weight_sharing import plain_state_dict
-
-    return plain_state_dict(net)
 
 
 def graph_gates(graph: ChannelGraph) -> set[str]:

@@ -103,11 +103,11 @@ class ChannelGraph:
     groups: dict[int, Group]
     bindings: dict[str, Binding]
     classifier: str
-    frozen: set[int]
 
     @property
     def free_groups(self) -> list[Group]:
-        return [g for g in sorted(self.groups.values(), key=lambda g: g.first) if g.id not in self.frozen]
+        """Every group but the fixed one (user-frozen groups are merged into it), in graph order."""
+        return [g for g in sorted(self.groups.values(), key=lambda g: g.first) if g.id != FIXED]
 
 
 class _Tracer(fx.Tracer):
@@ -386,8 +386,7 @@ def analyse(model: nn.Module, example: torch.Tensor, freeze: list[str] | tuple[s
         groups[r] = g
     bindings = {n: Binding(b.name, b.kind, (a.root(b.inp[0]), b.inp[1]), (a.root(b.out[0]), b.out[1]), b.in_ch,
                            b.out_ch, b.groups, b.pointwise) for n, b in a.bindings.items()}
-    frozen = {FIXED}
-    return ChannelGraph(groups, bindings, classifier, frozen)
+    return ChannelGraph(groups, bindings, classifier)
 
 
 def _first_call(gm: fx.GraphModule, name: str) -> int:
