@@ -48,6 +48,7 @@ ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled
 ARM_TIER = {"baseline": 0, "netaug": 0, "netaug_full": 1, "netaug_rkd_sampled": 2, "baseline_equal": 3,
             "netaug_astar": 4, "netaug_share": 5, "netaug_sortaug": 6, "netaug_rkd_fwd": 7, "netaug_rkd": 8,
             "netaug_rkd_astar": 9}
+BACKFILL_TIER = 4  # --backfill reruns come after the must-cells (issue 27: full, RKD, equal compute, a*)
 DEFAULT_SPACE = "spaces/netaug-official.yaml"
 RESULTS, EPOCHS, PLOT = "evidence.parquet", "evidence_epochs.parquet", "evidence.png"
 
@@ -172,8 +173,8 @@ def _worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def run_cell(args, cell: Cell) -> str:
-    """Train one cell (resuming from its checkpoint), write its row and its epoch rows."""
+def train_cell(args, cell: Cell, ckpt: Path) -> tuple[dict, list[dict], object]:
+    """Train one cell from scratch (resuming from `ckpt`): its row, its epoch rows and its test evaluation."""
     import torch
 
     from netaug.models import profile_macs
@@ -197,7 +198,6 @@ def run_cell(args, cell: Cell) -> str:
     trainer = Trainer(cfg, data, largest=arm.largest)
     aug = trainer.augmented
     init = weights_digest(aug.export("min") if aug is not None else trainer.model)
-    ckpt = out / "checkpoints" / f"{cell.id}.pt"
     epoch_rows: list[dict] = []
     if ckpt.is_file():
         state = torch.load(ckpt, weights_only=False)
@@ -213,7 +213,7 @@ def run_cell(args, cell: Cell) -> str:
                            "lr": rec.lr, "train_top1": train.top1, "val_top1": val.top1, "val_loss": val.loss,
                            "epoch_s": rec.epoch_s, "step_s": rec.step_s})
         _atomic_torch({"trainer": trainer.state_dict(), "epoch_rows": epoch_rows}, ckpt)
-        print(f"{cell.id}: epoch {trainer.epoch}/{cell.schedule} train top-1 {train.top1:.4f} "
+        print(f"{ckpt.stem}: epoch {trainer.epoch}/{cell.schedule} train top-1 {train.top1:.4f} "
               f"val top-1 {val.top1:.4f} ({rec.epoch_s:.0f}s)", flush=True)
     test = trainer.evaluate("test")["base"]
     last = epoch_rows[-1]
@@ -232,12 +232,55 @@ def run_cell(args, cell: Cell) -> str:
            "cell_s": time.perf_counter() - started, "init_digest": init, "sort": cfg.netaug.sort,
            "sort_momentum": cfg.netaug.sort_momentum, "teacher": cfg.rkd.teacher if "rkd" in arm.mode else None,
            "code": code}
+    return row, epoch_rows, test
+
+
+def _write_predictions(test, path: Path, cell_id: str) -> None:
+    _atomic_parquet([{"cell": cell_id, "index": i, "label": int(label), "topk": [int(c) for c in top]}
+                     for i, (label, top) in enumerate(zip(test.labels, test.topk))], path)
+
+
+def run_cell(args, cell: Cell) -> str:
+    """Train one cell (resuming from its checkpoint), write its row, its epoch rows and its test predictions."""
+    out = Path(args.out)
+    ckpt = out / "checkpoints" / f"{cell.id}.pt"
+    row, epoch_rows, test = train_cell(args, cell, ckpt)
     _atomic_parquet(epoch_rows, out / "epochs" / f"{cell.id}.parquet")
-    _atomic_parquet([{"cell": cell.id, "index": i, "label": int(label), "topk": [int(c) for c in top]}
-                     for i, (label, top) in enumerate(zip(test.labels, test.topk))],
-                    out / "predictions" / f"{cell.id}.parquet")
+    _write_predictions(test, out / "predictions" / f"{cell.id}.parquet", cell.id)
     _atomic_parquet([row], out / "cells" / f"{cell.id}.parquet")
     ckpt.unlink(missing_ok=True)
+    return cell.id
+
+
+REPRODUCED = ("train_top1", "val_top1", "test_top1", "test_loss")  # what a rerun must give again, exactly
+
+
+def rerun_cell(args, cell: Cell) -> str:
+    """Train a finished cell again to recover the test predictions it did not store (`--backfill`).
+
+    The rerun's row goes to OUT/reruns with `reproduced` (train/val/test top-1 and test loss equal
+    the stored cell's, bit for bit, and so does val top-1 at every epoch) and the largest differences.
+    Its predictions are written only when it reproduced the cell: they are then the cell's own."""
+    import pyarrow.parquet as pq
+
+    out = Path(args.out)
+    ckpt = out / "checkpoints" / f"{cell.id}.rerun.pt"
+    row, epoch_rows, test = train_cell(args, cell, ckpt)
+    stored = pq.read_table(out / "cells" / f"{cell.id}.parquet").to_pylist()[0]
+    stored_epochs = {r["epoch"]: r["val_top1"]
+                     for r in pq.read_table(out / "epochs" / f"{cell.id}.parquet").to_pylist()}
+    diffs = {f"max_abs_diff_{k}": abs(row[k] - stored[k]) for k in REPRODUCED}
+    diffs["max_abs_diff_epoch_val_top1"] = max(abs(r["val_top1"] - stored_epochs.get(r["epoch"], math.inf))
+                                              for r in epoch_rows)
+    reproduced = all(v == 0 for v in diffs.values())
+    if reproduced:
+        _write_predictions(test, out / "predictions" / f"{cell.id}.parquet", cell.id)
+    _atomic_parquet([{**row, **diffs, "reproduced": reproduced, "stored_code": stored.get("code")}],
+                    out / "reruns" / f"{cell.id}.parquet")
+    ckpt.unlink(missing_ok=True)
+    said = ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
+    print(f"rerun {cell.id}: " + ("reproduced the stored cell exactly" if reproduced
+                                  else f"differs from the stored cell: {said}"), flush=True)
     return cell.id
 
 
@@ -314,6 +357,13 @@ def run(args) -> None:
     print(f"evidence: {len(plan(args))} cells, {len(cells)} to run ({args.jobs} workers x {args.threads} threads); "
           f"out {out}", flush=True)
     queue: list = [("cell", c) for c in cells]
+    if args.backfill:  # finished cells without test predictions, rerun after the cells of tier BACKFILL_TIER
+        reruns = [c for c in plan(args) if (out / "cells" / f"{c.id}.parquet").is_file()
+                  and not (out / "predictions" / f"{c.id}.parquet").is_file()
+                  and not (out / "reruns" / f"{c.id}.parquet").is_file()]
+        at = next((i for i, (_, c) in enumerate(queue) if ARM_TIER[c.arm] > BACKFILL_TIER), len(queue))
+        queue[at:at] = [("rerun", c) for c in reruns]
+        print(f"backfill: {len(reruns)} finished cells without test predictions to rerun", flush=True)
     first_astar = next((i for i, (_, c) in enumerate(queue) if c.arm in ASTAR_ARMS), len(queue))
     queue[first_astar:first_astar] = [("astar", b) for b in astar_needed]
     def ready(cell: Cell) -> bool:  # an a* cell waits for its base's supernet search
@@ -331,7 +381,7 @@ def run(args) -> None:
                     if pick is None:
                         break
                     kind, item = queue.pop(pick)
-                    fn = search_astar if kind == "astar" else run_cell
+                    fn = {"astar": search_astar, "rerun": rerun_cell}.get(kind, run_cell)
                     running[pool.submit(fn, args, item)] = (kind, item)
                 if not running:
                     break
@@ -340,9 +390,9 @@ def run(args) -> None:
                     kind, item = running.pop(future)
                     try:
                         future.result()
-                        print(f"done: {kind} {item.id if kind == 'cell' else item}", flush=True)
+                        print(f"done: {kind} {item if kind == 'astar' else item.id}", flush=True)
                     except Exception as exc:  # one failed cell must not stop the study
-                        name = item.id if kind == "cell" else item
+                        name = item if kind == "astar" else item.id
                         failed.append(name)
                         print(f"FAILED: {kind} {name}: {type(exc).__name__}: {exc}", flush=True)
         except KeyboardInterrupt:
@@ -367,7 +417,42 @@ def load_rows(out: Path) -> tuple[list[dict], list[dict]]:
         files = sorted((out / folder).glob("*.parquet"))
         return [r for f in files for r in pq.read_table(f).to_pylist()]
 
-    return read("cells"), read("epochs")
+    return with_reruns(read("cells"), read("reruns")), read("epochs")
+
+
+KEY = ("base", "epochs", "arm", "seed", "train_epochs")  # a cell's identity in its row
+
+
+def with_reruns(rows: list[dict], reruns: list[dict]) -> list[dict]:
+    """The cells' rows, with test precision/recall/F1 filled in from the reruns that reproduced them
+    exactly (`prf_from_rerun`); a rerun that did not reproduce its cell is ignored here and reported."""
+    done = {tuple(r.get(k) for k in KEY): r for r in reruns if r["reproduced"]}
+    out = []
+    for row in rows:
+        rerun = done.get(tuple(row.get(k) for k in KEY))
+        if rerun is not None and (row.get(PRF_COLUMNS[0]) is None or _isnan(row[PRF_COLUMNS[0]])):
+            row = {**row, **{c: rerun[c] for c in PRF_COLUMNS}, "prf_from_rerun": True}
+        out.append(row)
+    return out
+
+
+def rerun_lines(out: Path) -> list[str]:
+    """One line on the reruns of --backfill: how many reproduced their cell exactly, and any that did not."""
+    import pyarrow.parquet as pq
+
+    reruns = [r for f in sorted((out / "reruns").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+    if not reruns:
+        return []
+    same = sum(r["reproduced"] for r in reruns)
+    lines = [f"Reruns (--backfill, for the test predictions the first run did not store): {same} of {len(reruns)} "
+             "reproduced their cell's train/val/test top-1, test loss and every epoch's val top-1 bit for bit."]
+    for r in reruns:
+        if not r["reproduced"]:
+            diffs = ", ".join(f"{k.removeprefix('max_abs_diff_')} {v:.3g}" for k, v in r.items()
+                              if k.startswith("max_abs_diff"))
+            lines.append(f"- {r['arm']} seed {r['seed']} differs (code {r['code']} vs {r['stored_code']}): {diffs}; "
+                         "its predictions are not used")
+    return lines
 
 
 REFERENCES = ("baseline", "netaug")  # every arm is compared with both, paired by seed
@@ -426,14 +511,17 @@ def report_lines(rows: list[dict]) -> tuple[list[str], dict]:
             lines.append(f"| {base} | {epochs} | {name} | {len(rs)} | " + " | ".join(cells + vs) + " |")
             have = [r for r in rs if r.get(PRF_COLUMNS[0]) is not None and not _isnan(r[PRF_COLUMNS[0]])]
             if have:
-                prf.append(f"| {base} | {epochs} | {name} | {len(have)} of {len(rs)} | "
+                rerun = sum(bool(r.get("prf_from_rerun")) for r in have)
+                prf.append(f"| {base} | {epochs} | {name} | {len(have)} of {len(rs)}"
+                           + (f" ({rerun} from reruns)" if rerun else "") + " | "
                            + " | ".join(_mean_sd([r[c] for r in have]) for c in PRF_COLUMNS) + " |")
     family = next(iter(comps.values())).family if comps else 0
     lines += ["", f"Holm p: adjusted over all {family} comparisons with a p-value in this table (both columns); "
               "* marks Holm p < 0.05. The intervals are the plain paired 95% intervals."]
     if len(prf) > 2:
         lines += ["", "Test precision / recall / F1 at k (macro, torchmetrics' definitions; docs/metrics.md), "
-                  "mean ± sd over the seeds whose cell stored its test predictions:", "", *prf]
+                  "mean ± sd over the seeds whose cell stored its test predictions (or whose rerun reproduced the cell "
+                  "exactly and stored them):", "", *prf]
     return lines, comps
 
 
@@ -454,6 +542,8 @@ def report(args) -> None:
     write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
     write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
     lines, comps = report_lines(rows)
+    notes = rerun_lines(out)
+    lines += ["", *notes] if notes else []
     print("\n".join(lines))
     with atomic_path(out / "evidence.md") as tmp:
         tmp.write_text("\n".join(lines) + "\n")
@@ -576,6 +666,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="rkd.teacher of the netaug_full arm (NetAug + RKD + SPOS a* + share-then-unshare)")
     p.add_argument("--jobs", type=int, default=2, help="cells trained in parallel")
     p.add_argument("--threads", type=int, default=None, help="torch threads per job (default: cores / jobs)")
+    p.add_argument("--backfill", action="store_true",
+                   help="also rerun finished cells that stored no test predictions (after the must-cells), to "
+                        "recover them; a rerun must reproduce the cell's numbers exactly (OUT/reruns)")
     p.add_argument("--report", action="store_true", help="only report what has finished")
     args = p.parse_args(argv)
     arm_seeds = {}

@@ -129,3 +129,41 @@ def test_the_plot_band_is_the_mean_min_and_max_over_seeds_of_the_epochs_every_se
     assert low == list(table.min(axis=1)) and high == list(table.max(axis=1))
     one = evidence.seed_band(r for r in rows if r["seed"] == 1)
     assert one[0] == [1, 2, 3, 4, 5] and one[1] == one[2] == one[3] == [r["train_top1"] for r in rows if r["seed"] == 1]
+
+
+def test_backfill_reruns_cells_without_predictions_and_keeps_only_exact_reproductions(tmp_path):
+    import pyarrow.parquet as pq
+
+    out = tmp_path / "study"
+    extra = ["--seeds", "1", "--arms", "baseline", "netaug", "--curve-epochs"]
+    assert run(out, *extra).returncode == 0
+    prf = [f"test_{m}@{k}" for k in (1, 3) for m in ("precision", "recall", "f1")]
+    stem = "mobilenetv2-w0.1_e1_{}_s0"
+    original = {arm: pd.read_parquet(out / "cells" / f"{stem.format(arm)}.parquet") for arm in ("baseline", "netaug")}
+    for arm, row in original.items():  # make them look like the issue-17 cells: no predictions, no P/R/F1
+        (out / "predictions" / f"{stem.format(arm)}.parquet").unlink()
+        table = pq.read_table(out / "cells" / f"{stem.format(arm)}.parquet").drop_columns(prf)
+        if arm == "netaug":  # a stored figure the rerun cannot give again
+            table = table.set_column(table.schema.get_field_index("test_top1"), "test_top1",
+                                     [[row.test_top1.iloc[0] + 0.01]])
+        pq.write_table(table, out / "cells" / f"{stem.format(arm)}.parquet")
+    res = run(out, *extra, "--backfill")
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "backfill: 2 finished cells without test predictions to rerun" in res.stdout
+    reruns = {arm: pd.read_parquet(out / "reruns" / f"{stem.format(arm)}.parquet").iloc[0]
+              for arm in ("baseline", "netaug")}
+    # same seed, same numbers: the untouched cell is reproduced bit for bit, the tampered one is not
+    assert reruns["baseline"].reproduced and reruns["baseline"].max_abs_diff_epoch_val_top1 == 0
+    assert not reruns["netaug"].reproduced
+    assert reruns["netaug"].max_abs_diff_test_top1 == pytest.approx(0.01, abs=1e-9)
+    assert reruns["netaug"].test_top1 == original["netaug"].test_top1.iloc[0]
+    assert (out / "predictions" / f"{stem.format('baseline')}.parquet").is_file()
+    assert not (out / "predictions" / f"{stem.format('netaug')}.parquet").exists()
+    df = pd.read_parquet(out / "evidence.parquet").set_index("arm")
+    assert df.loc["baseline", prf].tolist() == original["baseline"][prf].iloc[0].tolist()
+    assert df.loc["netaug", prf].isna().all()
+    md = (out / "evidence.md").read_text()
+    assert "1 of 2 reproduced" in md and "netaug seed 0 differs" in md and "1 of 1 (1 from reruns)" in md
+    assert not list(out.rglob("*.tmp")) and not list((out / "checkpoints").glob("*"))
+    again = run(out, *extra, "--backfill")  # a rerun is not run twice
+    assert again.returncode == 0 and "backfill: 0 finished cells" in again.stdout
