@@ -31,7 +31,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -174,7 +174,7 @@ def _worker_init(threads: int) -> None:
 
 
 def train_cell(args, cell: Cell, ckpt: Path) -> tuple[dict, list[dict], object]:
-    """Train one cell from scratch (resuming from `ckpt`): its row, its epoch rows and its test evaluation."""
+    """Train one cell, resuming from `ckpt` if it exists: its row, its epoch rows and its test evaluation."""
     import torch
 
     from netaug.models import profile_macs
@@ -410,17 +410,18 @@ def run(args) -> None:
 
 
 # ---------------------------------------------------------------------------- report
-def load_rows(out: Path) -> tuple[list[dict], list[dict]]:
+def load_rows(out: Path) -> tuple[list[dict], list[dict], list[dict]]:
     import pyarrow.parquet as pq
 
     def read(folder: str) -> list[dict]:
         files = sorted((out / folder).glob("*.parquet"))
         return [r for f in files for r in pq.read_table(f).to_pylist()]
 
-    return with_reruns(read("cells"), read("reruns")), read("epochs")
+    reruns = read("reruns")
+    return with_reruns(read("cells"), reruns), read("epochs"), reruns
 
 
-KEY = ("base", "epochs", "arm", "seed", "train_epochs")  # a cell's identity in its row
+KEY = tuple(f.name for f in fields(Cell))  # a cell's identity in its row
 
 
 def with_reruns(rows: list[dict], reruns: list[dict]) -> list[dict]:
@@ -436,11 +437,8 @@ def with_reruns(rows: list[dict], reruns: list[dict]) -> list[dict]:
     return out
 
 
-def rerun_lines(out: Path) -> list[str]:
-    """One line on the reruns of --backfill: how many reproduced their cell exactly, and any that did not."""
-    import pyarrow.parquet as pq
-
-    reruns = [r for f in sorted((out / "reruns").glob("*.parquet")) for r in pq.read_table(f).to_pylist()]
+def rerun_lines(reruns: list[dict]) -> list[str]:
+    """The reruns of --backfill: how many reproduced their cell exactly, then a line for each that did not."""
     if not reruns:
         return []
     same = sum(r["reproduced"] for r in reruns)
@@ -535,14 +533,14 @@ def report(args) -> None:
     from netaug.io import atomic_path, write_parquet
 
     out = Path(args.out)
-    rows, epoch_rows = load_rows(out)
+    rows, epoch_rows, reruns = load_rows(out)
     if not rows:
         print(f"no finished cells under {out / 'cells'}")
         return
     write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
     write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
     lines, comps = report_lines(rows)
-    notes = rerun_lines(out)
+    notes = rerun_lines(reruns)
     lines += ["", *notes] if notes else []
     print("\n".join(lines))
     with atomic_path(out / "evidence.md") as tmp:
