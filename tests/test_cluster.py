@@ -4,6 +4,7 @@ cluster can never grant stops the run with the keys to change; waiting trials ar
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -80,11 +81,17 @@ def test_pending_trials_with_none_running_get_a_line_saying_what_they_wait_for(t
     waiting = Trial("waits", placement_group_factory=PlacementGroupFactory([{"CPU": 3.0}]))
     waiting.create_placement_group_factory()  # as Tune's controller does when it adds the trial
     assert waiting.status == Trial.PENDING
+    deadline = time.monotonic() + 60  # the earlier tests' trial actors hand their CPUs back asynchronously
+    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+        time.sleep(0.5)
     reporter.on_step_end(0, [waiting])  # starts the clock
+    before = ray.available_resources().get("CPU", 0)
     reporter.on_step_end(1, [waiting])
+    after = ray.available_resources().get("CPU", 0)
     line = capsys.readouterr().out.strip()
+    assert before == after, "the cluster's free CPUs changed while the line was written"
     assert re.fullmatch(r"\[sweep +\d+\.\ds\] waiting for resources: 1 trial\(s\) pending, none running for \d+s; "
-                        r"one needs 3 CPU, the cluster has 2 CPU free", line), line
+                        rf"one needs 3 CPU, the cluster has {before:g} CPU free", line), line
     running = Trial("waits")
     running.set_status(Trial.RUNNING)
     reporter.on_step_end(2, [waiting, running])  # a trial runs: nothing to say
