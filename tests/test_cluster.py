@@ -82,7 +82,7 @@ def test_pending_trials_with_none_running_get_a_line_saying_what_they_wait_for(t
     waiting.create_placement_group_factory()  # as Tune's controller does when it adds the trial
     assert waiting.status == Trial.PENDING
     deadline = time.monotonic() + 60  # the earlier tests' trial actors hand their CPUs back asynchronously
-    while ray.available_resources().get("CPU", 0) < 2 and time.monotonic() < deadline:
+    while ray.available_resources().get("CPU", 0) < ray.cluster_resources()["CPU"] and time.monotonic() < deadline:
         time.sleep(0.5)
     reporter.on_step_end(0, [waiting])  # starts the clock
     before = ray.available_resources().get("CPU", 0)

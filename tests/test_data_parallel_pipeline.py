@@ -63,7 +63,7 @@ def test_supernet_trained_on_two_workers_and_its_checkpoint_is_found(dp_run):
 
 
 def test_two_worker_sweep_trials_report_to_tune_and_asha(dp_run):
-    _, run_dir, grid, _ = dp_run
+    cfg, run_dir, grid, _ = dp_run
     assert len(grid) == 2 and grid.num_errors == 0
     assert all(r.metrics["workers"] == 2 for r in grid)
     trials = pd.read_parquet(run_dir / "trials.parquet").sort_values("started_at", ignore_index=True)
@@ -71,10 +71,11 @@ def test_two_worker_sweep_trials_report_to_tune_and_asha(dp_run):
     epochs = pd.read_parquet(run_dir / "epochs.parquet")
     first = epochs[(epochs["stage"] == "sweep") & (epochs["epoch"] == 1)].set_index("trial_id")["val_loss"]
     # ASHA's rule at its one rung (epoch 1; concurrency 1, so trials reach it in order): a trial stops iff its
-    # val loss is above the (1 - 1/rf) quantile of the -loss seen there so far, its own included
+    # -val loss is below the (1 - 1/rf) quantile of the -val losses that reached the rung, its own included
+    quantile = (1 - 1 / cfg.sweep.reduction_factor) * 100
     for k, trial in trials.iterrows():
         seen = -first[trials["trial_id"][: k + 1]].to_numpy()
-        stops = bool(-first[trial["trial_id"]] < np.nanpercentile(seen, (1 - 1 / 2) * 100))
+        stops = bool(-first[trial["trial_id"]] < np.nanpercentile(seen, quantile))
         assert (trial["status"], trial["epochs_run"]) == (("STOPPED", 1) if stops else ("TERMINATED", 2)), k
     # every trial's predictions are there, also the stopped one's (evaluated from its Train checkpoint)
     preds = pd.read_parquet(run_dir / "predictions.parquet")
