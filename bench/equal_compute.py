@@ -8,11 +8,14 @@ random expands), round-robin on the same real training batches so the machine's 
 three alike, plus each trainer's end-of-epoch evaluation (val and the train subset; NetAug's
 includes its BN recalibration). NetAug's schedule cost is the sum over its epochs, each at its
 phase's step; the equal-compute baseline gets that cost divided by one baseline epoch, rounded.
+`--astar studies/convergence/astar/mobilenetv2-w0.1.json` also times NetAug whose largest model is
+that SPOS a* (the `netaug_astar` arm), in the same round-robin.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -29,7 +32,19 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--epochs", type=int, default=40, help="NetAug's schedule length")
     p.add_argument("--steps", type=int, default=30, help="timed steps per trainer (after 3 warm-up steps)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the study's jobs use 1)")
+    p.add_argument("--astar", type=Path, metavar="JSON",
+                   help="also time NetAug whose largest model is this SPOS a* (bench/evidence.py's astar/*.json)")
     args = p.parse_args(argv)
+    largest = None
+    if args.astar is not None:
+        try:
+            largest = json.loads(args.astar.read_text())["arch"]
+        except KeyError:
+            print(f"error: --astar {args.astar}: no key 'arch' (not an a* file of bench/evidence.py)", file=sys.stderr)
+            sys.exit(2)
+        except (OSError, ValueError) as e:
+            print(f"error: --astar {args.astar}: not an a* file of bench/evidence.py ({e})", file=sys.stderr)
+            sys.exit(2)
 
     import torch
 
@@ -48,27 +63,42 @@ def main(argv: list[str] | None = None) -> None:
     min_w.epoch = args.epochs - 1  # its aug_kind() is min_w
     assert aug.aug_kind() == "random" and min_w.aug_kind() == "min_w"
     trainers = {"baseline": base, "netaug (width phase)": aug, "netaug (min_w phase)": min_w}
+    evaluated = [("baseline", base), ("netaug", aug)]
+    if largest is not None:
+        star, star_min_w = (Trainer(_mode(space, "netaug"), data, largest=largest) for _ in range(2))
+        star_min_w.epoch = args.epochs - 1
+        trainers |= {"netaug a* (width phase)": star, "netaug a* (min_w phase)": star_min_w}
+        evaluated.append(("netaug a*", star))
     step = median_steps(trainers, data, space, args.steps)
     evals = {}
-    for name, trainer in (("baseline", base), ("netaug", aug)):
+    for name, trainer in evaluated:
         start = time.perf_counter()
         trainer.evaluate("val")
         trainer.evaluate(subset)
         evals[name] = time.perf_counter() - start
     steps = base.steps_per_epoch
     n_min_w = sum(1 for e in range(args.epochs) if e >= min_w_start(space))
-    netaug_s = ((args.epochs - n_min_w) * steps * step["netaug (width phase)"] + n_min_w * steps
-                * step["netaug (min_w phase)"] + args.epochs * evals["netaug"])
+
+    def schedule_s(name: str) -> float:  # core-seconds of a NetAug schedule: each epoch at its phase's step
+        return ((args.epochs - n_min_w) * steps * step[f"{name} (width phase)"]
+                + n_min_w * steps * step[f"{name} (min_w phase)"] + args.epochs * evals[name])
+
     base_epoch = steps * step["baseline"] + evals["baseline"]
     print(f"study cell: {args.bases[0]}, {len(data.train)} training images, {steps} steps per epoch, "
           f"{args.threads} thread(s), median of {args.steps} steps each")
     for name, s in step.items():
-        print(f"  {name:>22}: {s * 1000:8.1f} ms per step ({s / step['baseline']:.2f} x baseline)")
-    print(f"  end-of-epoch evaluation: baseline {evals['baseline']:.1f} s, netaug {evals['netaug']:.1f} s")
+        print(f"  {name:>25}: {s * 1000:8.1f} ms per step ({s / step['baseline']:.2f} x baseline)")
+    print("  end-of-epoch evaluation: " + ", ".join(f"{k} {v:.1f} s" for k, v in evals.items()))
+    netaug_s = schedule_s("netaug")
     print(f"NetAug, {args.epochs} epochs ({args.epochs - n_min_w} width-augmented, {n_min_w} min_w): "
           f"{netaug_s:.0f} core-s; one baseline epoch: {base_epoch:.1f} core-s")
     print(f"equal-compute baseline: {netaug_s / base_epoch:.1f} epochs -> --equal-epochs "
           f"{round(netaug_s / base_epoch)}")
+    if largest is not None:
+        star_s = schedule_s("netaug a*")
+        print(f"NetAug with a* as the largest model, {args.epochs} epochs: {star_s:.0f} core-s "
+              f"({star_s / netaug_s:.2f} x NetAug's, {star_s / base_epoch:.1f} baseline epochs), "
+              f"not counting the supernet and search that found a*")
 
 
 def median_steps(trainers: dict, data, space, steps: int, warmup: int = 3) -> dict[str, float]:

@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ARMS = ("baseline", "netaug", "netaug_sortaug", "netaug_rkd_sampled", "netaug_rkd_fwd", "netaug_rkd",
         "netaug_rkd_astar", "netaug_astar", "netaug_share", "netaug_full", "baseline_equal")
+ARM_COLOR = dict(zip(ARMS, [f"C{i}" for i in range(10)] + ["black"]))  # one colour per arm in both panels
 TEACHERS = {"netaug_rkd_sampled": "sampled", "netaug_rkd_fwd": "max_fwd"}  # rkd.teacher of the cheaper-teacher arms
 ASTAR_ARMS = ("netaug_rkd_astar", "netaug_astar", "netaug_full")  # arms whose largest model is the SPOS a*
 # x baseline step, measured (docs/results.md); the arms a study must finish first come first in `plan`
@@ -596,7 +597,8 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
             ys = [r.mean * 100 for _, r in pts]
             err = [[(r.mean - r.low) * 100 if not math.isnan(r.low) else 0 for _, r in pts],
                    [(r.high - r.mean) * 100 if not math.isnan(r.high) else 0 for _, r in pts]]
-            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, label=f"{arm} (n={pts[-1][1].n})")
+            ax.errorbar(xs, ys, yerr=err, marker="o", capsize=4, color=ARM_COLOR[arm],
+                        label=f"{arm} (n={pts[-1][1].n})")
         ax.axhline(0, color="black", lw=0.8)
         if len(schedules) > 1:
             ax.set_xlabel("schedule (epochs)")
@@ -617,13 +619,17 @@ def plot(out: Path, deltas: list, epoch_rows: list[dict]) -> None:
             if not rows:
                 continue
             longest = max(r["epochs"] for r in rows)
-            for epochs in sorted({r["epochs"] for r in rows}) if arm == "baseline" else [longest]:
+            schedules = sorted({r["epochs"] for r in rows}) if arm == "baseline" else [longest]
+            for n, epochs in enumerate(schedules):
                 xs, mean, low, high, seeds = seed_band(r for r in rows if r["epochs"] == epochs)
+                # baseline's shorter schedules (the plateau curves) in greys, lighter the shorter
+                grey = str(0.3 + 0.5 * (len(schedules) - 1 - n) / len(schedules))
+                color = ARM_COLOR[arm] if epochs == longest else grey
                 who = f"seed {seeds[0]}" if len(seeds) == 1 else f"mean of {len(seeds)} seeds, band min-max"
                 trained = xs[-1] if xs else epochs  # baseline_equal trains its own schedule, longer than `epochs`
-                line, = ax.plot(xs, mean, marker=".", label=f"{arm}, {trained}-epoch schedule, {who}")
+                ax.plot(xs, mean, marker=".", color=color, label=f"{arm}, {trained}-epoch schedule, {who}")
                 if len(seeds) > 1:
-                    ax.fill_between(xs, low, high, color=line.get_color(), alpha=0.15, lw=0)
+                    ax.fill_between(xs, low, high, color=color, alpha=0.15, lw=0)
         ax.set(title=f"{base}: train top-1 per epoch (fixed train subset)", xlabel="epoch", ylabel="train top-1")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         if ax.get_legend_handles_labels()[0]:

@@ -167,3 +167,36 @@ def test_backfill_reruns_cells_without_predictions_and_keeps_only_exact_reproduc
     assert not list(out.rglob("*.tmp")) and not list((out / "checkpoints").glob("*"))
     again = run(out, *extra, "--backfill")  # a rerun is not run twice
     assert again.returncode == 0 and "backfill: 0 finished cells" in again.stdout
+
+
+def test_each_arm_has_one_colour_in_both_panels_and_no_two_arms_share_one(monkeypatch, tmp_path):
+    import matplotlib
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import to_rgba
+
+    from netaug.stats import paired_difference
+
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "evidence", evidence)
+    spec.loader.exec_module(evidence)
+    arms = ["baseline", "netaug", "netaug_astar", "netaug_full", "baseline_equal"]
+    rows = [{"base": "b", "epochs": epochs, "arm": arm, "seed": s, "epoch": e, "train_top1": 0.5 + 0.01 * e + s / 100}
+            for arm in arms for epochs in ((2, 4) if arm == "baseline" else (4,)) for s in (0, 1)
+            for e in range(1, epochs + 1)]
+    deltas = [("b", 4, arm, paired_difference([0.9 + k / 100, 0.91], [0.9, 0.9])) for k, arm in enumerate(arms[1:])]
+    figures = []
+    monkeypatch.setattr(plt, "close", figures.append)  # keep the figure plot() would close
+    matplotlib.use("Agg")
+    evidence.plot(tmp_path, deltas, rows)
+    top, bottom = figures[0].axes
+    top_colour = {label.split(" (n=")[0]: to_rgba(h.lines[0].get_color())
+                  for h, label in zip(*top.get_legend_handles_labels())}
+    bottom_colour = {line.get_label(): to_rgba(line.get_color()) for line in bottom.get_lines()}
+    longest = {label.split(",")[0]: c for label, c in bottom_colour.items() if "4-epoch" in label}
+    assert set(top_colour) == set(arms[1:]) and set(longest) == set(arms)
+    assert all(top_colour[a] == longest[a] for a in arms[1:])
+    assert len(set(longest.values())) == len(arms)  # distinct arms, distinct colours
+    short = bottom_colour["baseline, 2-epoch schedule, mean of 2 seeds, band min-max"]
+    assert short not in longest.values()  # baseline's shorter schedule is a grey, not another arm's colour
+    assert len(set(evidence.ARM_COLOR.values())) == len(evidence.ARMS)
