@@ -165,6 +165,24 @@ def _code_version() -> str:
     return rev + ("+dirty" if dirty else "")
 
 
+def _machine() -> str:
+    """What a cell's floating-point rounding depends on besides the code: CPU, torch's kernel level, torch
+    and numpy."""
+    import platform
+
+    import numpy
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        names = [ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
+                 if ln.startswith("model name")]
+        model = names[0] if names else model
+    except OSError:
+        pass
+    return f"{model}; {torch.backends.cpu.get_cpu_capability()}; torch {torch.__version__}; numpy {numpy.__version__}"
+
+
 def _worker_init(threads: int) -> None:
     import signal
 
@@ -232,7 +250,7 @@ def train_cell(args, cell: Cell, ckpt: Path) -> tuple[dict, list[dict], object]:
            "mean_step_s": sum(r["step_s"] for r in epoch_rows) / len(epoch_rows),
            "cell_s": time.perf_counter() - started, "init_digest": init, "sort": cfg.netaug.sort,
            "sort_momentum": cfg.netaug.sort_momentum, "teacher": cfg.rkd.teacher if "rkd" in arm.mode else None,
-           "code": code}
+           "code": code, "machine": _machine()}
     return row, epoch_rows, test
 
 
@@ -276,7 +294,8 @@ def rerun_cell(args, cell: Cell) -> str:
     reproduced = all(v == 0 for v in diffs.values())
     if reproduced:
         _write_predictions(test, out / "predictions" / f"{cell.id}.parquet", cell.id)
-    _atomic_parquet([{**row, **diffs, "reproduced": reproduced, "stored_code": stored.get("code")}],
+    _atomic_parquet([{**row, **diffs, "reproduced": reproduced, "stored_code": stored.get("code"),
+                      "stored_machine": stored.get("machine")}],
                     out / "reruns" / f"{cell.id}.parquet")
     ckpt.unlink(missing_ok=True)
     said = ", ".join(f"{k} {v:.3g}" for k, v in diffs.items())
@@ -450,7 +469,7 @@ def rerun_lines(reruns: list[dict]) -> list[str]:
             diffs = ", ".join(f"{k.removeprefix('max_abs_diff_')} {v:.3g}" for k, v in r.items()
                               if k.startswith("max_abs_diff"))
             lines.append(f"- {r['arm']} seed {r['seed']} differs (code {r['code']} vs {r['stored_code']}): {diffs}; "
-                         "its predictions are not used")
+                         "its predictions are not the cell's (its own figures are in the table of reruns)")
     return lines
 
 
@@ -491,9 +510,10 @@ def _delta(c) -> tuple[str, str]:
     return f"{format_points(res.mean)}{ci}{p} (n={res.n})", holm_p
 
 
-def report_lines(rows: list[dict]) -> tuple[list[str], dict]:
+def report_lines(rows: list[dict], reruns: list[dict] = ()) -> tuple[list[str], dict]:
     """The report's Markdown: per base and schedule, each arm's train/val/test top-1 at the end and its
-    paired Δ test top-1 against baseline and netaug with Holm's p; then test precision/recall/F1@k."""
+    paired Δ test top-1 against baseline and netaug with Holm's p; then test precision/recall/F1@k; then
+    the reruns that did not reproduce their cell, with their own test top-1 and P/R/F1@k."""
     comps = comparisons(rows)
     lines = ["| base | epochs | arm | seeds | train top-1 | val top-1 | test top-1 | Δ test vs baseline (pts) "
              "[95% CI], p | Holm p | Δ test vs netaug (pts) [95% CI], p | Holm p |",
@@ -521,7 +541,29 @@ def report_lines(rows: list[dict]) -> tuple[list[str], dict]:
         lines += ["", "Test precision / recall / F1 at k (macro, torchmetrics' definitions; docs/metrics.md), "
                   "mean ± sd over the seeds whose cell stored its test predictions (or whose rerun reproduced the cell "
                   "exactly and stored them):", "", *prf]
+    lines += differing_reruns_table(rows, reruns)
     return lines, comps
+
+
+def differing_reruns_table(rows: list[dict], reruns: list[dict]) -> list[str]:
+    """Per arm, the reruns that did not reproduce their cell bit for bit: the same seeds, code and recipe
+    on another machine's rounding, so a second sample of the arm, not its table's cells. Their test top-1
+    (beside the stored cells' of the same seeds) and their own test precision/recall/F1@k."""
+    differ = [r for r in reruns if not r["reproduced"] and not _isnan(r.get(PRF_COLUMNS[0], math.nan))]
+    if not differ:
+        return []
+    stored = {tuple(r.get(k) for k in KEY): r for r in rows}
+    out = ["", "Reruns that did not reproduce their cell bit for bit (same seed, code and recipe; another machine's "
+           "floating-point rounding). Their own test figures, beside the stored cells' test top-1 of the same seeds:",
+           "", "| base | epochs | arm | seeds | stored test top-1 | rerun test top-1 | "
+           + " | ".join(c.replace("test_", "") for c in PRF_COLUMNS) + " |", "|" + " --- |" * (6 + len(PRF_COLUMNS))]
+    groups = sorted({(r["base"], r["epochs"], r["arm"]) for r in differ}, key=lambda k: (k[0], k[1], ARMS.index(k[2])))
+    for key in groups:
+        rs = sorted((r for r in differ if (r["base"], r["epochs"], r["arm"]) == key), key=lambda r: r["seed"])
+        cells = [stored[tuple(r.get(k) for k in KEY)]["test_top1"] for r in rs]
+        out.append(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(str(r['seed']) for r in rs)} | {_mean_sd(cells)} | "
+                   + " | ".join(_mean_sd([r[c] for r in rs]) for c in ["test_top1", *PRF_COLUMNS]) + " |")
+    return out
 
 
 def _isnan(value) -> bool:
@@ -540,7 +582,7 @@ def report(args) -> None:
         return
     write_parquet(pa.Table.from_pylist(rows), out / RESULTS)
     write_parquet(pa.Table.from_pylist(epoch_rows), out / EPOCHS)
-    lines, comps = report_lines(rows)
+    lines, comps = report_lines(rows, reruns)
     notes = rerun_lines(reruns)
     lines += ["", *notes] if notes else []
     print("\n".join(lines))

@@ -164,6 +164,15 @@ def test_backfill_reruns_cells_without_predictions_and_keeps_only_exact_reproduc
     assert df.loc["netaug", prf].isna().all()
     md = (out / "evidence.md").read_text()
     assert "1 of 2 reproduced" in md and "netaug seed 0 differs" in md and "1 of 1 (1 from reruns)" in md
+    # the rerun that differs is reported as a sample of its own: its test top-1 and P/R/F1, beside the stored cell's
+    line = next(ln for ln in md.splitlines() if ln.startswith("| mobilenetv2@0.1 | 1 | netaug | 0 |"))
+    cols = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cols[4]) == pytest.approx(original["netaug"].test_top1.iloc[0] + 0.01, abs=5e-5)
+    assert [float(c) for c in cols[5:]] == pytest.approx([reruns["netaug"][c] for c in ["test_top1", *prf]], abs=5e-5)
+    assert not any(ln.startswith("| mobilenetv2@0.1 | 1 | baseline | 0 |") for ln in md.splitlines())
+    import torch
+    assert reruns["netaug"].machine == reruns["netaug"].stored_machine and f"torch {torch.__version__}" in \
+        reruns["netaug"].machine
     assert not list(out.rglob("*.tmp")) and not list((out / "checkpoints").glob("*"))
     again = run(out, *extra, "--backfill")  # a rerun is not run twice
     assert again.returncode == 0 and "backfill: 0 finished cells" in again.stdout
