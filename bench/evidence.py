@@ -546,15 +546,16 @@ def report_lines(rows: list[dict], reruns: list[dict] = ()) -> tuple[list[str], 
 
 
 def differing_reruns_table(rows: list[dict], reruns: list[dict]) -> list[str]:
-    """Per arm, the reruns that did not reproduce their cell bit for bit: the same seeds, code and recipe
-    on another machine's rounding, so a second sample of the arm, not its table's cells. Their test top-1
+    """Per arm, the reruns that did not reproduce their cell bit for bit (same seeds and recipe, another
+    machine's rounding or another commit), so a second sample of the arm, not its table's cells. Their test top-1
     (beside the stored cells' of the same seeds) and their own test precision/recall/F1@k."""
     differ = [r for r in reruns if not r["reproduced"] and not _isnan(r.get(PRF_COLUMNS[0], math.nan))]
     if not differ:
         return []
     stored = {tuple(r.get(k) for k in KEY): r for r in rows}
-    out = ["", "Reruns that did not reproduce their cell bit for bit (same seed, code and recipe; another machine's "
-           "floating-point rounding). Their own test figures, beside the stored cells' test top-1 of the same seeds:",
+    out = ["", "Reruns that did not reproduce their cell bit for bit (same seed and recipe; each one's code and the "
+           "cell's are in the lines below). Their own test figures, beside the stored cells' test top-1 of the same "
+           "seeds:",
            "", "| base | epochs | arm | seeds | stored test top-1 | rerun test top-1 | "
            + " | ".join(c.replace("test_", "") for c in PRF_COLUMNS) + " |", "|" + " --- |" * (6 + len(PRF_COLUMNS))]
     groups = sorted({(r["base"], r["epochs"], r["arm"]) for r in differ}, key=lambda k: (k[0], k[1], ARMS.index(k[2])))
