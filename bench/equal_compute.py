@@ -39,11 +39,9 @@ def main(argv: list[str] | None = None) -> None:
     if args.astar is not None:
         try:
             largest = json.loads(args.astar.read_text())["arch"]
-        except KeyError:
-            print(f"error: --astar {args.astar}: no key 'arch' (not an a* file of bench/evidence.py)", file=sys.stderr)
-            sys.exit(2)
-        except (OSError, ValueError) as e:
-            print(f"error: --astar {args.astar}: not an a* file of bench/evidence.py ({e})", file=sys.stderr)
+        except (OSError, ValueError, KeyError) as e:
+            why = "no key 'arch'" if isinstance(e, KeyError) else str(e)
+            print(f"error: --astar {args.astar}: not an a* file of bench/evidence.py ({why})", file=sys.stderr)
             sys.exit(2)
 
     import torch

@@ -444,13 +444,18 @@ def load_rows(out: Path) -> tuple[list[dict], list[dict], list[dict]]:
 KEY = tuple(f.name for f in fields(Cell))  # a cell's identity in its row
 
 
+def cell_key(row: dict) -> tuple:
+    """The identity (KEY) of the cell a cell's or rerun's row belongs to."""
+    return tuple(row.get(k) for k in KEY)
+
+
 def with_reruns(rows: list[dict], reruns: list[dict]) -> list[dict]:
     """The cells' rows, with test precision/recall/F1 filled in from the reruns that reproduced them
     exactly (`prf_from_rerun`); a rerun that did not reproduce its cell is ignored here and reported."""
-    done = {tuple(r.get(k) for k in KEY): r for r in reruns if r["reproduced"]}
+    done = {cell_key(r): r for r in reruns if r["reproduced"]}
     out = []
     for row in rows:
-        rerun = done.get(tuple(row.get(k) for k in KEY))
+        rerun = done.get(cell_key(row))
         if rerun is not None and (row.get(PRF_COLUMNS[0]) is None or _isnan(row[PRF_COLUMNS[0]])):
             row = {**row, **{c: rerun[c] for c in PRF_COLUMNS}, "prf_from_rerun": True}
         out.append(row)
@@ -552,7 +557,7 @@ def differing_reruns_table(rows: list[dict], reruns: list[dict]) -> list[str]:
     differ = [r for r in reruns if not r["reproduced"] and not _isnan(r.get(PRF_COLUMNS[0], math.nan))]
     if not differ:
         return []
-    stored = {tuple(r.get(k) for k in KEY): r for r in rows}
+    stored = {cell_key(r): r for r in rows}
     out = ["", "Reruns that did not reproduce their cell bit for bit (same seed and recipe; each one's code and the "
            "cell's are in the lines below). Their own test figures, beside the stored cells' test top-1 of the same "
            "seeds:",
@@ -561,7 +566,7 @@ def differing_reruns_table(rows: list[dict], reruns: list[dict]) -> list[str]:
     groups = sorted({(r["base"], r["epochs"], r["arm"]) for r in differ}, key=lambda k: (k[0], k[1], ARMS.index(k[2])))
     for key in groups:
         rs = sorted((r for r in differ if (r["base"], r["epochs"], r["arm"]) == key), key=lambda r: r["seed"])
-        cells = [stored[tuple(r.get(k) for k in KEY)]["test_top1"] for r in rs]
+        cells = [stored[cell_key(r)]["test_top1"] for r in rs]
         out.append(f"| {key[0]} | {key[1]} | {key[2]} | {', '.join(str(r['seed']) for r in rs)} | {_mean_sd(cells)} | "
                    + " | ".join(_mean_sd([r[c] for r in rs]) for c in ["test_top1", *PRF_COLUMNS]) + " |")
     return out

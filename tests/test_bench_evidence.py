@@ -24,6 +24,15 @@ def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
 
 
+def load_evidence(monkeypatch):
+    """bench/evidence.py as a module."""
+    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
+    evidence = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "evidence", evidence)  # its dataclasses look their module up there
+    spec.loader.exec_module(evidence)
+    return evidence
+
+
 ARMS = ["baseline", "netaug", "netaug_full", "baseline_equal"]
 EXTRA = ["--seeds", "2", "--arms", *ARMS, "--equal-epochs", "2", "--curve-epochs", "2", "--supernet-epochs", "1",
          "--paths", "2"]
@@ -116,10 +125,7 @@ def test_ctrl_c_leaves_a_cell_that_resumes_from_its_last_epoch(tmp_path):
 
 
 def test_the_plot_band_is_the_mean_min_and_max_over_seeds_of_the_epochs_every_seed_has(monkeypatch):
-    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
-    evidence = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "evidence", evidence)  # its dataclasses look their module up there
-    spec.loader.exec_module(evidence)
+    evidence = load_evidence(monkeypatch)
     rows = [{"seed": s, "epoch": e, "train_top1": 0.5 + 0.01 * e + 0.003 * s * s}
             for s in (0, 1, 4) for e in range(1, 6) if (s, e) != (4, 5)]  # seed 4 lacks epoch 5
     xs, mean, low, high, seeds = evidence.seed_band(reversed(rows))
@@ -133,6 +139,7 @@ def test_the_plot_band_is_the_mean_min_and_max_over_seeds_of_the_epochs_every_se
 
 def test_backfill_reruns_cells_without_predictions_and_keeps_only_exact_reproductions(tmp_path):
     import pyarrow.parquet as pq
+    import torch
 
     out = tmp_path / "study"
     extra = ["--seeds", "1", "--arms", "baseline", "netaug", "--curve-epochs"]
@@ -170,7 +177,6 @@ def test_backfill_reruns_cells_without_predictions_and_keeps_only_exact_reproduc
     assert float(cols[4]) == pytest.approx(original["netaug"].test_top1.iloc[0] + 0.01, abs=5e-5)
     assert [float(c) for c in cols[5:]] == pytest.approx([reruns["netaug"][c] for c in ["test_top1", *prf]], abs=5e-5)
     assert not any(ln.startswith("| mobilenetv2@0.1 | 1 | baseline | 0 |") for ln in md.splitlines())
-    import torch
     assert reruns["netaug"].machine == reruns["netaug"].stored_machine and f"torch {torch.__version__}" in \
         reruns["netaug"].machine
     assert not list(out.rglob("*.tmp")) and not list((out / "checkpoints").glob("*"))
@@ -185,10 +191,7 @@ def test_each_arm_has_one_colour_in_both_panels_and_no_two_arms_share_one(monkey
 
     from netaug.stats import paired_difference
 
-    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
-    evidence = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "evidence", evidence)
-    spec.loader.exec_module(evidence)
+    evidence = load_evidence(monkeypatch)
     arms = ["baseline", "netaug", "netaug_astar", "netaug_full", "baseline_equal"]
     rows = [{"base": "b", "epochs": epochs, "arm": arm, "seed": s, "epoch": e, "train_top1": 0.5 + 0.01 * e + s / 100}
             for arm in arms for epochs in ((2, 4) if arm == "baseline" else (4,)) for s in (0, 1)
