@@ -231,7 +231,7 @@ def plot_per_class_recall(run: Run, best: pd.Series, out: Path) -> tuple[str | N
     return _save(fig, out / "per_class_recall.png"), recall
 
 
-ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:blue"}
+ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:blue", "baseline_equal": "tab:orange"}
 
 
 def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -300,7 +300,7 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
 
 def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str] | None]:
     """The report's "Did NetAug help here?" section and its figure."""
-    from netaug.stats import arm_comparisons, comparison_lines
+    from netaug.stats import answer_lines
 
     if run.final.empty:
         return [], None
@@ -310,12 +310,18 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
     lines = ["## Did NetAug help here?", ""]
     if not run.complete or not (run.path / "final.parquet").is_file():
         lines += ["*The final stage is still running: what has landed so far.*", ""]
-    answer = comparison_lines(arm_comparisons(rows, "test_top1", "baseline", confidence), rows)
-    lines += [answer[-1] if answer[-1].startswith("Answer") else answer[0], ""]
-    lines += [f"- {line.strip()}" for line in answer[1:-1]] + [""]
+    for line in answer_lines(rows, confidence):
+        if line.startswith(("At equal", "Did NetAug")):
+            lines += ["", f"**{line}**", ""]
+        elif line.startswith("Answer"):
+            lines += ["", line]
+        else:
+            lines.append(f"- {line.strip()}")
+    lines.append("")
     if not ok.empty:
+        cost = {k: (k, "median") for k in ("epochs", "compute", "train_s") if k in ok}
         agg = ok.groupby("arm", sort=False).agg(
-            mode=("mode", "first"), seeds=("seed", "count"), train_top1=("train_top1", "mean"),
+            mode=("mode", "first"), seeds=("seed", "count"), **cost, train_top1=("train_top1", "mean"),
             val_top1=("val_top1", "mean"), test_top1=("test_top1", "mean"), test_top1_std=("test_top1", "std"),
             test_f1_at_1=("test_f1_at_1", "mean") if "test_f1_at_1" in ok else ("test_top1", "size")).reset_index()
         lines += ["Mean over seeds per arm (train top-1 is the base on a fixed un-augmented subset of the training "
@@ -335,11 +341,78 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
                       "peak activation fp32 (KiB)": f"{m['peak_activation_bytes_fp32'] / 1024:.1f}",
                       "peak activation int8 (KiB)": f"{m['peak_activation_bytes_int8'] / 1024:.1f}",
                       "ONNX max abs logit diff": f"{m['onnx']['max_abs_logit_diff']:.2e}"}])), ""]
+    compute = plot_compute(run, out, confidence)
+    if compute is not None:
+        lines += [f"![Test top-1 against training compute]({compute})", "",
+                  "*Test top-1 against training compute (plain-training epochs). Grey: sweep trials; diamonds: final "
+                  "arms, the mean over seeds with the paired interval against the equal-compute reference; dashed: "
+                  "the Pareto front (nothing cheaper is as accurate).*", ""]
     name = plot_final(run, out, confidence)
     caption = ("Left: test top-1 of each seed per arm (grey lines join the arms of one seed: the pairs), with the "
                "mean and its t interval. Middle: train against test top-1 per arm and seed. Right: the base's train "
                "top-1 per epoch (mean over seeds): where it plateaus low, the tiny model underfits.")
     return lines, (name, caption)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The points no other point beats on both axes: none cheaper (x) and at least as accurate (y), in x order."""
+    front, best = [], -np.inf
+    for x, y in sorted(points, key=lambda p: (p[0], -p[1])):
+        if y > best:
+            front.append((x, y))
+            best = y
+    return front
+
+
+def plot_compute(run: Run, out: Path, confidence: float) -> str | None:
+    """Test top-1 against training compute (plain-training epochs by compute.unit): sweep trials as points,
+    final arms as their mean over seeds with the paired interval against their reference arm
+    (baseline_equal, else baseline), and the Pareto front of all of them."""
+    from netaug.stats import paired_difference
+
+    final = run.final[run.final.get("status", "TERMINATED") == "TERMINATED"] if not run.final.empty else run.final
+    final = final.dropna(subset=["test_top1", "compute"]) if "compute" in final else final.iloc[0:0]
+    trials = run.trials.dropna(subset=["test_top1", "compute"]) if "compute" in run.trials else run.trials.iloc[0:0]
+    if final.empty and trials.empty:
+        return None
+    unit = next((u for u in [*final.get("unit", []), *trials.get("unit", [])] if isinstance(u, str)), "seconds")
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    points = []
+    if not trials.empty:
+        ax.scatter(trials["compute"], trials["test_top1"], color="tab:purple", marker="o", s=30, alpha=0.7,
+                   label="sweep trials")
+        points += list(zip(trials["compute"].astype(float), trials["test_top1"].astype(float)))
+    arms = list(dict.fromkeys(final["arm"]))
+    ref = "baseline_equal" if "baseline_equal" in arms else "baseline"
+    by_seed = {a: final[final["arm"] == a].set_index("seed")["test_top1"] for a in arms}
+    for arm in arms:
+        values = by_seed[arm]
+        x, y = float(final.loc[final["arm"] == arm, "compute"].mean()), float(values.mean())
+        if arm != ref and ref in by_seed:
+            seeds = sorted(set(values.index) & set(by_seed[ref].index))
+            d = paired_difference(values[seeds].to_numpy(), by_seed[ref][seeds].to_numpy(), confidence)
+            low, high = y - (d.mean - d.low), y + (d.high - d.mean)
+        else:
+            _, low, high = _mean_interval(values.to_numpy(dtype=float), confidence)
+        color = ARM_COLORS.get(arm, "tab:green")
+        if low == low and high == high:
+            ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="D", color=color, capsize=5, ms=7,
+                        label=f"{arm} ({values.size} seeds)")
+        else:
+            ax.scatter([x], [y], marker="D", color=color, s=50, label=f"{arm} ({values.size} seeds)")
+        points.append((x, y))
+    front = pareto_front(points)
+    if front:
+        xs, ys = zip(*front)
+        ax.step(xs, ys, where="post", color="black", lw=1, ls="--", zorder=0)
+        ax.scatter(xs, ys, facecolors="none", edgecolors="black", s=140, lw=1.2, label="Pareto front")
+    ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(1.01, ax.get_ylim()[1]))  # an interval beyond a top-1 of 1 is cut
+    what = {"seconds": "seconds measured here", "flops": "FLOPs counted", "epochs": "epochs"}.get(unit, unit)
+    ax.set(xlabel=f"training compute, in plain-training epochs ({what})", ylabel="test top-1 of the base",
+           title=f"Accuracy against compute; bars: {confidence:.0%} paired interval vs {ref}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, out / "compute.png")
 
 
 def _fmt(value) -> str:

@@ -1,102 +1,111 @@
-"""How many epochs of plain training cost what NetAug's schedule costs? (the equal-compute baseline)
+"""What does NetAug cost against plain training, and what do its cheaper variants save? (equal compute)
 
     python bench/equal_compute.py --set data.subset=27000 --bases mobilenetv2@0.1 --epochs 40
+    python bench/equal_compute.py --space spaces/mbv2.yaml --set model.module=spaces/models/resnet8.py:resnet8
 
-On the study cell of bench/evidence.py (same space, data and overrides), one process times a
-baseline step, a NetAug step in its width-augmented phase and one in its min_w phase (base widths,
-random expands), round-robin on the same real training batches so the machine's noise hits all
-three alike, plus each trainer's end-of-epoch evaluation (val and the train subset; NetAug's
-includes its BN recalibration). NetAug's schedule cost is the sum over its epochs, each at its
-phase's step; the equal-compute baseline gets that cost divided by one baseline epoch, rounded.
-`--astar studies/convergence/astar/mobilenetv2-w0.1.json` also times NetAug whose largest model is
-that SPOS a* (the `netaug_astar` arm), in the same round-robin.
+One process runs the product's own calibration (netaug/train/calibrate.py, what the sweep and the
+final stage run before training): plain training, NetAug, NetAug with `netaug.aug_every` 2 and 4
+and with `netaug.aug_fraction` 0.5 and 0.25 (and NetAug with an SPOS a* with `--astar`), each in
+its width-augmented and its min_w phase, step round-robin on the same real training batches, so
+the machine's noise hits all of them alike. It prints per recipe the median seconds and the counted
+training FLOPs of a step, both against plain training, each knob's cost above plain as a fraction of
+full NetAug's ((step - plain) / (netaug - plain)), and what NetAug's `--epochs` schedule costs in
+plain epochs: the equal-compute baseline's length.
+
+Without a model override it runs on the study cell of bench/evidence.py (`--bases`); with
+`--set model.module=...`, `model.spec=...` or `model.name=...` it runs on that model as given.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 
-def main(argv: list[str] | None = None) -> None:
+KNOBS = {"netaug": {}, "aug_every=2": {"aug_every": 2}, "aug_every=4": {"aug_every": 4},
+         "aug_fraction=0.5": {"aug_fraction": 0.5}, "aug_fraction=0.25": {"aug_fraction": 0.25}}
+MODEL_KEYS = ("model.name", "model.spec", "model.module")
+
+
+def bench_space(args):
+    """The space timed: the study cell's (bench/evidence.py) unless the overrides name a model."""
+    from netaug.config import load_space, parse_override
+
+    named = any(".".join(parse_override(o)[0]) in MODEL_KEYS for o in args.overrides)
+    if named:
+        return load_space(args.space, [*args.overrides, f"training.epochs={args.epochs}"])
+    from bench.evidence import study_space
+
+    return study_space(args, args.bases[0], args.epochs)
+
+
+def read_astar(path: Path) -> list:
+    try:
+        return json.loads(path.read_text())["arch"]
+    except (OSError, ValueError, KeyError) as e:
+        why = "no key 'arch'" if isinstance(e, KeyError) else str(e)
+        raise UserError(f"--astar {path}: not an a* file of bench/evidence.py ({why})") from None
+
+
+@exit_on_user_error
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="spaces/netaug-official.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--bases", nargs=1, default=["mobilenetv2@0.1"], help="one base, as bench/evidence.py")
     p.add_argument("--epochs", type=int, default=40, help="NetAug's schedule length")
-    p.add_argument("--steps", type=int, default=30, help="timed steps per trainer (after 3 warm-up steps)")
+    p.add_argument("--steps", type=int, default=24, help="timed steps per recipe and phase (after 4 warm-up steps)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the study's jobs use 1)")
     p.add_argument("--astar", type=Path, metavar="JSON",
                    help="also time NetAug whose largest model is this SPOS a* (bench/evidence.py's astar/*.json)")
     args = p.parse_args(argv)
-    largest = None
-    if args.astar is not None:
-        try:
-            largest = json.loads(args.astar.read_text())["arch"]
-        except (OSError, ValueError, KeyError) as e:
-            why = "no key 'arch'" if isinstance(e, KeyError) else str(e)
-            print(f"error: --astar {args.astar}: not an a* file of bench/evidence.py ({why})", file=sys.stderr)
-            sys.exit(2)
+    largest = read_astar(args.astar) if args.astar is not None else None
+    space = bench_space(args)
 
     import torch
 
-    from bench.evidence import study_space
-    from netaug.train.trainer import Trainer, min_w_start
+    from netaug.train.calibrate import calibrate
+    from netaug.train.trainer import min_w_epochs
     from search.evaluation import cached_data
-    from search.final_stage import train_eval_subset
 
     torch.set_num_threads(args.threads)
-    space = study_space(args, args.bases[0], args.epochs)
     data = cached_data(space)
-    subset = train_eval_subset(data, space.final.train_eval_size, space.data.split_seed)
-    base = Trainer(_mode(space, "baseline"), data)
-    aug = Trainer(_mode(space, "netaug"), data)
-    min_w = Trainer(_mode(space, "netaug"), data)
-    min_w.epoch = args.epochs - 1  # its aug_kind() is min_w
-    assert aug.aug_kind() == "random" and min_w.aug_kind() == "min_w"
-    trainers = {"baseline": base, "netaug (width phase)": aug, "netaug (min_w phase)": min_w}
-    evaluated = [("baseline", base), ("netaug", aug)]
+    netaug = with_keys(space, training={"mode": "netaug"})
+    recipes = {name: (with_keys(netaug, netaug=keys), None) for name, keys in KNOBS.items()}
     if largest is not None:
-        star, star_min_w = (Trainer(_mode(space, "netaug"), data, largest=largest) for _ in range(2))
-        star_min_w.epoch = args.epochs - 1
-        trainers |= {"netaug a* (width phase)": star, "netaug a* (min_w phase)": star_min_w}
-        evaluated.append(("netaug a*", star))
-    step = median_steps(trainers, data, space, args.steps)
-    evals = {}
-    for name, trainer in evaluated:
-        start = time.perf_counter()
-        trainer.evaluate("val")
-        trainer.evaluate(subset)
-        evals[name] = time.perf_counter() - start
-    steps = base.steps_per_epoch
-    n_min_w = sum(1 for e in range(args.epochs) if e >= min_w_start(space))
-
-    def schedule_s(name: str) -> float:  # core-seconds of a NetAug schedule: each epoch at its phase's step
-        return ((args.epochs - n_min_w) * steps * step[f"{name} (width phase)"]
-                + n_min_w * steps * step[f"{name} (min_w phase)"] + args.epochs * evals[name])
-
-    base_epoch = steps * step["baseline"] + evals["baseline"]
-    print(f"study cell: {args.bases[0]}, {len(data.train)} training images, {steps} steps per epoch, "
-          f"{args.threads} thread(s), median of {args.steps} steps each")
-    for name, s in step.items():
-        print(f"  {name:>25}: {s * 1000:8.1f} ms per step ({s / step['baseline']:.2f} x baseline)")
-    print("  end-of-epoch evaluation: " + ", ".join(f"{k} {v:.1f} s" for k, v in evals.items()))
-    netaug_s = schedule_s("netaug")
-    print(f"NetAug, {args.epochs} epochs ({args.epochs - n_min_w} width-augmented, {n_min_w} min_w): "
-          f"{netaug_s:.0f} core-s; one baseline epoch: {base_epoch:.1f} core-s")
-    print(f"equal-compute baseline: {netaug_s / base_epoch:.1f} epochs -> --equal-epochs "
-          f"{round(netaug_s / base_epoch)}")
-    if largest is not None:
-        star_s = schedule_s("netaug a*")
-        print(f"NetAug with a* as the largest model, {args.epochs} epochs: {star_s:.0f} core-s "
-              f"({star_s / netaug_s:.2f} x NetAug's, {star_s / base_epoch:.1f} baseline epochs), "
-              f"not counting the supernet and search that found a*")
+        recipes["netaug a*"] = (netaug, largest)
+    timed = calibrate(recipes, data, "seconds", args.steps, 4)  # every step's seconds and FLOPs, round-robin
+    plain = timed["baseline"].width
+    print(f"{space.model.label}: {len(data.train)} training images, {args.threads} thread(s), median of "
+          f"{args.steps} steps per recipe and phase, round-robin")
+    print(f"  {'recipe':<20}{'phase':<7}{'ms/step':>9}{'x plain':>9}{'GFLOP/step':>12}{'x plain':>9}"
+          f"{'cost above plain, / netaug':>28}")
+    full = timed["netaug"]
+    for name, cost in timed.items():
+        for phase in ("width", "min_w"):
+            step = getattr(cost, phase)
+            above = ""
+            if name not in ("baseline", "netaug"):
+                ref = getattr(full, phase)
+                above = f"{(step.seconds - plain.seconds) / (ref.seconds - plain.seconds):.3f}"
+            print(f"  {name:<20}{phase:<7}{step.seconds * 1e3:9.1f}{step.seconds / plain.seconds:9.2f}"
+                  f"{step.flops / 1e9:12.4f}{step.flops / plain.flops:9.2f}{above:>28}")
+            if name == "baseline":
+                break
+    late = min_w_epochs(netaug, args.epochs)
+    for name in recipes:
+        c = timed[name].cost
+        schedule = c.schedule(args.epochs, late)
+        flops = timed[name]
+        flop_schedule = ((args.epochs - late) * flops.width.flops + late * flops.min_w.flops) / plain.flops
+        print(f"{name}, {args.epochs} epochs ({args.epochs - late} width-augmented, {late} min_w): "
+              f"{schedule:.1f} plain epochs by seconds, {flop_schedule:.1f} by FLOPs")
+    return 0
 
 
 def median_steps(trainers: dict, data, space, steps: int, warmup: int = 3) -> dict[str, float]:
@@ -111,6 +120,9 @@ def median_steps(trainers: dict, data, space, steps: int, warmup: int = 3) -> di
 
 def round_robin(trainers: dict, batches, steps: int, warmup: int = 3) -> dict[str, float]:
     """Median seconds of `Trainer.step` per trainer, each batch of `batches` stepped by all in turn."""
+    import statistics
+    import time
+
     times: dict[str, list[float]] = {k: [] for k in trainers}
     for i in range(steps + warmup):
         x, y = next(batches)
@@ -132,9 +144,5 @@ def with_keys(space, **sections: dict):
     return from_dict(SpaceConfig, raw)
 
 
-def _mode(space, mode: str):
-    return with_keys(space, training={"mode": mode})
-
-
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,8 +24,9 @@ DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards"
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
-SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "mode")  # what a sweep may vary
-FINAL_ARMS = ("winner", "baseline", "netaug_fixed")  # what the final stage may retrain, paired by seed
+SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
+                "mode")  # what a sweep may vary
+COMPUTE_UNITS = ("seconds", "flops", "epochs")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
@@ -175,6 +176,10 @@ class NetAugConfig:
         "the base is its slice; base: the base's own fan-out init, extra weights initialised around it")
     aug_loss_weight: float = opt(1.0, "alpha: weight of the augmented models' loss", ge=0)
     aug_samples: int = opt(1, "augmented models sampled per step", ge=1, le=16)
+    aug_every: int = opt(1, "the augmented loss on every k-th step only (a cheaper NetAug; 1: every step, official)",
+                         ge=1, le=1000)
+    aug_fraction: float = opt(1.0, "the augmented forward and backward on this leading fraction of each batch (a "
+                              "cheaper NetAug; 1: the whole batch, official)", gt=0, le=1)
     min_w_fraction: float = opt(
         0.5, "final fraction of epochs in min_w mode (base widths, random expands); official: 0.5", ge=0, le=1)
     min_w_of: Literal["cosine", "all"] = opt(
@@ -299,9 +304,14 @@ class SweepConfig:
     resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sampler: Literal["tpe", "random", "gp"] = opt("tpe", "Optuna sampler: tpe, random or gp (seeded by sweep.seed)")
     scheduler: Literal["asha", "none"] = opt("asha", "asha stops weak trials early on the per-epoch metric")
-    grace_period: int = opt(1, "asha: epochs before a trial can be stopped", ge=1)
+    grace_period: float = opt(1.0, "asha: compute (plain epochs; epochs under compute.unit: epochs) before a trial "
+                              "can be stopped", gt=0)
     reduction_factor: float = opt(2.0, "asha: reduction factor", gt=1)
-    epochs: int = opt(5, "training epochs of each trial", ge=1, le=100000)
+    epochs: int = opt(5, "training epochs of each trial under compute.unit: epochs (the other units train as many "
+                      "epochs as sweep.budget buys)", ge=1, le=100000)
+    budget: float = opt(12.0, "compute budget of each trial in plain-training epochs (compute.unit seconds or flops): "
+                        "a trial trains as many epochs as that buys at its own measured cost, so a cheap configuration "
+                        "trains longer than a costly one; ASHA's rungs are on this compute", gt=0, le=1e6)
     metric: Literal["val_top1", "val_loss"] = opt("val_top1", "the base model's val metric that the sweep optimises")
     largest: Literal["searched", "fixed"] = opt(
         "searched", "searched: the SPOS a* of the trial's (r, s) grid is the largest augmented model; "
@@ -318,8 +328,11 @@ class SweepConfig:
     lambda_kd: FloatRange = field(default_factory=lambda: FloatRange(0.25, 4.0, True),
                                   metadata={"doc": "range of lambda_KD"})
     share_fraction: FloatRange | None = opt(None, "optional range of sharing.share_fraction (turns sharing on)")
-    mode: list[Literal["netaug", "netaug_kd", "netaug_rkd"]] | None = opt(
-        None, "training modes swept as a choice; null: netaug_rkd only")
+    aug_every: IntRange | None = opt(None, "optional range (or choices) of netaug.aug_every")
+    aug_fraction: FloatRange | None = opt(None, "optional range of netaug.aug_fraction")
+    mode: list[Literal["baseline", "netaug", "netaug_kd", "netaug_rkd"]] | None = opt(
+        None, "training modes swept as a choice (baseline included, so the sweep can find that plain training is "
+        "best at its budget); null: netaug_rkd only")
 
     def check(self) -> None:
         if self.r.low < 1:
@@ -333,6 +346,10 @@ class SweepConfig:
                 raise UserError(f"sweep.{name}.low: must be >= 0, got {getattr(self, name).low:g}")
         if self.share_fraction is not None and not 0 <= self.share_fraction.low <= self.share_fraction.high <= 1:
             raise UserError("sweep.share_fraction: the range must lie within [0, 1]")
+        if self.aug_every is not None and min(self.aug_every.values()) < 1:
+            raise UserError(f"sweep.aug_every: must be >= 1, got {min(self.aug_every.values())}")
+        if self.aug_fraction is not None and not 0 < self.aug_fraction.low <= self.aug_fraction.high <= 1:
+            raise UserError("sweep.aug_fraction: the range must lie within (0, 1]")
 
     def modes(self) -> list[str]:
         return list(dict.fromkeys(self.mode)) if self.mode else ["netaug_rkd"]
@@ -342,13 +359,18 @@ class SweepConfig:
 class FinalConfig:
     """Stage 4: retrain the sweep's winner from scratch against plain training, paired over seeds."""
 
-    arms: list[Literal["winner", "baseline", "netaug_fixed"]] = opt(
-        ["winner", "baseline", "netaug_fixed"],
-        "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training), "
-        "netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r)")
+    arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal"]] = opt(
+        ["winner", "baseline", "netaug_fixed", "baseline_equal"],
+        "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training for "
+        "final.epochs), netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r), baseline_equal "
+        "(plain training for as many epochs as the winner's compute buys, by compute.unit)")
     seeds: int = opt(2, "seeds per arm: training.seed, training.seed + 1, ...; one Tune trial per arm and seed",
                      ge=1, le=1000)
     epochs: int | None = opt(None, "training epochs of every final trial; null: training.epochs", ge=1, le=100000)
+    budget: float | None = opt(
+        None, "compute budget in plain-training epochs (compute.unit seconds or flops): winner and netaug_fixed train "
+        "as many epochs as it buys, baseline_equal exactly this many; null: the winner's compute at final.epochs",
+        gt=0, le=1e6)
     train_eval_size: int = opt(
         2000, "un-augmented training images (a fixed subset, the same for every arm and seed) scored each epoch "
         "as train_top1", ge=1)
@@ -361,6 +383,19 @@ class FinalConfig:
     def check(self) -> None:
         if len(set(self.arms)) != len(self.arms):
             raise UserError(f"final.arms: each arm at most once, got {self.arms}")
+
+
+@dataclass
+class ComputeConfig:
+    """How the sweep and the final stage measure cost, so that recipes are compared at equal compute."""
+
+    unit: Literal["seconds", "flops", "epochs"] = opt(
+        "seconds", "what equal compute means: seconds (training steps timed on this machine, round-robin on the same "
+        "batches before each trial and before the final stage), flops (forward + backward FLOPs of every pass a "
+        "step runs, counted) or epochs (every recipe gets the same epochs: the comparison before issue 37)")
+    calibration_steps: int = opt(8, "timed steps per recipe and phase in a calibration (after the warm-up steps)",
+                                 ge=1, le=10000)
+    calibration_warmup: int = opt(2, "untimed steps per recipe before a calibration", ge=0, le=1000)
 
 
 TFLITE_PACKAGES = ("litert_torch", "ai_edge_quantizer", "ai_edge_litert", "tflite_micro")  # the `tflite` extra
@@ -402,8 +437,12 @@ class SpaceConfig:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     final: FinalConfig = field(default_factory=FinalConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
+    compute: ComputeConfig = field(default_factory=ComputeConfig)
 
     def check(self) -> None:
+        if self.final.budget is not None and self.compute.unit == "epochs":
+            raise UserError("final.budget: a compute budget needs compute.unit seconds or flops (epochs: use "
+                            "final.epochs)")
         if self.training.mode == "kd" and self.rkd.teacher != "max":
             raise UserError(f"rkd.teacher: {self.rkd.teacher} needs a NetAug mode (netaug_kd, netaug_rkd); kd trains "
                             "no augmented sub-network, so its teacher must be max")

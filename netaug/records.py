@@ -10,6 +10,14 @@ from __future__ import annotations
 import pyarrow as pa
 
 KS = (1, 3, 5)
+# What a trial's training cost (netaug/train/cost.py, calibrate.py): the unit compute is measured in, the budget
+# (plain-training epochs), the recipe's epoch cost in plain epochs per phase (width-augmented, min_w), the epochs
+# that bought, compute spent (plain epochs, calibrated), and what was measured: training seconds (steps only) and
+# training FLOPs (forward + backward of every pass, counted).
+COST_COLUMNS = [("unit", pa.string()), ("budget", pa.float64()), ("cost_width", pa.float64()),
+                ("cost_min_w", pa.float64()), ("epochs_planned", pa.int64()), ("compute", pa.float64()),
+                ("train_s", pa.float64()), ("train_flops", pa.float64())]
+COST_KEYS = tuple(name for name, _ in COST_COLUMNS)
 TEST_METRICS = [f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in KS]  # macro, of the base
 PREDICTIONS_SCHEMA = pa.schema([
     ("trial_id", pa.string()), ("model", pa.string()), ("split", pa.string()), ("sample_index", pa.int64()),
@@ -18,14 +26,16 @@ PREDICTIONS_SCHEMA = pa.schema([
 TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
      ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
-     ("share_fraction", pa.float64()), ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
+     ("share_fraction", pa.float64()), ("aug_every", pa.int64()), ("aug_fraction", pa.float64()),
+     ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
      ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
      ("test_top1", pa.float64())]
     + [(name, pa.float64()) for name in TEST_METRICS]
     + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
-       ("wall_s", pa.float64()), ("started_at", pa.float64())])
+       ("wall_s", pa.float64()), ("started_at", pa.float64())]
+    + COST_COLUMNS)
 EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "train_top1", "lr",
-                 "epoch_s")
+                 "epoch_s", "compute", "train_s", "train_flops")  # the last three cumulative
 EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string()), ("stage", pa.string()), ("arm", pa.string()),
                            ("seed", pa.int64()), ("epoch", pa.int64())]
                           + [(name, pa.float64()) for name in EPOCH_METRICS])
@@ -44,7 +54,8 @@ FINAL_SCHEMA = pa.schema(
        ("int8_method", pa.string()), ("calib_images", pa.int64()), ("fp32_onnx_test_top1", pa.float64()),
        ("int8_val_top1", pa.float64()), ("int8_test_top1", pa.float64()), ("int8_test_delta", pa.float64()),
        ("int8_test_agreement", pa.float64()), ("ptq_val_top1", pa.float64()), ("ptq_test_top1", pa.float64()),
-       ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())])
+       ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())]
+    + COST_COLUMNS)
 INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
                 "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
                 "qat_test_top1", "int8_file")

@@ -192,12 +192,18 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
     return lines
 
 
+def _median_text(values: list, fmt: str) -> str:
+    values = [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return fmt.format(float(np.median(values))) if values else "-"
+
+
 def final_table_lines(rows: Sequence[dict]) -> list[str]:
     """Per arm: seeds finished and mean ± std of train, val and test top-1."""
     ok = [r for r in rows if r.get("status", "TERMINATED") == "TERMINATED"]
     errored = sum(r.get("status") == "ERROR" for r in rows)
     lines = [f"final: {len(rows)} trials ({len(ok)} finished, {errored} errored)",
-             f"  {'arm':<14}{'mode':<12}{'seeds':>6}{'train top-1':>18}{'val top-1':>18}{'test top-1':>18}"]
+             f"  {'arm':<15}{'mode':<12}{'seeds':>6}{'epochs':>7}{'compute':>9}{'train s':>9}{'train top-1':>18}"
+             f"{'val top-1':>18}{'test top-1':>18}"]
 
     def cell(values: list[float]) -> str:
         if not values:
@@ -210,5 +216,101 @@ def final_table_lines(rows: Sequence[dict]) -> list[str]:
         mine = [r for r in ok if r["arm"] == arm]
         cols = [cell([float(r[m]) for r in mine if r.get(m) is not None]) for m in ("train_top1", "val_top1",
                                                                                      "test_top1")]
-        lines.append(f"  {arm:<14}{mine[0]['mode']:<12}{len(mine):>6}" + "".join(f"{c:>18}" for c in cols))
+        cost = [_median_text([r.get(k) for r in mine], fmt) for k, fmt in (("epochs", "{:.0f}"), ("compute", "{:.1f}"),
+                                                                             ("train_s", "{:.0f}"))]
+        lines.append(f"  {arm:<15}{mine[0]['mode']:<12}{len(mine):>6}{cost[0]:>7}{cost[1]:>9}{cost[2]:>9}"
+                     + "".join(f"{c:>18}" for c in cols))
+    if any(r.get("compute") is not None for r in ok):
+        lines.append("  (epochs, compute in plain epochs by compute.unit and measured training seconds: seed medians)")
     return lines
+
+
+PLAIN_ARMS = ("baseline", "baseline_equal")
+UNIT_WORDS = {"seconds": "training seconds measured here", "flops": "training FLOPs counted",
+              "epochs": "epochs"}
+
+
+def _mean_of(rows: Sequence[dict], arm: str, key: str) -> float:
+    values = [float(r[key]) for r in rows if r["arm"] == arm and r.get(key) is not None
+              and not (isinstance(r[key], float) and math.isnan(r[key]))]
+    return float(np.mean(values)) if values else float("nan")
+
+
+def answer_families(rows: Sequence[dict]) -> list[tuple[str, str, list[dict]]]:
+    """(title, reference arm, rows) of each question the final stage answers, paired by seed:
+
+    - at equal epochs: every NetAug arm trained as many epochs as `baseline`, against it;
+    - at equal compute: every NetAug arm whose compute (plain epochs, `compute` column) is within one plain
+      epoch (or 5%) of `baseline_equal`'s, against it.
+    """
+    families = []
+    arms = list(dict.fromkeys(r["arm"] for r in rows))
+    plain_mode = {r["arm"] for r in rows if r.get("mode") == "baseline"}  # e.g. a winner that is plain training
+    methods = [a for a in arms if a not in PLAIN_ARMS and a not in plain_mode]
+    if "baseline" in arms:
+        epochs = _mean_of(rows, "baseline", "epochs")
+        same = [a for a in methods if _mean_of(rows, a, "epochs") == epochs]
+        if same:
+            title = (f"At equal epochs ({epochs:g} each): did NetAug help? (paired by seed; docs/metrics.md)"
+                     if epochs == epochs else "Did NetAug help here? (paired by seed; docs/metrics.md)")
+            families.append((title, "baseline", [r for r in rows if r["arm"] in ("baseline", *same)]))
+    if "baseline_equal" in arms:
+        budget = _mean_of(rows, "baseline_equal", "compute")
+        unit = next((r.get("unit") for r in rows if r.get("unit")), "seconds")
+        near = [a for a in methods if abs(_mean_of(rows, a, "compute") - budget) <= max(1.0, 0.05 * budget)]
+        if near:
+            what = {"seconds": "time", "flops": "FLOPs"}.get(unit, "compute")
+            title = (f"At equal compute ({budget:.1f} plain epochs; {UNIT_WORDS.get(unit, unit)}): better than "
+                     f"training plain for the same {what}? (paired by seed)")
+            families.append((title, "baseline_equal", [r for r in rows if r["arm"] in ("baseline_equal", *near)]))
+    return families
+
+
+def seeds_to_decide(result: PairedDifference, family: int = 1, limit: int = 1000) -> int | None:
+    """Seeds at which a difference of this mean and spread would be significant even at the level Bonferroni
+    gives one of `family` comparisons (which Holm's adjusted p then passes too); None: never, or beyond `limit`."""
+    if result.n < 2 or not result.sd or math.isnan(result.sd) or result.mean == 0:
+        return None
+    alpha = (1 - result.confidence) / max(1, family)
+    for n in range(max(3, result.n + 1), limit + 1):
+        half = float(stats.t.ppf(1 - alpha / 2, n - 1)) * result.sd / math.sqrt(n)
+        if half < abs(result.mean):
+            return n
+    return None
+
+
+def answer_lines(rows: list[dict], confidence: float, metric: str = "test_top1", int8: bool = False,
+                 rerun=None) -> list[str]:
+    """The paired answers at equal epochs and at equal compute (each a family with its own Holm correction), and
+    for an answer that is not significant, the command that would decide it (`rerun(overrides)` builds one)."""
+    lines = []
+    for title, reference, family in answer_families(rows):
+        if int8:
+            title = title.replace("? (paired", " at int8? (int8 models, paired")
+        comparisons = arm_comparisons(family, metric, reference, confidence)
+        lines += comparison_lines(comparisons, family, title)
+        if rerun is not None and comparisons and not any(c.significant for c in comparisons):
+            ref = [r for r in family if r["arm"] == reference]
+            key = "compute" if reference == "baseline_equal" else "epochs"
+            size = float(np.mean([r[key] for r in ref if r.get(key) is not None] or [float("nan")]))
+            longer = (f"final.budget={2 * size:.4g}" if key == "compute" else f"final.epochs={int(2 * size)}")
+            lines.append(decide_line(comparisons, rerun, longer))
+    if not lines:
+        arms = sorted({r["arm"] for r in rows})
+        lines.append(f"no paired comparison: the final stage needs a NetAug arm with baseline or baseline_equal "
+                     f"(ran: {', '.join(arms)})")
+    return lines
+
+
+def decide_line(comparisons, rerun, longer: str) -> str:
+    """What would decide an answer that is not significant: the seeds that the largest difference's mean and
+    spread would need, or, when that is more than 30, a longer schedule."""
+    needs = [(seeds_to_decide(c.result, c.family), c) for c in comparisons]
+    need, c = min(needs, key=lambda nc: (nc[0] is None, nc[0] or 0, -abs(nc[1].result.mean)))
+    if need is not None and need <= 30:
+        return (f"  To decide it: if {c.arm}'s difference keeps its mean and spread, {need} seeds separate it from "
+                f"0: {rerun([f'final.seeds={need}'])}")
+    if c.result.n < 2:
+        return f"  To decide it (one seed gives no interval): {rerun(['final.seeds=3'])}"
+    return (f"  To decide it: {c.arm}'s difference is too small for its spread to separate from 0 within 30 seeds; "
+            f"twice the schedule may move it: {rerun(['final.seeds=3', longer])}")

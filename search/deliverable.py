@@ -62,7 +62,10 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
         r["arm"] for r in rows)}
     info = {
         "arm": arm, "seed": row["seed"], "mode": row["mode"], "description": row.get("description"),
-        "chosen_by": "best mean val top-1 over seeds, then the best seed's val top-1 (test plays no part)",
+        "chosen_by": "best mean val top-1 over seeds among all arms (baseline_equal included), then the best seed's "
+                     "val top-1 (test plays no part)",
+        "why": why_line(arm, row, means),
+        "compute": {k: row.get(k) for k in ("unit", "compute", "train_s", "train_flops", "epochs")},
         "mean_val_top1_by_arm": means,
         "hyperparameters": {k: row.get(k) for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction")},
         "largest_augmented": json.loads(row["largest"]) if row.get("largest") else None,
@@ -98,9 +101,20 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
              + ("" if info["onnx"]["passed"] else "  ** ONNX PARITY FAILED **")]
     if "int8" in info:
         lines += int8_lines(info["int8"], info["memory"], facts, info.get("tflm"))
-    if arm == "baseline":
-        lines.insert(1, "  plain training gave the best model here, so the delivered model is plain training's")
+    lines.insert(1, "  " + why_line(arm, row, means))
     return lines
+
+
+def why_line(arm: str, row: dict, means: dict[str, float]) -> str:
+    """Why this arm was delivered, in plain words: the best mean val top-1 of all arms, at what cost."""
+    ranked = ", ".join(f"{a} {v:.4f}" for a, v in sorted(means.items(), key=lambda kv: -kv[1]))
+    if arm == "baseline_equal":
+        return (f"why: plain training at NetAug's compute ({row['epochs']} epochs) had the best mean val top-1 "
+                f"({ranked}): NetAug was not worth its cost here, so you get the plain model")
+    if arm == "baseline":
+        return (f"why: plain training had the best mean val top-1 ({ranked}), so the delivered model is plain "
+                "training's")
+    return f"why: the best mean val top-1 of all arms ({ranked}); test played no part"
 
 
 def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, batcher, shape) -> tuple[dict, dict]:

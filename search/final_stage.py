@@ -21,7 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
 from netaug.io import atomic_path, write_parquet
 from netaug.records import EPOCHS_SCHEMA, FINAL_SCHEMA, INT8_COLUMNS, PREDICTIONS_SCHEMA, TEST_METRICS
+from search.arms import PLAIN_ARMS, Arm, _num, arm_space, arms_for, final_epochs, winner_of  # noqa: F401 (re-exported)
 from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
@@ -41,88 +42,6 @@ from search.progress import LineReporter
 EXPERIMENT = "final"
 FINAL_FILE = "final.parquet"
 ARMS_FILE = "arms.json"
-
-
-@dataclass(frozen=True)
-class Arm:
-    """One method the final stage retrains: everything a trial needs besides the seed."""
-
-    name: str
-    mode: str
-    description: str  # e.g. "netaug_rkd, a*" or "plain training"
-    r: float | None = None
-    s: int | None = None
-    aug_loss_weight: float | None = None
-    lambda_kd: float | None = None
-    share_fraction: float | None = None
-    largest: list | None = None  # the largest augmented model (a* of the winner); None: every layer at r
-
-    def model_name(self, seed: int) -> str:
-        return f"final:{self.name}:s{seed}"
-
-    def file_stem(self, seed: int) -> str:
-        return f"{self.name}_s{seed}"
-
-
-def _num(value, kind=float):
-    return None if value is None or (isinstance(value, float) and np.isnan(value)) else kind(value)
-
-
-def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
-    """The best finished sweep trial by sweep.metric, from trials.parquet."""
-    path = run_dir / "trials.parquet"
-    if not path.is_file():
-        raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
-    metric = cfg.sweep.metric
-    rows = [t for t in pq.read_table(path).to_pylist() if t["status"] != "ERROR" and t.get(metric) is not None]
-    if not rows:
-        raise UserError(f"--out: no sweep trial in {path} has a {metric}; the final stage needs a winner")
-    key = (lambda t: -t[metric]) if metric == "val_top1" else (lambda t: t[metric])
-    return min(rows, key=lambda t: (key(t), t["trial_id"]))
-
-
-def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
-    """The arms of `final.arms`, resolved against the sweep's winner."""
-    arms = []
-    for name in cfg.final.arms:
-        if name == "baseline":
-            arms.append(Arm("baseline", "baseline", "plain training"))
-            continue
-        if winner is None:
-            raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
-        common = {"r": float(winner["r"]), "s": int(winner["s"]), "aug_loss_weight": float(winner["aug_loss_weight"]),
-                  "share_fraction": _num(winner.get("share_fraction"))}
-        if name == "winner":
-            searched = cfg.sweep.largest == "searched" and winner.get("arch")
-            largest = json.loads(winner["arch"]) if searched else None
-            lam = float(winner["lambda_kd"]) if winner["mode"] in ("netaug_kd", "netaug_rkd") else None
-            what = "a*" if searched else f"every layer at r={common['r']:.3g}"
-            arms.append(Arm("winner", winner["mode"], f"{winner['mode']}, {what}", lambda_kd=lam,
-                            largest=largest, **common))
-        elif name == "netaug_fixed":
-            arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}", **common))
-    return arms
-
-
-def final_epochs(cfg: SpaceConfig) -> int:
-    return cfg.final.epochs if cfg.final.epochs is not None else cfg.training.epochs
-
-
-def arm_space(space: SpaceConfig, arm: Arm, seed: int) -> SpaceConfig:
-    """The space one final trial trains with: the arm's method and parameters, the seed, final.epochs."""
-    raw = space.to_dict()
-    epochs = final_epochs(space)
-    raw["training"].update(mode=arm.mode, seed=seed, epochs=epochs,
-                           warmup_epochs=min(space.training.warmup_epochs, epochs))
-    if arm.r is not None:
-        raw["netaug"].update(r=arm.r, s=arm.s, aug_loss_weight=arm.aug_loss_weight)
-    if arm.lambda_kd is not None:
-        raw["rkd"]["lambda_kd"] = arm.lambda_kd
-    if arm.share_fraction is not None:
-        raw["sharing"].update(enabled=True, share_fraction=arm.share_fraction)
-    elif arm.mode == "baseline":
-        raw["sharing"]["enabled"] = False
-    return from_dict(SpaceConfig, raw)
 
 
 def train_eval_subset(data, size: int, split_seed: int):
@@ -184,7 +103,11 @@ def final_body(config: dict, session) -> None:
     """One arm x seed: train from scratch (or resume); rank 0 evaluates, exports and reports with a checkpoint
     every epoch."""
     started = time.perf_counter()
+    from torch.utils.tensorboard import SummaryWriter
+
     from netaug.models import profile_macs
+    from netaug.train.calibrate import spent
+    from netaug.train.cost import PhaseCost
     from netaug.train.export import save_exported
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
@@ -217,10 +140,14 @@ def final_body(config: dict, session) -> None:
     base_macs = profile_macs(aug.export("min") if aug is not None else trainer.model, shape)[0]
     aug_macs = profile_macs(aug.export("max"), shape)[0] if aug is not None else None
     subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
+    epochs = cfg.training.epochs
+    cost = PhaseCost(arm.cost_width, arm.cost_min_w)
     fixed = {"arm": arm.name, "mode": arm.mode, "seed": seed, "base_macs": base_macs, "aug_macs": aug_macs,
              "largest": json.dumps(aug.config("max")) if aug is not None else None, "init_digest": init_digest,
-             "workers": session.world}
-    epochs = cfg.training.epochs
+             "workers": session.world, "unit": space.compute.unit, "cost_width": arm.cost_width,
+             "cost_min_w": arm.cost_min_w, "epochs_planned": epochs, "compute_planned": spent(cfg, cost, epochs),
+             "budget": config.get("budget")}
+    writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
     while trainer.epoch < epochs:
         digest = BatchDigest()
         trainer.batch_hook = digest
@@ -233,7 +160,14 @@ def final_body(config: dict, session) -> None:
         metrics = {**fixed, "epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
                    "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "lr": rec.lr, "epoch_s": rec.epoch_s,
                    "val_top1": val.top1, "val_loss": val.loss, "train_top1": train.top1,
-                   "batch_digest": hashlib.sha1("".join(epoch_digests).encode()).hexdigest()[:16]}
+                   "batch_digest": hashlib.sha1("".join(epoch_digests).encode()).hexdigest()[:16],
+                   "train_s": rec.train_s, "train_flops": rec.train_flops, "compute": spent(cfg, cost, trainer.epoch)}
+        for key in ("train_loss", "val_top1", "train_top1", "lr"):
+            writer.add_scalar(key, metrics[key], trainer.epoch)
+        for key in ("train_s", "train_flops", "compute"):  # cost, cumulative, against the epoch
+            writer.add_scalar(f"cost/{key}", metrics[key], trainer.epoch)
+        writer.add_scalar("val_top1_by_compute", val.top1, round(metrics["compute"] * 1000))
+        writer.flush()
         if trainer.epoch == epochs:
             t0 = time.perf_counter()
             fragment = run_dir / EXPERIMENT / "predictions" / f"{arm.file_stem(seed)}.parquet"
@@ -257,6 +191,7 @@ def final_body(config: dict, session) -> None:
         state = {"trainer": trainer.state_dict(), "epoch_digests": epoch_digests, "step_s": step_s,
                  "init_digest": init_digest, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
+    writer.close()
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -276,21 +211,32 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
         from netaug.train.int8 import calibration_set
 
         calibration_set(cached_data(cfg), cfg.deploy.calib_images, cfg.data.split_seed)
-    winner = winner_of(run_dir, cfg) if set(cfg.final.arms) != {"baseline"} else None
+    from search.equal_compute import calibration_lines, measure, plan_arms
+
+    winner = winner_of(run_dir, cfg) if set(cfg.final.arms) - set(PLAIN_ARMS) else None
     arms = arms_for(cfg, winner)
+    if cfg.compute.unit == "epochs" and any(a.name == "baseline_equal" for a in arms):
+        print("final: compute.unit is epochs, so baseline_equal would be baseline again; not trained", flush=True)
+        arms = [a for a in arms if a.name != "baseline_equal"]
+    calibration = measure(cfg, arms, run_dir)
+    arms, budget = plan_arms(cfg, arms, calibration)
+    print("\n".join(calibration_lines(cfg, arms, calibration, budget)), flush=True)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / ARMS_FILE) as tmp:
         tmp.write_text(json.dumps([asdict(a) for a in arms], indent=2) + "\n")
     seeds = [cfg.training.seed + i for i in range(cfg.final.seeds)]
-    epochs = final_epochs(cfg)
-    print(f"final: {len(arms)} arms x {len(seeds)} seeds, {epochs} epochs each: "
-          + "; ".join(f"{a.name} ({a.description})" for a in arms), flush=True)
-    reporter = LineReporter("final", ("arm", "seed", "train_top1", "val_top1", "epoch_s"), epochs)
+    print(f"final: {len(arms)} arms x {len(seeds)} seeds: "
+          + "; ".join(f"{a.name} ({a.description}, {a.epochs} epochs)" for a in arms), flush=True)
+    work = len(seeds) * sum(_planned_compute(cfg, a) for a in arms)
+    reporter = LineReporter("final", ("arm", "seed", "train_top1", "val_top1", "epoch_s"), None, work=work,
+                            unit=cfg.compute.unit)
     tuner = tune.Tuner(
         trainable,
         param_space={"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
-                     "arms": {a.name: asdict(a) for a in arms},
-                     "seed": tune.grid_search(seeds), "arm": tune.grid_search([a.name for a in arms])},
+                     "arms": {a.name: asdict(a) for a in arms}, "budget": budget,
+                     # longest arms first: the last trials to start are short ones, so no CPU idles at the end
+                     "seed": tune.grid_search(seeds), "arm": tune.grid_search(
+                         [a.name for a in sorted(arms, key=lambda a: -_planned_compute(cfg, a))])},
         tune_config=tune.TuneConfig(num_samples=1, reuse_actors=cfg.final.workers == 1),  # Train drivers: not
         run_config=tune.RunConfig(
             name=EXPERIMENT, storage_path=str(run_dir), verbose=0, callbacks=[reporter],
@@ -299,9 +245,17 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
     return tuner.fit(), arms
 
 
+def _planned_compute(cfg: SpaceConfig, arm: Arm) -> float:
+    from netaug.train.calibrate import spent
+    from netaug.train.cost import PhaseCost
+
+    space = arm_space(cfg, arm, cfg.training.seed)
+    return spent(space, PhaseCost(arm.cost_width, arm.cost_min_w), space.training.epochs)
+
+
 def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dict]]:
     """(final.parquet rows, epochs.parquet rows) from the final stage's ResultGrid."""
-    from search.results import epoch_rows_of
+    from search.results import cost_of, epoch_rows_of
     from search.trials import error_text, trial_id_of
 
     by_name = {a.name: a for a in arms}
@@ -313,7 +267,8 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
         seed = int(config["seed"])
         tid = trial_id_of(result)
         done = int(m.get("epoch", 0) or 0)
-        status = "ERROR" if result.error is not None else "TERMINATED" if done >= epochs else "INCOMPLETE"
+        planned = arm.epochs if arm.epochs is not None else epochs
+        status = "ERROR" if result.error is not None else "TERMINATED" if done >= planned else "INCOMPLETE"
         row = {"arm": arm.name, "mode": arm.mode, "seed": seed, "r": arm.r, "s": arm.s,
                "aug_loss_weight": arm.aug_loss_weight, "lambda_kd": arm.lambda_kd, "largest": m.get("largest"),
                "base_macs": m.get("base_macs"), "aug_macs": _num(m.get("aug_macs"), int), "epochs": done,
@@ -322,7 +277,7 @@ def final_rows(grid, arms: list[Arm], epochs: int) -> tuple[list[dict], list[dic
                "trial_id": tid, "status": status, "error": error_text(result.error),
                "description": arm.description, "share_fraction": arm.share_fraction, "val_loss": m.get("val_loss"),
                "init_digest": m.get("init_digest"), "batch_digest": m.get("batch_digest"),
-               "model_file": m.get("model_file"), **{k: m.get(k) for k in INT8_COLUMNS}}
+               "model_file": m.get("model_file"), **{k: m.get(k) for k in INT8_COLUMNS}, **cost_of(m)}
         rows.append(row)
         epoch_rows += epoch_rows_of(result.metrics_dataframe, tid, "final", arm.name, seed)
     order = {a.name: i for i, a in enumerate(arms)}
@@ -354,10 +309,10 @@ def write_final_results(grid, arms: list[Arm], run_dir: Path, epochs: int) -> li
     return rows
 
 
-def run_final_stage(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> list[str]:
-    """The whole stage as the driver runs it: trials, Parquet, the answer, the deliverable. Returns the
-    summary lines."""
-    from netaug.stats import arm_comparisons, comparison_lines, final_table_lines
+def run_final_stage(cfg: SpaceConfig, run_dir: Path, resume: bool = False, rerun=None) -> list[str]:
+    """The whole stage as the driver runs it: trials, Parquet, the answers, the deliverable. Returns the
+    summary lines. `rerun(overrides)` gives the command line that reruns the job with more `--set`s."""
+    from netaug.stats import answer_lines, final_table_lines
     from search.deliverable import deliver
 
     grid, arms = run_final(cfg, run_dir, resume)
@@ -368,11 +323,9 @@ def run_final_stage(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> li
     rows = write_final_results(grid, arms, run_dir, final_epochs(cfg))
     ok = [r for r in rows if r["status"] == "TERMINATED"]
     lines = final_table_lines(rows)
-    comparisons = arm_comparisons(ok, "test_top1", "baseline", cfg.final.confidence)
-    lines += comparison_lines(comparisons, ok)
+    lines += answer_lines(ok, cfg.final.confidence, rerun=rerun)
     if cfg.deploy.int8:
-        int8 = arm_comparisons(ok, "int8_test_top1", "baseline", cfg.final.confidence)
-        lines += comparison_lines(int8, ok, "Did NetAug help at int8? (the same pairs, int8 models)")
+        lines += answer_lines(ok, cfg.final.confidence, "int8_test_top1", int8=True)
     if ok:
         lines += deliver(cfg, run_dir, ok)
     else:

@@ -14,12 +14,22 @@ class LineReporter(Callback):
     """Prints `[stage] trial epoch k/E key value ...` for every reported result, and trial ends; and, when
     trials are pending with none running, a line every WAIT_NOTICE_S seconds saying what they wait for."""
 
-    def __init__(self, stage: str, keys: tuple[str, ...], total_epochs: int | None = None) -> None:
+    def __init__(self, stage: str, keys: tuple[str, ...], total_epochs: int | None = None, budget: float | None = None,
+                 work: float | None = None, unit: str | None = None) -> None:
+        """`total_epochs`: each trial's epochs when all get the same (else a trial's own `epochs_planned`);
+        `budget`: a trial's compute in plain epochs (its `compute` key is shown against it); `work`: the
+        stage's whole compute in plain epochs, from which the stage's ETA is estimated."""
         self.stage = stage
         self.keys = keys
         self.total = total_epochs
+        self.budget = budget
+        self.work = work
+        self.unit = unit
         self.start = time.perf_counter()
         self.last_epoch: dict[str, int] = {}
+        self.spent: dict[str, float] = {}  # compute each trial has reported so far
+        self.forgone = 0.0  # compute the scheduler saved by stopping trials early
+        self.first: tuple[float, float] | None = None  # (time, compute done) at the first report
         self.waiting_since: float | None = None
         self.last_notice = 0.0
 
@@ -47,15 +57,38 @@ class LineReporter(Callback):
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         epoch = result.get("epoch")
         self.last_epoch[trial.trial_id] = epoch or 0
-        total = f"/{self.total}" if self.total else ""
+        planned = result.get("epochs_planned") or self.total
+        total = f"/{planned}" if planned else ""
         parts = [f"{k} {result[k]:.4f}" if isinstance(result.get(k), float) else f"{k} {result.get(k)}"
                  for k in self.keys if k in result]
-        self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts))
+        compute = result.get("compute")
+        if isinstance(compute, (int, float)):
+            self.spent[trial.trial_id] = float(compute)
+            budget = result.get("compute_planned") or self.budget
+            parts.append(f"compute {compute:.1f}" + (f"/{budget:.1f}" if budget else "") + " plain ep")
+        self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts) + self._eta())
+
+    def _eta(self) -> str:
+        """The stage's remaining time, from the compute done so far and the stage's whole compute."""
+        done = sum(self.spent.values()) + self.forgone
+        now = time.perf_counter()
+        if self.first is None:  # the rate is measured from the first report on: start-up is not training
+            self.first = (now, done)
+        if not self.work or now - self.first[0] < 5.0 or done <= self.first[1]:
+            return ""
+        rate = (done - self.first[1]) / (now - self.first[0])
+        left = max(0.0, self.work - done)
+        eta = _duration(left / rate)
+        return f" | stage {done:.0f}/{self.work:.0f} plain ep, ETA {eta}"
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         # a trial that finished before a resume reports nothing in this process: its last result says how far it got
-        last = self.last_epoch.get(trial.trial_id, (getattr(trial, "last_result", None) or {}).get("epoch") or 0)
-        early = self.total is not None and last < self.total
+        result = getattr(trial, "last_result", None) or {}
+        last = self.last_epoch.get(trial.trial_id, result.get("epoch") or 0)
+        planned = result.get("epochs_planned") or self.total
+        early = planned is not None and last < planned
+        if early and self.budget:
+            self.forgone += max(0.0, self.budget - self.spent.get(trial.trial_id, 0.0))
         self._print(f"{trial.trial_id} " + (f"stopped early by the scheduler after epoch {last}" if early else "done"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
@@ -65,3 +98,12 @@ class LineReporter(Callback):
 def _fmt(resources: dict) -> str:
     keys = [k for k in ("CPU", "GPU") if resources.get(k)] or ["CPU"]
     return ", ".join(f"{float(resources.get(k, 0)):g} {k}" for k in keys)
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    if seconds < 120:
+        return f"{seconds}s"
+    if seconds < 7200:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"

@@ -14,13 +14,24 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.io import write_parquet
-from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, KS, PREDICTIONS_SCHEMA, TEST_METRICS, TRIALS_SCHEMA
+from netaug.records import COST_KEYS, EPOCH_METRICS, EPOCHS_SCHEMA, KS, PREDICTIONS_SCHEMA, TEST_METRICS, TRIALS_SCHEMA
 from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.sweep_stage import EXPERIMENT
 from search.trials import error_text, trial_id_of
 
 FILES = ("trials.parquet", "epochs.parquet", "predictions.parquet", ARCHS_FILE)
+
+
+def cost_of(metrics: dict) -> dict:
+    """The cost columns (netaug.records.COST_COLUMNS) of a trial's last report; nulls where it has none."""
+    out = {}
+    for key in COST_KEYS:
+        value = metrics.get(key)
+        out[key] = None if value is None or (isinstance(value, float) and value != value) else value
+    if out["epochs_planned"] is not None:
+        out["epochs_planned"] = int(out["epochs_planned"])
+    return out
 
 
 def epoch_row(trial_id: str, stage: str, report: dict, arm: str | None = None, seed: int | None = None) -> dict:
@@ -50,13 +61,15 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
         m.update((extra or {}).get(tid, {}))
         config = result.config or {}
         run = int(m.get("epoch", 0) or 0)
-        status = "ERROR" if result.error is not None else "TERMINATED" if run >= epochs else "STOPPED"
+        planned = m.get("epochs_planned")
+        planned = int(planned) if planned is not None and planned == planned else epochs
+        status = "ERROR" if result.error is not None else "TERMINATED" if run >= planned else "STOPPED"
         row = {"trial_id": tid, "status": status, "error": error_text(result.error),
                **{k: config.get(k) for k in SWEPT_PARAMS}, "arch": m.get("arch"), "base_macs": m.get("base_macs"),
                "aug_macs": m.get("aug_macs"), "epochs_run": run, "val_top1": m.get("val_top1"),
                "val_loss": m.get("val_loss"), "test_top1": m.get("test_top1"), **{k: m.get(k) for k in TEST_METRICS},
                "aug_test_top1": m.get("aug_test_top1"), "search_s": m.get("search_s"),
-               "step_s": m.get("step_s"), "wall_s": m.get("time_total_s")}
+               "step_s": m.get("step_s"), "wall_s": m.get("time_total_s"), **cost_of(m)}
         row["mode"] = row["mode"] or m.get("mode") or default_mode
         if row["arch"] == "null":
             row["arch"] = None
@@ -116,6 +129,10 @@ def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
     params = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
                        for k in SWEPT_PARAMS if best.get(k) is not None)
     lines.append(f"best trial {best['trial_id']} ({best['status']}): {params}")
+    if best.get("compute") is not None and best.get("unit"):
+        lines.append(f"  trained {best['epochs_run']} epochs = {best['compute']:.1f} plain epochs of compute "
+                     f"({best['unit']}; budget {best['budget']:g}), one epoch = {best['cost_width']:.2f} plain epochs; "
+                     f"{best['train_s']:.0f} s of training steps, {best['train_flops'] / 1e12:.3g} TFLOP")
     lines.append(f"  base MACs {best['base_macs'] / 1e6:.2f}M, largest augmented (a*) {best['aug_macs'] / 1e6:.2f}M"
                  if best.get("base_macs") else "  (no MACs recorded)")
     val = [f"val top-1 {best['val_top1']:.4f}"] if best.get("val_top1") is not None else []

@@ -112,6 +112,16 @@ def resume_command(args: argparse.Namespace, run_dir: Path) -> str:
     return shlex.join([*cmd, "--resume"])
 
 
+def rerun_command(args: argparse.Namespace, extra: list[str]) -> str:
+    """The command line that runs this job again in a new run directory, with `extra` overrides added."""
+    cmd = ["python", "search/run.py", "--space", args.space]
+    for override in [*args.overrides, *extra]:
+        cmd += ["--set", override]
+    if args.address:
+        cmd += ["--address", args.address]
+    return shlex.join(cmd)
+
+
 def _quit(code: int, message: str) -> int:
     """Print one line and leave at once: Ray's own shutdown would print more after a Ctrl+C."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl+C must not turn this into a traceback
@@ -189,9 +199,20 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
     if "final" in stages:
         from search.final_stage import run_final_stage
 
-        print("\n" + "\n".join(run_final_stage(cfg, run_dir, resume=args.resume)), flush=True)
+        lines = run_final_stage(cfg, run_dir, resume=args.resume, rerun=lambda extra: rerun_command(args, extra))
+        print("\n" + "\n".join(lines), flush=True)
+    if "sweep" in stages or "final" in stages:
+        print(f"report: {write_run_report(run_dir)}", flush=True)
     print(f"done in {time.perf_counter() - start:.0f}s", flush=True)
     return 0
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """analysis/report.py on the finished run: report/report.md and its plots."""
+    from analysis.load import load_run
+    from analysis.report import write_report
+
+    return write_report(load_run(run_dir))
 
 
 if __name__ == "__main__":

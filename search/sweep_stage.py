@@ -28,6 +28,8 @@ from search.data_parallel import Session, checkpoint_of, run_trial, trial_resour
 from search.evaluation import cached_data, final_evaluation
 from search.progress import LineReporter
 
+COMPUTE_KEY = "compute"  # reported each epoch: plain-training epochs spent so far, by compute.unit (ASHA's time)
+
 EXPERIMENT = "sweep"
 FAULT_ENV = "NETAUG_FAULT_TRIALS"  # tests: comma-separated trial numbers (0-based, by start order) that raise
 
@@ -45,9 +47,33 @@ def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
     raw["training"]["mode"] = params.get("mode", space.sweep.modes()[0])
     raw["training"]["epochs"] = space.sweep.epochs
     raw["training"]["warmup_epochs"] = min(space.training.warmup_epochs, space.sweep.epochs)
+    for key, kind in (("aug_every", int), ("aug_fraction", float)):
+        if key in params:
+            raw["netaug"][key] = kind(params[key])
     if "share_fraction" in params:
         raw["sharing"].update(enabled=True, share_fraction=float(params["share_fraction"]))
+    if raw["training"]["mode"] == "baseline":
+        raw["sharing"]["enabled"] = False  # plain training shares nothing
     return from_dict(SpaceConfig, raw)
+
+
+def plan_trial(cfg: SpaceConfig, data, largest) -> tuple[SpaceConfig, dict]:
+    """The trial's schedule from `sweep.budget`: its own cost measured against plain training (round-robin,
+    compute.unit), then as many epochs as the budget buys. Under compute.unit: epochs, sweep.epochs."""
+    from netaug.train.calibrate import calibrate, plan_epochs, with_epochs
+
+    unit = cfg.compute.unit
+    if unit == "epochs":
+        return cfg, {"unit": unit, "budget": float(cfg.sweep.epochs), "cost_width": 1.0, "cost_min_w": 1.0,
+                     "epochs_planned": cfg.sweep.epochs}
+    costs = calibrate({"trial": (cfg, largest)}, data, unit, cfg.compute.calibration_steps,
+                      cfg.compute.calibration_warmup)
+    mine = costs["trial"]
+    epochs = plan_epochs(cfg, mine.cost, cfg.sweep.budget)
+    return with_epochs(cfg, epochs), {
+        "unit": unit, "budget": cfg.sweep.budget, "cost_width": mine.cost.width, "cost_min_w": mine.cost.min_w,
+        "epochs_planned": epochs, "plain_step_s": costs["baseline"].width.seconds,
+        "plain_step_flops": costs["baseline"].width.flops}
 
 
 def known_evaluations(run_dir: Path) -> dict[str, tuple[float, float]]:
@@ -119,6 +145,8 @@ def sweep_body(config: dict, session: Session) -> None:
     from torch.utils.tensorboard import SummaryWriter
 
     from netaug.models import profile_macs
+    from netaug.train.calibrate import spent, with_epochs
+    from netaug.train.cost import PhaseCost
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
 
@@ -137,13 +165,21 @@ def sweep_body(config: dict, session: Session) -> None:
     search_s = state.get("search_s", 0.0) if state is not None else 0.0
     if state is not None:
         largest = state.get("largest")
-    elif space.sweep.largest == "searched":
+    elif space.sweep.largest == "searched" and cfg.training.mode != "baseline":
         t0 = time.perf_counter()
         found = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id) if session.lead else None
         largest = session.from_lead(found)
         search_s = time.perf_counter() - t0
     else:
         largest = None
+    if state is not None and "plan" in state:
+        plan = state["plan"]
+    else:
+        t0 = time.perf_counter()
+        plan = session.from_lead(plan_trial(cfg, data, largest)[1] if session.lead else None)
+        plan["calibration_s"] = time.perf_counter() - t0
+    cfg = with_epochs(cfg, plan["epochs_planned"])
+    cost = PhaseCost(plan["cost_width"], plan["cost_min_w"])
     trainer = Trainer(cfg, data, largest=largest)
     history: list[dict] = []
     if state is not None:
@@ -162,7 +198,7 @@ def sweep_body(config: dict, session: Session) -> None:
     step_s = state.get("step_s", 0.0) if state else 0.0
     fixed = {"arch": json.dumps(arch), "mode": cfg.training.mode, "base_macs": base_macs, "aug_macs": aug_macs,
              "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id(), "started_at": started_at,
-             "workers": session.world}
+             "workers": session.world, **plan}
     setup_s = time.perf_counter() - started
     while trainer.epoch < cfg.training.epochs:
         rec = trainer.train_epoch()
@@ -172,9 +208,13 @@ def sweep_body(config: dict, session: Session) -> None:
         metrics = {"epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
                    "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "teacher_loss": rec.teacher_loss,
                    "lr": rec.lr, "epoch_s": rec.epoch_s, "val_top1": val.top1, "val_loss": val.loss,
-                   "step_s": step_s, "setup_s": setup_s, **fixed}
+                   "step_s": step_s, "setup_s": setup_s, "train_s": rec.train_s, "train_flops": rec.train_flops,
+                   COMPUTE_KEY: spent(cfg, cost, trainer.epoch), **fixed}
         for key in ("train_loss", "base_loss", "aug_loss", "rkd_loss", "lr", "val_top1", "val_loss"):
             writer.add_scalar(key, metrics[key], trainer.epoch)
+        for key in ("train_s", "train_flops", COMPUTE_KEY):  # cost, cumulative, against the epoch
+            writer.add_scalar(f"cost/{key}", metrics[key], trainer.epoch)
+        writer.add_scalar("val_top1_by_compute", val.top1, round(metrics[COMPUTE_KEY] * 1000))
         if trainer.epoch == cfg.training.epochs:
             t0 = time.perf_counter()
             metrics.update(final_evaluation(trainer, predictions_fragment(run_dir, trial_id), trial_id))
@@ -184,7 +224,7 @@ def sweep_body(config: dict, session: Session) -> None:
         writer.flush()
         history.append(metrics)
         state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s,
-                 "history": history if session.train else []}
+                 "plan": plan, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
     writer.close()
 
@@ -196,6 +236,7 @@ def predictions_fragment(run_dir: Path, trial_id: str) -> Path:
 def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) -> dict:
     """The final evaluation of a trial that ASHA stopped early, from its last checkpoint."""
     from netaug.data import load_data
+    from netaug.train.calibrate import with_epochs
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
 
@@ -203,6 +244,8 @@ def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) ->
     space = from_dict(SpaceConfig, json.loads(config["space_json"]))
     cfg = trial_space(space, swept_params(config))
     state = load_trainer_state(tune.Checkpoint(checkpoint_path))
+    if "plan" in state:
+        cfg = with_epochs(cfg, state["plan"]["epochs_planned"])
     trainer = Trainer(cfg, load_data(cfg.data), largest=state.get("largest"))
     trainer.load_state_dict(state["trainer"])
     return final_evaluation(trainer, predictions_fragment(Path(config["run_dir"]), trial_id), trial_id)
@@ -243,6 +286,11 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
              "s": tune.choice(sw.s.values()) if sw.s.choices is not None else tune.randint(sw.s.low, sw.s.high + 1)}
     if sw.share_fraction is not None:
         space["share_fraction"] = float_range(sw.share_fraction)
+    if sw.aug_fraction is not None:
+        space["aug_fraction"] = float_range(sw.aug_fraction)
+    if sw.aug_every is not None:
+        space["aug_every"] = (tune.choice(sw.aug_every.values()) if sw.aug_every.choices is not None
+                              else tune.randint(sw.aug_every.low, sw.aug_every.high + 1))
     if len(sw.modes()) > 1:
         space["mode"] = tune.choice(sw.modes())
     return space
@@ -288,10 +336,36 @@ def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
         m = result.metrics or {}
         value = m.get(metric)
         state = ("FAIL" if result.error is not None or value is None
-                 else "COMPLETE" if m.get("epoch", 0) >= cfg.sweep.epochs else "PRUNED")
+                 else "COMPLETE" if m.get("epoch", 0) >= planned_epochs(m, cfg) else "PRUNED")
         records.append(TrialRecord(trial_id_of(result), swept_params(result.config),
                                    None if value is None else float(value), steps, state))
     return write_study(study_path(run_dir), records, distributions, "maximize" if mode == "max" else "minimize")
+
+
+def planned_epochs(metrics: dict, cfg: SpaceConfig) -> int:
+    """The epochs a trial's plan gave it (sweep.epochs for trials that reported no plan)."""
+    planned = metrics.get("epochs_planned")
+    return int(planned) if planned is not None and planned == planned else cfg.sweep.epochs
+
+
+def time_attr(cfg: SpaceConfig) -> tuple[str, float]:
+    """(the reported key ASHA's rungs are on, its maximum): cumulative compute in plain epochs, or epochs."""
+    if cfg.compute.unit == "epochs":
+        return "epoch", float(cfg.sweep.epochs)
+    return COMPUTE_KEY, cfg.sweep.budget
+
+
+def make_scheduler(cfg: SpaceConfig):
+    """ASHA with its rungs on cumulative compute (plain epochs, `compute.unit`), or on epochs under the epochs
+    unit; FIFO with `sweep.scheduler: none`."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    sw = cfg.sweep
+    if sw.scheduler != "asha":
+        return FIFOScheduler()
+    attr, max_t = time_attr(cfg)
+    return ASHAScheduler(time_attr=attr, max_t=max_t, grace_period=min(sw.grace_period, max_t),
+                         reduction_factor=sw.reduction_factor)
 
 
 def metric_mode(cfg: SpaceConfig) -> tuple[str, str]:
@@ -300,8 +374,6 @@ def metric_mode(cfg: SpaceConfig) -> tuple[str, str]:
 
 def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.ResultGrid:
     """Run (or continue) the sweep; returns Tune's ResultGrid."""
-    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
-
     from netaug.errors import UserError
 
     path = run_dir / EXPERIMENT
@@ -318,10 +390,10 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
         checkpoint = latest_checkpoint(run_dir)[0].path
     metric, mode = metric_mode(cfg)
     sw = cfg.sweep
-    scheduler = (ASHAScheduler(time_attr="epoch", max_t=sw.epochs, grace_period=min(sw.grace_period, sw.epochs),
-                               reduction_factor=sw.reduction_factor)
-                 if sw.scheduler == "asha" else FIFOScheduler())
-    reporter = LineReporter("sweep", ("val_top1", "train_loss", "epoch_s"), sw.epochs)
+    max_t = time_attr(cfg)[1]
+    scheduler = make_scheduler(cfg)
+    reporter = LineReporter("sweep", ("val_top1", "train_loss", "epoch_s"), None, budget=max_t,
+                            work=sw.trials * max_t, unit=cfg.compute.unit)
     tuner = tune.Tuner(
         trainable, param_space=param_space(cfg, run_dir, checkpoint),
         tune_config=tune.TuneConfig(search_alg=make_searcher(cfg, run_dir), scheduler=scheduler, num_samples=sw.trials,

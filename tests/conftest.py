@@ -18,14 +18,17 @@ TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_ca
                  "supernet.s=2", "supernet.e_max=2", "supernet.resources.cpu=1", "search.num_paths=2",
                  "search.workers=1", "search.r=2", "sweep.r.low=1.2", "sweep.r.high=2", "sweep.s.high=2",
                  "sweep.num_paths=2", "sweep.resources.cpu=1", "sweep.scheduler=none", "final.epochs=2",
-                 "final.resources.cpu=1", "final.train_eval_size=200"]
+                 "final.resources.cpu=1", "final.train_eval_size=200",
+                 "compute.unit=epochs"]  # tests of other things keep sweep.epochs; the shared run measures compute
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "spaces" / "mbv2.yaml"
 # The four-stage run that test_final, test_analysis and test_sweep read (one run for all saves CI minutes):
-# two sweep modes, three trials (too few for importances), every final arm at two seeds, int8 on.
-SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.epochs=2",
-                              "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2"]
+# two sweep modes, three trials (too few for importances), every final arm at two seeds, int8 on, at equal compute.
+# Compute in seconds: each trial trains what sweep.budget buys, and baseline_equal what the winner's 2 epochs cost.
+SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.budget=5",
+                              "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2",
+                              "compute.unit=seconds", "compute.calibration_steps=4"]
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -35,8 +35,8 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     final = pd.read_parquet(run_dir / "final.parquet")
     assert list(final.columns) == FINAL_SCHEMA.names and list(final.columns[: len(REQUIRED)]) == REQUIRED
     assert sorted(zip(final["arm"], final["seed"])) == sorted(
-        (a, s) for a in ("winner", "baseline", "netaug_fixed") for s in (0, 1))
-    assert (final["status"] == "TERMINATED").all() and (final["epochs"] == 2).all()
+        (a, s) for a in ("winner", "baseline", "netaug_fixed", "baseline_equal") for s in (0, 1))
+    assert (final["status"] == "TERMINATED").all() and (final[final.arm != "baseline_equal"]["epochs"] == 2).all()
     assert final[["train_top1", "val_top1", "test_top1", "base_macs", "wall_s", "step_s"]].notna().all().all()
     trials = pd.read_parquet(run_dir / "trials.parquet")
     best = trials.loc[trials["val_top1"].idxmax()]
@@ -46,20 +46,46 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     fixed = final[final.arm == "netaug_fixed"].iloc[0]
     assert fixed["mode"] == "netaug" and fixed["r"] == pytest.approx(best["r"]) and fixed["s"] == best["s"]
     assert fixed["aug_macs"] > winner["aug_macs"] > winner["base_macs"]  # every layer at r is wider than a*
-    base = final[final.arm == "baseline"]
+    base = final[final.arm.isin(["baseline", "baseline_equal"])]
     assert base["largest"].isna().all() and base["r"].isna().all() and (base["mode"] == "baseline").all()
     assert (final["base_macs"] == final["base_macs"].iloc[0]).all()
     # the pairing, as the trials measured it: one batch sequence per seed across arms; the NetAug arms
     # start from one initial base (slices of the official uniform init), baseline from its fan-out init
+    # baseline_equal trains longer, so its batch sequence is the others' and then more epochs
     for _seed, group in final.groupby("seed"):
-        assert group["batch_digest"].nunique() == 1
-        netaug = group[group.arm != "baseline"]["init_digest"]
-        assert netaug.nunique() == 1 and netaug.iloc[0] != group[group.arm == "baseline"]["init_digest"].iloc[0]
+        assert group[group.arm != "baseline_equal"]["batch_digest"].nunique() == 1
+        netaug = group[~group.arm.isin(["baseline", "baseline_equal"])]["init_digest"]
+        plain = group[group.arm.isin(["baseline", "baseline_equal"])]["init_digest"]
+        assert netaug.nunique() == 1 and plain.nunique() == 1 and netaug.iloc[0] != plain.iloc[0]
     assert final.groupby("seed")["init_digest"].first().nunique() == 2
-    # the summary answers with one line per arm against baseline
+    # the summary answers with one line per arm against baseline, then the winner against baseline_equal
     text = "\n".join(lines)
     assert f"winner ({best['mode']}, a*) vs baseline: test top-1 " in text and "2 seeds" in text
     assert "netaug_fixed (netaug, every layer at r=" in text and "Answer:" in text
+    assert "At equal epochs (2 each)" in text and "At equal compute (" in text
+    assert f"winner ({best['mode']}, a*) vs baseline_equal: test top-1 " in text
+
+
+def test_baseline_equal_gets_the_winners_calibrated_compute(final_run):
+    cfg, run_dir, lines = final_run
+    final = pd.read_parquet(run_dir / "final.parquet")
+    calibration = json.loads((run_dir / "final" / "calibration.json").read_text())
+    assert calibration["unit"] == "seconds" and sorted(calibration["arms_measured"]) == ["netaug_fixed", "winner"]
+    by_arm = final.groupby("arm")
+    winner = final[final.arm == "winner"].iloc[0]
+    cost = calibration["costs"]["winner"]["cost"]
+    assert (winner["cost_width"], winner["cost_min_w"]) == (cost["width"], cost["min_w"]) and cost["width"] > 1
+    equal = final[final.arm == "baseline_equal"]
+    assert (equal["epochs"] == max(1, round(winner["compute"]))).all() and (equal["epochs"] > 2).all()
+    # its calibrated compute equals the winner's to within one plain epoch; both cost units are recorded
+    assert abs(by_arm["compute"].median()["baseline_equal"] - by_arm["compute"].median()["winner"]) <= 1
+    assert final[["train_s", "train_flops", "compute"]].gt(0).all().all()
+    assert (final["unit"] == "seconds").all()
+    plain = final[final.arm == "baseline"]["train_flops"].iloc[0]
+    assert equal["train_flops"].iloc[0] == pytest.approx(plain * equal["epochs"].iloc[0] / 2, rel=1e-12)
+    text = "\n".join(lines)
+    assert f"1 winner epoch = {cost['width']:.2f} plain epochs here" in text
+    assert f"baseline_equal trains {equal['epochs'].iloc[0]} epochs" in text
 
 
 def test_final_metrics_equal_what_predictions_give_and_torchmetrics(final_run):
@@ -90,10 +116,11 @@ def test_epochs_parquet_has_both_stages_and_train_top1_every_final_epoch(final_r
     assert list(epochs.columns) == EPOCHS_SCHEMA.names
     assert set(epochs["stage"]) == {"sweep", "final"}
     final = epochs[epochs.stage == "final"]
-    assert len(final) == 6 * 2 and not final.duplicated(["trial_id", "epoch"]).any()
+    equal = pd.read_parquet(run_dir / "final.parquet").query("arm == 'baseline_equal'")["epochs"].sum()
+    assert len(final) == 6 * 2 + equal and not final.duplicated(["trial_id", "epoch"]).any()
     assert final[["train_top1", "val_top1", "val_loss", "train_loss"]].notna().all().all()
     assert final["train_top1"].between(0, 1).all()
-    last = final[final.epoch == 2].set_index("trial_id")["train_top1"]
+    last = final.sort_values("epoch").groupby("trial_id")["train_top1"].last()
     rows = pd.read_parquet(run_dir / "final.parquet").set_index("trial_id")
     assert np.allclose(last.sort_index(), rows.loc[last.index, "train_top1"].sort_index())
 
@@ -147,15 +174,17 @@ def test_every_final_model_has_a_scored_int8_twin_and_the_answer_at_int8(final_r
     assert (final["int8_test_top1"] - final["fp32_onnx_test_top1"]).abs().max() <= 0.05
     # the paired answer at int8: the same pairs, scipy's paired t-test
     text = "\n".join(lines)
-    assert "Did NetAug help at int8? (the same pairs, int8 models)" in text
-    base = final[final.arm == "baseline"].set_index("seed")["int8_test_top1"]
-    for arm in ("winner", "netaug_fixed"):
-        mine = final[final.arm == arm].set_index("seed")["int8_test_top1"].loc[base.index]
-        diff = (mine - base).to_numpy()
-        line = next(x for x in lines if x.strip().startswith(f"{arm} (") and "int8 test top-1" in x)
-        assert f"int8 test top-1 {format_points(diff.mean())} pts" in line
-        if diff.std() > 0:
-            assert f"p = {scipy.stats.ttest_rel(mine, base).pvalue:.3g}" in line
+    assert "At equal epochs (2 each): did NetAug help at int8? (int8 models, paired by seed" in text
+    assert "better than training plain for the same time at int8? (int8 models, paired by seed)" in text
+    for reference, arms in (("baseline", ("winner", "netaug_fixed")), ("baseline_equal", ("winner",))):
+        base = final[final.arm == reference].set_index("seed")["int8_test_top1"]
+        for arm in arms:
+            mine = final[final.arm == arm].set_index("seed")["int8_test_top1"].loc[base.index]
+            diff = (mine - base).to_numpy()
+            line = next(x for x in lines if x.strip().startswith(f"{arm} (") and f"vs {reference}: int8 test" in x)
+            assert f"int8 test top-1 {format_points(diff.mean())} pts" in line
+            if diff.std() > 0:
+                assert f"p = {scipy.stats.ttest_rel(mine, base).pvalue:.3g}" in line
 
 
 def test_the_delivered_int8_model_states_its_accuracy_and_true_memory(final_run):

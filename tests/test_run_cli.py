@@ -70,6 +70,18 @@ BAD_SPACES = [
     ({"data": {"name": "shards", "root": "/"}}, "data.loader"),
     ({"deploy": {"calib_images": 100000}}, "deploy.calib_images: 100000 exceeds the"),
     ({"deploy": {"calib_images": 0}}, "deploy.calib_images"),
+    ({"sweep": {"budget": 0}}, "sweep.budget"),
+    ({"sweep": {"budget": -3}}, "sweep.budget"),
+    ({"final": {"budget": 0}}, "final.budget"),
+    ({"final": {"budget": 10}, "compute": {"unit": "epochs"}}, "final.budget"),
+    ({"compute": {"unit": "hours"}}, "compute.unit"),
+    ({"compute": {"calibration_steps": 0}}, "compute.calibration_steps"),
+    ({"netaug": {"aug_every": 0}}, "netaug.aug_every"),
+    ({"netaug": {"aug_fraction": 0}}, "netaug.aug_fraction"),
+    ({"netaug": {"aug_fraction": 1.5}}, "netaug.aug_fraction"),
+    ({"sweep": {"aug_fraction": {"low": 0.0, "high": 0.5}}}, "sweep.aug_fraction"),
+    ({"sweep": {"aug_every": {"low": 0, "high": 4}}}, "sweep.aug_every"),
+    ({"final": {"arms": ["winner", "baseline_fast"]}}, "final.arms"),
 ] + ([] if importlib.util.find_spec("litert_torch") else [({"deploy": {"tflite": True}}, "deploy.tflite: needs")])
 
 

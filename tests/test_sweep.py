@@ -15,9 +15,11 @@ from torchmetrics.functional.classification import multiclass_precision
 from netaug.config import load_space
 from netaug.metrics import precision_recall_f1_at_k
 from netaug.records import EPOCHS_SCHEMA, PREDICTIONS_SCHEMA, TRIALS_SCHEMA
+from netaug.train.calibrate import plan_epochs, with_epochs
+from netaug.train.cost import PhaseCost
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.results import write_results
-from search.sweep_stage import FAULT_ENV, finalize_stopped, run_sweep
+from search.sweep_stage import FAULT_ENV, finalize_stopped, run_sweep, trial_space
 
 TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random"]
 
@@ -30,8 +32,9 @@ def ray_local():
 
 
 def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
-    """On the shared run (conftest.SHARED_RUN): 3 trials of 2 epochs, modes netaug and netaug_rkd."""
-    _, run_dir, _ = pipeline_run
+    """On the shared run (conftest.SHARED_RUN): 3 trials at a budget of 5 plain epochs, modes netaug and
+    netaug_rkd."""
+    cfg_shared, run_dir, _ = pipeline_run
     paths = {name: run_dir / name for name in ("trials.parquet", "epochs.parquet", "predictions.parquet",
                                                "archs.parquet")}
     trials = pd.read_parquet(paths["trials.parquet"])
@@ -44,11 +47,25 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
     metric_cols = ["val_top1", "test_top1", "base_macs", "aug_macs", "wall_s"] + [
         f"test_{m}_at_{k}" for m in ("precision", "recall", "f1") for k in (1, 3, 5)]
     assert trials[metric_cols].notna().all().all()
-    assert (trials["epochs_run"] == 2).all() and trials["mode"].isin(["netaug", "netaug_rkd"]).all()
+    assert trials["mode"].isin(["netaug", "netaug_rkd"]).all()
     assert trials["r"].between(1.2, 2).all() and trials["s"].isin([1, 2]).all()
+    # each trial trained what sweep.budget (5 plain epochs) buys at its own calibrated cost
+    assert (trials["unit"] == "seconds").all() and (trials["budget"] == 5).all() and (trials["cost_width"] > 1).all()
+    assert (trials["epochs_run"] == trials["epochs_planned"]).all()
+    for t in trials.itertuples():
+        cfg = with_epochs(trial_space(cfg_shared, {k: getattr(t, k) for k in ("r", "s", "aug_loss_weight",
+                                                                               "lambda_kd", "mode")}), 1)
+        assert t.epochs_planned == plan_epochs(cfg, PhaseCost(t.cost_width, t.cost_min_w), 5.0)
     epochs = epochs[epochs.stage == "sweep"]
-    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == [[1, 2]] * 3
+    assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == sorted(
+        list(range(1, n + 1)) for n in trials["epochs_planned"])
     assert epochs[["train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr"]].notna().all().all()
+    # both cost units per epoch, cumulative: they grow every epoch, and the trial's row holds the last epoch's
+    for tid, group in epochs.groupby("trial_id"):
+        group = group.sort_values("epoch")
+        for key in ("compute", "train_s", "train_flops"):
+            assert (group[key].diff().dropna() > 0).all() and group[key].iloc[0] > 0
+            assert trials.set_index("trial_id").loc[tid, key] == group[key].iloc[-1]
     rkd = epochs.trial_id.isin(trials[trials["mode"] == "netaug_rkd"]["trial_id"])  # only NetAug+RKD distils
     assert (epochs[rkd]["rkd_loss"] > 0).all() and (epochs[~rkd]["rkd_loss"] == 0).all()
 
@@ -59,7 +76,8 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
         assert np.allclose(own["r"], trial.r) and (own["s"] == trial.s).all()
         assert trial.aug_macs > trial.base_macs
         # the final val top-1 reported to Tune is the last epoch's
-        assert trial.val_top1 == epochs[(epochs.trial_id == trial.trial_id) & (epochs.epoch == 2)]["val_top1"].item()
+        last = (epochs.trial_id == trial.trial_id) & (epochs.epoch == trial.epochs_planned)
+        assert trial.val_top1 == epochs[last]["val_top1"].item()
         # test metrics recomputed from predictions.parquet equal the trial's row
         test = preds[(preds.trial_id == trial.trial_id) & (preds.model == "base") & (preds.split == "test")]
         topk = np.stack(test["topk"].to_numpy())

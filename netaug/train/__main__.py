@@ -91,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_epoch(rec) -> None:
         for key in ("train_loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss", "lr", "epoch_s"):
             writer.add_scalar(f"train/{key}", getattr(rec, key), rec.epoch)
+        for key in ("train_s", "train_flops"):  # cumulative training cost (netaug/train/cost.py)
+            writer.add_scalar(f"cost/{key}", getattr(rec, key), rec.epoch)
         for key, value in rec.val.items():
             writer.add_scalar(f"val/base_{key}", value, rec.epoch)
         parts = [f"base {rec.base_loss:.4f}"]
@@ -114,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
     save_exported(out / "base.pt", exported, data, {"model_name": cfg.model.label, "mode": mode,
                                                     "space": cfg.to_dict()})
     metrics = {
-        "mode": mode, "epochs": len(history), "train_s": train_s,
+        "mode": mode, "epochs": len(history), "train_s": train_s, "train_step_s": trainer.train_seconds,
+        "train_flops": trainer.train_flops,
         "mean_step_s": sum(r.step_s for r in history) / max(1, len(history)),
         "base_macs": base_macs, "base_params": base_params,
         **{f"{split}_{name}_{key}": value for split, res in results.items()
@@ -129,6 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     for split in ("val", "test"):
         parts = [f"{name} top1 {r.top1:.4f} top5 {r.top5:.4f}" for name, r in results[split].items()]
         print(f"{split}: " + " | ".join(parts))
+    print(f"training cost: {trainer.train_seconds:.1f}s of steps, {trainer.train_flops / 1e12:.4g} TFLOP "
+          "(forward + backward of every pass)")
     print(f"trained in {train_s:.1f}s; exported base -> {out / 'base.pt'}; metrics -> {out / 'metrics.json'}; "
           f"TensorBoard -> {out / 'tb'}")
     return 0

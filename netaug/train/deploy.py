@@ -126,7 +126,11 @@ def check_onnx(path: str | Path, model: nn.Module, batches) -> OnnxCheck:
     """Run the ONNX file with onnxruntime and the torch model on the same (normalised) batches."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    from netaug.train.runtime import cpus_given
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = cpus_given()  # the CPUs this process is given, not the machine's
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     model = model.eval().cpu()
     worst, agree, n = 0.0, 0, 0
     with torch.no_grad():

@@ -62,7 +62,10 @@ def onnx_logits(path: str | Path, batches: Iterable[np.ndarray], input_name: str
     a microcontroller's int8 kernels do not saturate so."""
     import onnxruntime as ort
 
+    from netaug.train.runtime import cpus_given
+
     options = ort.SessionOptions()
+    options.intra_op_num_threads = cpus_given()  # a trial's CPUs, not the machine's: trials beside it keep theirs
     if not fused:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])

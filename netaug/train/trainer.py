@@ -48,6 +48,7 @@ from netaug.errors import UserError
 from netaug.losses import kd_kl, rkd_loss
 from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
+from netaug.train.cost import FlopCounter
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
 from netaug.train.runtime import resolve_device, seed_everything
@@ -67,6 +68,8 @@ class EpochRecord:
     epoch_s: float
     step_s: float
     val: dict[str, float] = field(default_factory=dict)
+    train_s: float = 0.0  # cumulative seconds of training steps (all epochs so far; no evaluation)
+    train_flops: float = 0.0  # cumulative training FLOPs of every pass (netaug/train/cost.py), all workers
 
 
 LOSS_KEYS = ("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss")
@@ -94,6 +97,13 @@ def build_base(cfg: SpaceConfig, data: DataSplits) -> nn.Module:
     kw = {} if cfg.model.name == "mobilenetv2_tiny" else {"width_mult": cfg.model.width_mult}
     return build_model(cfg.model.name, data.num_classes, data.in_channels, resolution=data.resolution,
                        small_input=cfg.model.small_input, dropout=cfg.model.dropout, **kw)
+
+
+def min_w_epochs(cfg, epochs: int) -> int:
+    """How many of `epochs` epochs would run in min_w if `cfg` trained for that many (0 without NetAug)."""
+    t = dataclasses.replace(cfg.training, epochs=epochs, warmup_epochs=min(cfg.training.warmup_epochs, epochs))
+    start = min_w_start(dataclasses.replace(cfg, training=t))
+    return sum(1 for e in range(epochs) if e >= start)
 
 
 def min_w_start(cfg) -> float:
@@ -190,6 +200,10 @@ class Trainer:
         self.batch_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None  # sees every training batch
         self._calibration: list[torch.Tensor] | None = None
         self._calibrated: tuple | None = None  # (step, config) whose BatchNorm statistics are recalibrated
+        self.flop_counter = FlopCounter(self.model, (data.in_channels, data.resolution, data.resolution))
+        self.pass_log: list[tuple[object, int, bool]] = []  # (sub-network, images, backward?) of each pass run
+        self.train_seconds = 0.0  # cumulative, training steps only
+        self.train_flops = 0.0  # cumulative, every worker's passes
 
     # ------------------------------------------------------------------ training
     @property
@@ -240,6 +254,8 @@ class Trainer:
         else:
             alpha = self.cfg.netaug.aug_loss_weight
             samples = self.cfg.netaug.aug_samples if self.mode in self.AUG_MODES else 0
+        if samples and self.global_step % self.cfg.netaug.aug_every:
+            samples = 0  # netaug.aug_every: the augmented loss on every k-th step only
         configs = []
         if samples and alpha > 0:
             kind, generator = self.aug_kind(), self.step_generator(self.global_step)
@@ -284,6 +300,7 @@ class Trainer:
         teacher = None
         how = self.cfg.rkd.teacher if self.mode in TEACHER_MODES else None
         trained_teacher = how == "max"
+        n, y_all = len(x), y
         if how in ("max", "max_fwd"):
             aug.set_active("max")
             with torch.set_grad_enabled(trained_teacher):
@@ -292,23 +309,30 @@ class Trainer:
             if trained_teacher:
                 t_loss.backward()
             teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.detach()
+            self.pass_log.append((aug.config("max"), n, trained_teacher))
         if aug is not None:
             aug.set_active("min")
         base_out = None
         if self.mode != self.SUPERNET or self.cfg.supernet.train_base:
             base_out = self._forward(x)
+            self.pass_log.append(("min" if aug is not None else None, n, True))
             if how != "sampled":  # otherwise the base's backward waits for the sampled teacher
                 distill, base = self._base_backward(base_out, y, teacher, lam)
+        fraction = self.cfg.netaug.aug_fraction
+        if configs and fraction < 1:  # netaug.aug_fraction: the augmented passes see the batch's leading part
+            keep = min(n, max(2, round(fraction * n)))
+            x, y = x[:keep], y[:keep]
         for i, config in enumerate(configs):
             aug.set_active(config)
             a_features, a_logits = self._forward(x)
+            self.pass_log.append((config, len(x), True))
             aug_loss = self.criterion(a_logits, y)
             (alpha * aug_loss).backward()
             aug_total = aug_total + aug_loss.detach()
             if how == "sampled" and i == 0:
                 teacher, teacher_loss = (a_features.detach(), a_logits.detach()), aug_loss.detach()
         if how == "sampled" and base_out is not None:
-            distill, base = self._base_backward(base_out, y, teacher, lam)
+            distill, base = self._base_backward(base_out, y_all, teacher, lam)
         lam = lam if teacher is not None else 0.0
         trained = teacher_loss if trained_teacher else zero  # a forward-only or sampled teacher adds no CE of its own
         return {"loss": base + alpha * aug_total + lam * distill + trained, "base_loss": base,
@@ -323,7 +347,8 @@ class Trainer:
         base_loss = self.criterion(logits, y)
         total, distill = base_loss, torch.zeros((), device=self.device)
         if teacher is not None:
-            distill_loss = self.distill_loss(features, logits, teacher)
+            m = len(teacher[1])  # a sampled teacher of netaug.aug_fraction < 1 saw the batch's first m images
+            distill_loss = self.distill_loss(features[:m], logits[:m], teacher)
             total = total + lam * distill_loss
             distill = distill_loss.detach()
         total.backward()
@@ -347,12 +372,14 @@ class Trainer:
         workers, this worker's share of every global batch. `progress` gets each step's device-side
         losses (reading one is a host sync)."""
         n = self.cfg.netaug
+        start = time.perf_counter()
         if self.augmented is not None and n.sort != "off" and self.aug_kind() == "random":
             # as the official code: only in width-augmented epochs
             self.augmented.sort_channels(self.optimizer, n.sort, n.sort_momentum)
         self._calibrated = None
+        self.pass_log = []
         sums = torch.zeros(len(LOSS_KEYS), device=self.device)
-        steps, start = 0, time.perf_counter()
+        steps = 0
         for x, y in self.batcher.batches(self.data.train, self.global_batch, shuffle=True,
                                          augment=self.cfg.data.augment, generator=self.batch_generator,
                                          drop_last=True, shard=(self.rank, self.world)):
@@ -365,11 +392,19 @@ class Trainer:
                 progress(losses)
         means = dict(zip(LOSS_KEYS, (sums / max(1, steps)).tolist()))  # the epoch's one read of the losses
         elapsed = time.perf_counter() - start
+        self.train_seconds += elapsed
+        self.train_flops += self.epoch_flops()  # counted after the clock stopped: not part of the step time
         record = EpochRecord(self.epoch, means["loss"], means["base_loss"], means["aug_loss"], means["teacher_loss"],
                              means["distill_loss"], self.optimizer.param_groups[0]["lr"], elapsed,
-                             elapsed / max(1, steps))
+                             elapsed / max(1, steps), train_s=self.train_seconds, train_flops=self.train_flops)
         self.epoch += 1
         return record
+
+    def epoch_flops(self) -> float:
+        """Training FLOPs of the passes logged since the last call, on every data-parallel worker."""
+        flops = self.flop_counter.passes_flops(self.pass_log) * self.world
+        self.pass_log = []
+        return float(flops)
 
     def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None,
             progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> list[EpochRecord]:
@@ -451,6 +486,7 @@ class Trainer:
         return copy.deepcopy({
             "model": plain_state_dict(self.model), "model_raw": raw, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
+            "train_seconds": self.train_seconds, "train_flops": self.train_flops,
             "batch_generator": self.batch_generator.get_state(), "arch_generator": self.arch_generator.get_state()})
 
     def load_state_dict(self, state: dict) -> None:
@@ -458,6 +494,7 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.epoch, self.global_step = state["epoch"], state["global_step"]
+        self.train_seconds, self.train_flops = state.get("train_seconds", 0.0), state.get("train_flops", 0.0)
         self.batch_generator.set_state(state["batch_generator"])
         self.arch_generator.set_state(state["arch_generator"])
         self.shared = is_shared(self.model)

@@ -1,0 +1,114 @@
+"""The arms of the final stage: one method each (mode, parameters, largest augmented model, epochs and
+per-epoch cost), resolved against the sweep's winner, and the space one arm x seed trains with."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from netaug.config import SpaceConfig, from_dict
+from netaug.errors import UserError
+
+PLAIN_ARMS = ("baseline", "baseline_equal")  # arms that need no sweep
+
+
+@dataclass(frozen=True)
+class Arm:
+    """One method the final stage retrains: everything a trial needs besides the seed."""
+
+    name: str
+    mode: str
+    description: str  # e.g. "netaug_rkd, a*" or "plain training"
+    r: float | None = None
+    s: int | None = None
+    aug_loss_weight: float | None = None
+    lambda_kd: float | None = None
+    share_fraction: float | None = None
+    largest: list | None = None  # the largest augmented model (a* of the winner); None: every layer at r
+    aug_every: int | None = None
+    aug_fraction: float | None = None
+    epochs: int | None = None  # None: final.epochs
+    cost_width: float = 1.0  # one epoch in plain epochs, by compute.unit (calibrated), width-augmented phase
+    cost_min_w: float = 1.0  # ... in NetAug's min_w phase
+
+    def model_name(self, seed: int) -> str:
+        return f"final:{self.name}:s{seed}"
+
+    def file_stem(self, seed: int) -> str:
+        return f"{self.name}_s{seed}"
+
+
+def _num(value, kind=float):
+    return None if value is None or (isinstance(value, float) and np.isnan(value)) else kind(value)
+
+
+def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
+    """The best finished sweep trial by sweep.metric, from trials.parquet."""
+    path = run_dir / "trials.parquet"
+    if not path.is_file():
+        raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
+    metric = cfg.sweep.metric
+    rows = [t for t in pq.read_table(path).to_pylist() if t["status"] != "ERROR" and t.get(metric) is not None]
+    if not rows:
+        raise UserError(f"--out: no sweep trial in {path} has a {metric}; the final stage needs a winner")
+    key = (lambda t: -t[metric]) if metric == "val_top1" else (lambda t: t[metric])
+    return min(rows, key=lambda t: (key(t), t["trial_id"]))
+
+
+def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
+    """The arms of `final.arms`, resolved against the sweep's winner."""
+    arms = []
+    for name in cfg.final.arms:
+        if name == "baseline":
+            arms.append(Arm("baseline", "baseline", "plain training"))
+            continue
+        if name == "baseline_equal":
+            arms.append(Arm("baseline_equal", "baseline", "plain training at equal compute"))
+            continue
+        if winner is None:
+            raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
+        common = {"r": float(winner["r"]), "s": int(winner["s"]), "aug_loss_weight": float(winner["aug_loss_weight"]),
+                  "share_fraction": _num(winner.get("share_fraction"))}
+        if name == "winner" and winner["mode"] == "baseline":
+            arms.append(Arm("winner", "baseline", "baseline: the sweep found plain training best"))
+            continue
+        cheaper = {"aug_every": _num(winner.get("aug_every"), int), "aug_fraction": _num(winner.get("aug_fraction"))}
+        if name == "winner":
+            searched = cfg.sweep.largest == "searched" and winner.get("arch")
+            largest = json.loads(winner["arch"]) if searched else None
+            lam = float(winner["lambda_kd"]) if winner["mode"] in ("netaug_kd", "netaug_rkd") else None
+            what = "a*" if searched else f"every layer at r={common['r']:.3g}"
+            what += "".join(f", {k}={v:g}" for k, v in cheaper.items() if v is not None)
+            arms.append(Arm("winner", winner["mode"], f"{winner['mode']}, {what}", lambda_kd=lam,
+                            largest=largest, **common, **cheaper))
+        elif name == "netaug_fixed":
+            arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}", **common))
+    return arms
+
+
+def final_epochs(cfg: SpaceConfig) -> int:
+    return cfg.final.epochs if cfg.final.epochs is not None else cfg.training.epochs
+
+
+def arm_space(space: SpaceConfig, arm: Arm, seed: int) -> SpaceConfig:
+    """The space one final trial trains with: the arm's method and parameters, the seed, final.epochs."""
+    raw = space.to_dict()
+    epochs = arm.epochs if arm.epochs is not None else final_epochs(space)
+    raw["training"].update(mode=arm.mode, seed=seed, epochs=epochs,
+                           warmup_epochs=min(space.training.warmup_epochs, epochs))
+    if arm.r is not None:
+        raw["netaug"].update(r=arm.r, s=arm.s, aug_loss_weight=arm.aug_loss_weight)
+    for key in ("aug_every", "aug_fraction"):
+        if getattr(arm, key) is not None:
+            raw["netaug"][key] = getattr(arm, key)
+    if arm.lambda_kd is not None:
+        raw["rkd"]["lambda_kd"] = arm.lambda_kd
+    if arm.share_fraction is not None:
+        raw["sharing"].update(enabled=True, share_fraction=arm.share_fraction)
+    elif arm.mode == "baseline":
+        raw["sharing"]["enabled"] = False
+    return from_dict(SpaceConfig, raw)

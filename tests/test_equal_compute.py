@@ -1,0 +1,262 @@
+"""Equal compute: training cost counted per pass, budgets turned into epochs, the calibration, the cheaper NetAug
+knobs, ASHA on compute and the paired answers at equal epochs and at equal compute."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+
+import numpy as np
+import pytest
+import scipy.stats
+import torch
+
+from netaug.config import load_space
+from netaug.models import profile_macs
+from netaug.stats import answer_families
+from netaug.train.calibrate import RecipeCost, calibrate, plan_epochs, spent, with_epochs
+from netaug.train.cost import BACKWARD_FACTOR, PhaseCost, affordable_epochs
+from netaug.train.trainer import Trainer
+
+TINY = ["data.resolution=8", "training.batch_size=64", "training.bn_calib_batches=2", "netaug.r=2", "netaug.s=1"]
+
+
+def official_min_w(epochs: int, warmup: float, fraction: float) -> int:
+    """The official schedule written out: epoch e (0-based) is min_w when e >= E - f (E - warm-up)."""
+    w = min(warmup, epochs)
+    return int(np.sum(np.arange(epochs) >= epochs - fraction * (epochs - w)))
+
+
+@pytest.mark.parametrize("budget,width,min_w,warmup,fraction", [
+    (12, 3.7, 2.9, 1, 0.5), (183, 4.4, 2.7, 1.33, 0.5), (4, 4.9, 4.9, 1, 0.5), (40, 1.0, 1.0, 1, 0.0),
+    (10, 2.0, 1.0, 0, 1.0), (7.5, 1.5, 1.25, 2, 0.25)])
+def test_affordable_epochs_is_the_longest_schedule_within_the_budget(budget, width, min_w, warmup, fraction):
+    cost = PhaseCost(width, min_w)
+    got = affordable_epochs(budget, cost, lambda e: official_min_w(e, warmup, fraction))
+    schedules = [(e - official_min_w(e, warmup, fraction)) * width + official_min_w(e, warmup, fraction) * min_w
+                 for e in range(1, 1000)]
+    fitting = [e for e, c in enumerate(schedules, start=1) if c <= budget + 1e-9]
+    assert got == (max(fitting) if fitting else 1)  # at least one epoch, even when one epoch is over the budget
+
+
+def test_plan_epochs_follows_the_trainers_own_min_w_phase():
+    cfg = load_space(None, TINY + ["training.warmup_epochs=1", "netaug.min_w_fraction=0.5"])
+    cost = PhaseCost(4.0, 2.0)
+    epochs = plan_epochs(cfg, cost, 30.0)
+    # independent: the trainer's own aug_kind over the planned schedule
+    planned = with_epochs(cfg, epochs)
+    kinds = []
+    for e in range(epochs):
+        probe = Trainer.__new__(Trainer)
+        probe.mode, probe.cfg, probe.epoch = "netaug", planned, e
+        kinds.append(Trainer.aug_kind(probe))
+    assert sum(k == "random" for k in kinds) * 4.0 + sum(k == "min_w" for k in kinds) * 2.0 <= 30.0
+    assert spent(planned, cost, epochs) == pytest.approx(kinds.count("random") * 4.0 + kinds.count("min_w") * 2.0)
+    longer = with_epochs(cfg, epochs + 1)
+    assert spent(longer, cost, epochs + 1) > 30.0
+    assert plan_epochs(load_space(None, TINY + ["training.mode=baseline"]), PhaseCost(1.0, 1.0), 12.0) == 12
+
+
+@pytest.fixture(scope="module")
+def digits8():
+    from netaug.data import load_data
+
+    return load_data(load_space(None, TINY).data)
+
+
+def test_a_steps_flops_are_three_forwards_of_every_model_it_trains(digits8):
+    cfg = load_space(None, TINY + ["training.mode=netaug"])
+    archs = []
+    trainer = Trainer(cfg, digits8, arch_log=archs.append)
+    shape = (digits8.in_channels, digits8.resolution, digits8.resolution)
+    x, y = next(trainer.batcher.batches(digits8.train, 64, shuffle=True, generator=torch.Generator().manual_seed(0)))
+    trainer.pass_log = []
+    trainer.step(x, y)
+    aug = trainer.augmented
+    base_flops = 2 * profile_macs(aug.export("min"), shape)[0]  # the exported static network, counted on its own
+    sampled_flops = 2 * profile_macs(aug.export(archs[0]["config"]), shape)[0]
+    assert trainer.epoch_flops() == BACKWARD_FACTOR * 64 * (base_flops + sampled_flops)
+    plain = Trainer(load_space(None, TINY + ["training.mode=baseline"]), digits8)
+    record = plain.train_epoch()
+    images = plain.steps_per_epoch * 64
+    assert record.train_flops == BACKWARD_FACTOR * images * 2 * profile_macs(plain.model, shape)[0]
+    assert record.train_s == pytest.approx(record.epoch_s) and plain.train_seconds == record.train_s
+
+
+def test_aug_every_and_aug_fraction_run_the_augmented_pass_less(digits8):
+    cfg = load_space(None, TINY + ["training.mode=netaug", "netaug.aug_every=3", "netaug.aug_fraction=0.25"])
+    trainer = Trainer(cfg, digits8)
+    batches = trainer.batcher.batches(digits8.train, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    per_step = []
+    for _ in range(7):
+        x, y = next(batches)
+        trainer.pass_log = []
+        losses = trainer.step(x, y)
+        per_step.append(([images for config, images, _ in trainer.pass_log if config != "min"],
+                         float(losses["aug_loss"])))
+    assert [len(p[0]) for p in per_step] == [1, 0, 0, 1, 0, 0, 1]  # steps 0, 3, 6
+    assert all(p[0] == [16] for p in per_step if p[0])  # a quarter of the batch of 64
+    assert all((p[1] > 0) == bool(p[0]) for p in per_step)
+
+
+def test_defaults_leave_the_netaug_step_as_it_was(digits8):
+    """aug_every=1 and aug_fraction=1 (the defaults) give the step of the explicit values, bit for bit."""
+    results = []
+    for extra in ([], ["netaug.aug_every=1", "netaug.aug_fraction=1.0"]):
+        trainer = Trainer(load_space(None, TINY + ["training.mode=netaug_rkd", "rkd.teacher=sampled", *extra]),
+                          digits8)
+        x, y = next(trainer.batcher.batches(digits8.train, 64, shuffle=True,
+                                            generator=torch.Generator().manual_seed(0)))
+        results.append({k: float(v) for k, v in trainer.step(x, y).items()})
+    assert results[0] == results[1]
+
+
+def test_under_a_budget_a_cheaper_fixed_configuration_trains_more_epochs(digits8):
+    """Two fixed configurations at one FLOPs budget (FLOPs: the same numbers on every machine)."""
+    from search.sweep_stage import plan_trial, trial_space
+
+    space = load_space(None, TINY + ["compute.unit=flops", "sweep.budget=12", "sweep.largest=fixed",
+                                     "compute.calibration_steps=4"])
+    params = {"r": 2.0, "s": 1, "aug_loss_weight": 1.0, "lambda_kd": 1.0, "mode": "netaug"}
+    plans = {}
+    for name, extra in (("costly", {}), ("cheap", {"aug_every": 4})):
+        cfg, plan = plan_trial(trial_space(space, {**params, **extra}), digits8, None)
+        plans[name] = (cfg, plan)
+        cost = PhaseCost(plan["cost_width"], plan["cost_min_w"])
+        assert spent(cfg, cost, cfg.training.epochs) <= 12 + 1e-9 < spent(with_epochs(cfg, cfg.training.epochs + 1),
+                                                                         cost, cfg.training.epochs + 1)
+    assert plans["cheap"][1]["cost_width"] < plans["costly"][1]["cost_width"]
+    assert plans["cheap"][0].training.epochs > plans["costly"][0].training.epochs
+    plain, plan = plan_trial(trial_space(space, {**params, "mode": "baseline"}), digits8, None)
+    assert plain.training.epochs == 12 and plan["cost_width"] == 1.0
+
+
+def test_flops_calibration_repeats_exactly_and_matches_the_counted_passes(digits8):
+    cfg = load_space(None, TINY + ["training.mode=netaug"])
+    first = calibrate({"netaug": (cfg, None)}, digits8, "flops", steps=3, warmup=1)
+    again = calibrate({"netaug": (cfg, None)}, digits8, "flops", steps=3, warmup=1)
+    assert first["netaug"].cost == again["netaug"].cost and first["netaug"].cost.width > 1
+    plain = first["baseline"].width.flops
+    shape = (digits8.in_channels, digits8.resolution, digits8.resolution)
+    assert plain == BACKWARD_FACTOR * 64 * 2 * profile_macs(Trainer(
+        load_space(None, TINY + ["training.mode=baseline"]), digits8).model, shape)[0]
+    assert RecipeCost.from_dict(first["netaug"].to_dict()) == first["netaug"]
+
+
+def test_asha_rungs_are_on_the_compute_key():
+    from search.sweep_stage import COMPUTE_KEY, make_scheduler
+
+    asha = make_scheduler(load_space(None, ["sweep.scheduler=asha", "sweep.budget=12", "sweep.grace_period=1.5"]))
+    assert asha._time_attr == COMPUTE_KEY == "compute" and asha._max_t == 12
+    assert [m for m, _ in asha._brackets[0]._rungs][-1] == 1.5  # the first rung: grace_period plain epochs
+    by_epoch = make_scheduler(load_space(None, ["sweep.scheduler=asha", "compute.unit=epochs", "sweep.epochs=5"]))
+    assert by_epoch._time_attr == "epoch" and by_epoch._max_t == 5
+
+
+def rows_of(values: dict[str, list[float]], epochs: dict[str, int], compute: dict[str, float]) -> list[dict]:
+    modes = {"baseline": "baseline", "baseline_equal": "baseline", "winner": "netaug_rkd", "netaug_fixed": "netaug"}
+    return [{"arm": arm, "mode": modes[arm], "seed": seed, "test_top1": v, "epochs": epochs[arm],
+             "compute": compute[arm], "unit": "seconds", "description": arm}
+            for arm, vs in values.items() for seed, v in enumerate(vs)]
+
+
+def test_answers_at_equal_epochs_and_at_equal_compute_are_paired_t_tests_with_holm():
+    from netaug.stats import answer_lines
+
+    values = {"winner": [0.91, 0.90, 0.92], "baseline": [0.89, 0.895, 0.90], "netaug_fixed": [0.90, 0.91, 0.905],
+              "baseline_equal": [0.915, 0.92, 0.93]}
+    rows = rows_of(values, {"winner": 6, "baseline": 6, "netaug_fixed": 6, "baseline_equal": 22},
+                   {"winner": 21.6, "baseline": 6.0, "netaug_fixed": 25.3, "baseline_equal": 22.0})
+    families = answer_families(rows)
+    assert [(ref, sorted({r["arm"] for r in fam})) for _, ref, fam in families] == [
+        ("baseline", ["baseline", "netaug_fixed", "winner"]), ("baseline_equal", ["baseline_equal", "winner"])]
+    lines = answer_lines(rows, 0.95, rerun=lambda extra: "python search/run.py " + " ".join(extra))
+    text = "\n".join(lines)
+    assert "At equal epochs (6 each)" in text and "At equal compute (22.0 plain epochs" in text
+    # equal epochs: two arms against baseline, Holm over 2
+    ps = {arm: scipy.stats.ttest_rel(values[arm], values["baseline"]).pvalue for arm in ("winner", "netaug_fixed")}
+    order = sorted(ps, key=ps.get)
+    holm = {order[0]: min(1, 2 * ps[order[0]])}
+    holm[order[1]] = max(holm[order[0]], min(1, ps[order[1]]))
+    for arm in ps:
+        line = next(line for line in lines if line.strip().startswith(f"{arm} (") and "vs baseline:" in line)
+        assert f"p = {ps[arm]:.3g} (Holm {holm[arm]:.3g})" in line
+    # equal compute: the winner alone against baseline_equal (netaug_fixed's compute is 3.3 plain epochs away)
+    d = np.subtract(values["winner"], values["baseline_equal"])
+    half = scipy.stats.t.ppf(0.975, 2) * d.std(ddof=1) / math.sqrt(3)
+    line = next(line for line in lines if "vs baseline_equal" in line)
+    assert line.strip().startswith("winner (")
+    assert f"{d.mean() * 100:+.2f} pts [{(d.mean() - half) * 100:+.2f}, {(d.mean() + half) * 100:+.2f}]" in line
+    assert f"p = {scipy.stats.ttest_rel(values['winner'], values['baseline_equal']).pvalue:.3g}," in line
+    # not significant: the seeds its mean and spread would need, found independently
+    after = lines[next(i for i, line in enumerate(lines) if line.startswith("At equal compute")):]
+    decide = next(line for line in after if "To decide it" in line)
+    need = int(re.search(r"final\.seeds=(\d+)", decide).group(1))
+    sd = d.std(ddof=1)
+    expect = next(n for n in range(4, 1000) if scipy.stats.t.ppf(0.975, n - 1) * sd / math.sqrt(n) < abs(d.mean()))
+    assert need == expect
+
+
+def test_a_plain_winner_is_not_compared_with_plain_training():
+    values = {"winner": [0.9, 0.91], "baseline": [0.9, 0.91], "netaug_fixed": [0.92, 0.93],
+              "baseline_equal": [0.93, 0.935]}
+    rows = rows_of(values, {"winner": 6, "baseline": 6, "netaug_fixed": 6, "baseline_equal": 15},
+                   {"winner": 6.0, "baseline": 6.0, "netaug_fixed": 15.2, "baseline_equal": 15.0})
+    for row in rows:
+        if row["arm"] == "winner":
+            row["mode"] = "baseline"  # the sweep found plain training best
+    families = answer_families(rows)
+    assert [sorted({r["arm"] for r in fam}) for _, _, fam in families] == [
+        ["baseline", "netaug_fixed"], ["baseline_equal", "netaug_fixed"]]
+
+
+def test_a_saved_calibration_is_reused(tmp_path):
+    from search.arms import Arm
+    from search.equal_compute import CALIBRATION_FILE, measure, plan_arms
+
+    cfg = load_space(None, ["final.epochs=6"])
+    arms = [Arm("winner", "netaug_rkd", "w"), Arm("baseline", "baseline", "b"),
+            Arm("baseline_equal", "baseline", "be")]
+    step = {"seconds": 0.1, "flops": 1.0}
+    saved = {"unit": "seconds", "arms_measured": ["winner"], "costs": {
+        "baseline": {"width": step, "min_w": step, "cost": {"width": 1.0, "min_w": 1.0}},
+        "winner": {"width": step, "min_w": step, "cost": {"width": 3.5, "min_w": 2.5}}}}
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / CALIBRATION_FILE).write_text(json.dumps(saved))
+    calibration = measure(cfg, arms, tmp_path)  # no Ray: read back
+    assert calibration["reused"] and calibration["costs"] == saved["costs"]
+    planned, budget = plan_arms(cfg, arms, calibration)
+    by = {a.name: a for a in planned}
+    late = official_min_w(6, 1.0, 0.5)
+    assert budget == pytest.approx((6 - late) * 3.5 + late * 2.5)
+    assert by["baseline_equal"].epochs == round(budget) and by["winner"].epochs == by["baseline"].epochs == 6
+
+
+def test_the_cost_benchmark_runs_on_a_users_module_with_counted_flops(capsys):
+    """bench/equal_compute.py on `model.module` (it stopped with a traceback before): plain FLOPs per step are
+    3 forwards of the module on the batch, and each knob costs less than full NetAug."""
+    import importlib.util
+
+    from conftest import ROOT
+
+    spec = importlib.util.spec_from_file_location("bench_equal_compute", ROOT / "bench" / "equal_compute.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    module = "model.module=spaces/models/resnet8.py:resnet8"
+    assert bench.main(["--space", str(ROOT / "spaces" / "mbv2.yaml"), "--set", module, "--set", "data.resolution=8",
+                       "--epochs", "4", "--steps", "1"]) == 0
+    out = capsys.readouterr().out
+    rows = {tuple(line.split()[:2]): line.split() for line in out.splitlines() if line.startswith("  ")}
+    cfg = load_space(str(ROOT / "spaces" / "mbv2.yaml"), [module, "data.resolution=8", "training.mode=baseline"])
+    from netaug.data import load_data
+
+    data = load_data(cfg.data)
+    plain = Trainer(cfg, data)
+    macs = profile_macs(plain.model, (data.in_channels, data.resolution, data.resolution))[0]
+    assert float(rows[("baseline", "width")][4]) == pytest.approx(
+        BACKWARD_FACTOR * cfg.training.batch_size * 2 * macs / 1e9, rel=1e-3)
+    full = float(rows[("netaug", "width")][4])
+    assert full > float(rows[("baseline", "width")][4])
+    for knob in ("aug_every=4", "aug_fraction=0.25"):
+        assert float(rows[(knob, "width")][4]) < full  # FLOPs: counted, so this holds on any machine

@@ -1,0 +1,60 @@
+"""The final stage at equal compute on a user's own models (model.module, model.spec), as a user runs it:
+`search/run.py --stage final` on a sweep's trials.parquet, with a real local Ray."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pyarrow as pa
+import pytest
+from conftest import ROOT, SPACE
+
+from netaug.records import TRIALS_SCHEMA
+from netaug.train.calibrate import spent
+from netaug.train.cost import PhaseCost
+
+FINAL = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batches=2", "sweep.largest=fixed",
+         "final.arms=[winner,baseline,baseline_equal]", "final.epochs=2", "final.seeds=1", "final.resources.cpu=1",
+         "final.train_eval_size=100", "deploy.int8=false", "compute.calibration_steps=3"]
+MODELS = {"module": "model.module=spaces/models/resnet8.py:resnet8",
+          "spec": "model.spec=spaces/models/tiny-se.yaml"}
+
+
+def winner_row(**values) -> dict:
+    row = {name: None for name in TRIALS_SCHEMA.names}
+    row.update(trial_id="t0", status="TERMINATED", r=2.0, s=1, aug_loss_weight=1.0, mode="netaug", val_top1=0.5,
+               **values)
+    return row
+
+
+@pytest.mark.parametrize("model", list(MODELS))
+def test_the_equal_compute_final_stage_runs_on_a_users_model(tmp_path, model):
+    out = tmp_path / "run"
+    out.mkdir()
+    pa.parquet.write_table(pa.Table.from_pylist([winner_row()], schema=TRIALS_SCHEMA), out / "trials.parquet")
+    args = [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
+            "--stage", "final", "--no-dashboard", *[a for s in [*FINAL, MODELS[model]] for a in ("--set", s)]]
+    proc = subprocess.run(args, capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    final = pd.read_parquet(out / "final.parquet").set_index("arm")
+    calibration = json.loads((out / "final" / "calibration.json").read_text())
+    cost = calibration["costs"]["winner"]["cost"]
+    assert cost["width"] > 1  # NetAug's step costs more than a plain one, on this model too
+    assert final.loc["winner", "cost_width"] == cost["width"] and final.loc["winner", "epochs"] == 2
+    # baseline_equal: plain training for the winner's compute, to within one plain epoch
+    from netaug.config import load_space
+
+    cfg = load_space(SPACE, [*FINAL, MODELS[model], "training.mode=netaug", "training.epochs=2", "netaug.r=2",
+                             "netaug.s=1"])
+    budget = spent(cfg, PhaseCost(cost["width"], cost["min_w"]), 2)
+    assert final.loc["winner", "compute"] == pytest.approx(budget)
+    assert final.loc["baseline_equal", "epochs"] == max(1, round(budget)) > final.loc["baseline", "epochs"]
+    assert abs(final.loc["baseline_equal", "compute"] - final.loc["winner", "compute"]) <= 1
+    assert final["train_s"].gt(0).all() and final["train_flops"].gt(0).all()
+    text = proc.stdout
+    assert "1 winner epoch = " in text and "baseline_equal trains" in text
+    assert "At equal epochs (2 each)" in text and "At equal compute" in text and "why:" in text
+    assert f"report: {out / 'report' / 'report.md'}" in text and (out / "report" / "report.md").is_file()
