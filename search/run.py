@@ -57,8 +57,6 @@ def stages_of(args: argparse.Namespace, cfg: SpaceConfig) -> tuple[str, ...]:
     return STAGES if cfg.sweep.largest == "searched" else ("sweep", "final")
 
 
-CHEAP_TO_LOAD = ("digits", "idx", "fashion-mnist")  # datasets whose training split is counted in a second at start
-
 
 def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...]]:
     """Validate everything that can be checked before Ray starts."""
@@ -80,11 +78,14 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
     if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and set(cfg.final.arms) != {"baseline"}:
         raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
+    check_data_and_model(cfg)
     parallel = [f"{s}.workers={getattr(cfg, s).workers}" for s in ("supernet", "sweep", "final")
                 if s in stages and getattr(cfg, s).workers > 1]
     if parallel and args.no_dashboard and args.address is None:
         raise UserError(f"--no-dashboard: data-parallel trials ({', '.join(parallel)}) need the local dashboard: "
                         "Ray Train frees the workers of a trial Tune stopped through its State API")
+    from netaug.data import CHEAP_TO_LOAD
+
     if "final" in stages and cfg.deploy.int8 and cfg.data.loader == "memory" and cfg.data.name in CHEAP_TO_LOAD:
         from netaug.train.int8 import calibration_set
         from search.evaluation import cached_data
@@ -96,6 +97,22 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "
                             "or choose a new --out")
     return cfg, run_dir, stages
+
+
+def check_data_and_model(cfg: SpaceConfig) -> None:
+    """What every trial would find wrong, found here once: the dataset is listed (decoded only when that is cheap)
+    and the model is built and augmented on the CPU, so bad input is one line before Ray starts or anything is
+    written, not a traceback per retried trial."""
+    from netaug.data import CHEAP_TO_LOAD, probe_data
+    from netaug.train.trainer import check_model
+    from search.evaluation import cached_data
+
+    if cfg.data.name in CHEAP_TO_LOAD and cfg.data.loader == "memory":  # loaded once: the final stage reuses it
+        data = cached_data(cfg)
+        num_classes, in_channels = data.num_classes, data.in_channels
+    else:
+        num_classes, in_channels = probe_data(cfg.data)
+    check_model(cfg, num_classes, in_channels)
 
 
 def resume_command(args: argparse.Namespace, run_dir: Path) -> str:

@@ -187,6 +187,13 @@ class AugmentedModule(SubnetConfigs, nn.Module):
         self.set_active("min")
         self.train(base.training)
 
+    def describe(self) -> str:
+        """The channel groups NetAug widens (width groups, then the middle groups that the expand grid widens),
+        who writes and who reads each: what to look at before choosing `model.freeze`."""
+        names = {gid: f"width group {i}" for i, gid in enumerate(self.width_groups)}
+        names |= {gid: f"middle group {i}" for i, gid in enumerate(self.middle_groups)}
+        return self.graph.describe(names)
+
     # ------------------------------------------------------------------ construction
     def _widen(self, net: nn.Module, init: str) -> None:
         """Swap each bound layer for a dynamic one of the largest widths (base weights in the prefix)."""

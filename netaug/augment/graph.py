@@ -60,6 +60,27 @@ FLATTENS = {"flatten", "view", "reshape"}
 
 # Subclasses whose own forward computes what their base class's does (timm's scripting-friendly Linear).
 STANDARD_EQUIVALENT = {"timm.layers.linear.Linear"}
+REGISTERED_MODULES: set[type] = set()  # a user's channel-wise layers (register_channelwise): leaves of the trace
+
+
+def register_channelwise(*layers) -> None:
+    """Teach the graph layers that treat every channel on its own (an activation, a per-channel scale, a
+    pooling): module classes, functions, or tensor method names. Their output keeps their input's channel
+    group, so the channels around them can be widened. A module class registered here is not traced into.
+    How torch-pruning and timm let users teach their graph a layer:
+
+        from netaug.augment.graph import register_channelwise
+        register_channelwise(MyActivation, my_fused_op, "my_method")
+    """
+    for layer in layers:
+        if isinstance(layer, type) and issubclass(layer, nn.Module):
+            REGISTERED_MODULES.add(layer)
+        elif isinstance(layer, str):
+            ELEMENTWISE_METHODS.add(layer)
+        elif callable(layer):
+            ELEMENTWISE_FUNCTIONS.add(layer)
+        else:
+            raise TypeError(f"register_channelwise takes module classes, functions or method names, got {layer!r}")
 
 Label = tuple[int, int]  # (group id, scale)
 
@@ -109,6 +130,24 @@ class ChannelGraph:
         """Every group but the fixed one (user-frozen groups are merged into it), in graph order."""
         return [g for g in sorted(self.groups.values(), key=lambda g: g.first) if g.id != FIXED]
 
+    def describe(self, names: dict[int, str] | None = None) -> str:
+        """One line per channel group: its base channels, the layers that write it and those that read it; the
+        fixed group (input, classifier, frozen layers) first. To freeze a group, list one of its writers in
+        `model.freeze`."""
+        readers: dict[int, list[str]] = {}
+        for b in self.bindings.values():
+            if b.kind != "norm":
+                readers.setdefault(b.inp[0], []).append(b.name)
+        fixed = self.groups[FIXED]
+        lines = [f"fixed (never widened): the input, written by {', '.join(fixed.producers) or 'no layer'}; read by "
+                 f"{', '.join(readers.get(FIXED, [])) or 'no conv or linear'}"]
+        for g in self.free_groups:
+            label = (names or {}).get(g.id, f"group {g.id}")
+            unit = f", in steps of {g.unit}" if g.unit > 1 else ""
+            lines.append(f"{label}: {g.base} channels{unit}; written by {', '.join(g.producers)}; read by "
+                         f"{', '.join(readers.get(g.id, [])) or 'no conv or linear'}")
+        return "\n".join(lines)
+
 
 class _Tracer(fx.Tracer):
     """Treats the standard layers (exact classes, or subclasses that keep their forward) and every
@@ -116,6 +155,8 @@ class _Tracer(fx.Tracer):
     as leaves."""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, tuple(REGISTERED_MODULES)):
+            return True
         if isinstance(m, NORMS):  # BatchNorm subclasses (timm's BatchNormAct2d) stay channel-wise
             return True
         if isinstance(m, LEAF_TYPES):
@@ -195,12 +236,13 @@ class _Analysis:
             flat += list(a) if isinstance(a, (list, tuple)) else [a]
         return [a for a in flat if isinstance(a, fx.Node) and self.label(a) is not None]
 
-    def unsupported(self, node: fx.Node, reason: str) -> Label | None:
-        """An op that is safe only on frozen channels: demand that, and give a fixed output."""
+    def unsupported(self, node: fx.Node, reason: str, out: Label | None = None) -> Label | None:
+        """An op that is safe only on frozen channels: demand that, and give a fixed output (`out` for an op
+        whose output has no shape of its own, e.g. a tuple: what is taken from it stays fixed too)."""
         ins = self.tensor_args(node)
         if ins:
             self.needs_frozen.append((self.layer_name(node), reason, [self.root(self.label(a)[0]) for a in ins]))
-        return (FIXED, 1) if self.shape(node) is not None and len(self.shape(node)) >= 2 else None
+        return (FIXED, 1) if self.shape(node) is not None and len(self.shape(node)) >= 2 else out
 
     @staticmethod
     def layer_name(node: fx.Node) -> str:
@@ -226,9 +268,12 @@ class _Analysis:
             return None
         if node.op == "get_attr":
             return (FIXED, 1) if shape is not None and len(shape) >= 2 and shape[1] > 1 else None
-        if shape is None:
-            return None  # sizes, tuples, flags: no channels
         ins = self.tensor_args(node)
+        if shape is None:
+            if node.op == "call_module" and ins:  # a layer returning no single tensor (an LSTM, attention)
+                return self.unsupported(node, f"is a {type(self.modules[node.target]).__name__}, a layer whose "
+                                              "channel use is unknown", out=(FIXED, 1))
+            return None  # sizes, tuples, flags: no channels
         if node.op == "call_module":
             return self.visit_module(node, self.modules[node.target], ins)
         if node.op == "call_function" and node.target in BINARY or (
@@ -311,6 +356,11 @@ class _Analysis:
     def visit_module(self, node: fx.Node, m: nn.Module, ins: list[fx.Node]) -> Label | None:
         name = str(node.target)
         src = self.label(ins[0]) if ins else None
+        if src is None and isinstance(m, LEAF_TYPES):  # its input's channels were lost on the way (no label)
+            came = next((a for a in [*node.args, *node.kwargs.values()] if isinstance(a, fx.Node)), None)
+            where = self.layer_name(came) if came is not None else "its input"
+            raise UserError(f"model.module: layer {name} reads {where}, whose channels could not be followed "
+                            "through the graph, so the model cannot be augmented")
         if isinstance(m, NORMS):
             return self.bind(name, "norm", src, src, m.num_features, m.num_features)
         if isinstance(m, nn.Conv2d):
@@ -332,11 +382,12 @@ class _Analysis:
         if isinstance(m, nn.Linear):
             out = self.existing_out(name) or (self.new_group(m.out_features, name, self.root(src[0])), 1)
             return self.bind(name, "linear", src, out, m.in_features, m.out_features)
-        if isinstance(m, ELEMENTWISE_MODULES):
+        if isinstance(m, ELEMENTWISE_MODULES + tuple(REGISTERED_MODULES)):
             return self.same_channels(node, ins)
         if isinstance(m, nn.Flatten):
             return self.visit_flatten(node, ins)
-        return self.unsupported(node, f"is a {type(m).__name__}, a layer whose channel use is unknown")
+        return self.unsupported(node, f"is a {type(m).__name__}, a layer whose channel use is unknown (if it treats "
+                                      "every channel on its own: netaug.augment.graph.register_channelwise)")
 
     def existing_out(self, name: str) -> Label | None:
         b = self.bindings.get(name)

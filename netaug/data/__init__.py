@@ -84,6 +84,33 @@ def load_stream(cfg: DataConfig) -> DataSplits:
     return DataSplits(cfg.name, train, val, test, num_classes, mean, std, flip, names)
 
 
+CHEAP_TO_LOAD = ("digits", "idx", "fashion-mnist")  # datasets a driver may decode whole in a second or two
+
+
+def probe_data(cfg: DataConfig) -> tuple[int, int]:
+    """(classes, input channels) of the configured dataset, checked the cheap way: folders and shards are
+    listed, not decoded (the check a driver makes before any work starts; the same UserErrors as loading)."""
+    from pathlib import Path
+
+    if cfg.name in CHEAP_TO_LOAD:
+        data = load_data(cfg)
+        return data.num_classes, data.in_channels
+    if cfg.name == "cifar10":
+        from netaug.data.cifar10 import load_cifar10_split
+
+        return 10, int(load_cifar10_split(cfg.root, "test").images.shape[1])
+    from netaug.data.stream import folder_classes, index_folder, index_shards
+
+    root = Path(cfg.root).expanduser()
+    if cfg.name == "imagefolder":
+        classes = folder_classes(root)
+        for split in ("train", "test", *(("val",) if (root / "val").is_dir() else ())):
+            index_folder(root, split, classes)
+        return len(classes), 3
+    labels = [index_shards(root, split)[1] for split in ("train", "test")]
+    return int(max(int(t.max()) for t in labels) + 1), 3
+
+
 def load_data(cfg: DataConfig) -> DataSplits:
     """Load, resize and split the configured dataset. Splits are disjoint and fixed by `split_seed`."""
     if cfg.loader == "stream":

@@ -39,8 +39,9 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
     """The callable `ref` names (imported from a package module or executed from a file)."""
     target, _, attr = resolve_reference(ref).rpartition(":")
     if target.endswith(".py"):
+        module = _imported_as_user(Path(target))  # the user's own import of the file, so isinstance holds
         name = "netaug_user_" + hashlib.sha1(target.encode()).hexdigest()[:12]
-        module = sys.modules.get(name)
+        module = module or sys.modules.get(name)
         if module is None:
             spec = importlib.util.spec_from_file_location(name, target)
             module = importlib.util.module_from_spec(spec)
@@ -59,6 +60,25 @@ def load_factory(ref: str) -> Callable[..., nn.Module]:
     if not callable(factory):
         raise UserError(f"model.module: {target} has no callable {attr!r}")
     return factory
+
+
+def _imported_as_user(path: Path):
+    """The module a user's own `import` gives for the file at `path`: one already imported from it, or, when its
+    folder is on sys.path and its name is free, the file imported under that name (a later `import` of the user
+    then gets this module and its classes, not copies)."""
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve() == path:
+            return module
+    folders = {Path(p or ".").resolve() for p in sys.path}
+    if path.parent in folders and path.stem.isidentifier() and path.stem not in sys.modules:
+        spec = importlib.util.find_spec(path.stem)
+        if spec is not None and spec.origin and Path(spec.origin).resolve() == path:
+            try:
+                return importlib.import_module(path.stem)
+            except Exception as exc:
+                raise UserError(f"model.module: {path} fails to import: {type(exc).__name__}: {exc}") from None
+    return None
 
 
 def factory_kwargs(factory: Callable, kwargs: dict, num_classes: int, in_channels: int) -> dict:

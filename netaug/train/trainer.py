@@ -99,6 +99,24 @@ def build_base(cfg: SpaceConfig, data: DataSplits) -> nn.Module:
                        small_input=cfg.model.small_input, dropout=cfg.model.dropout, **kw)
 
 
+@dataclass(frozen=True)
+class DataShape:
+    """What building a model needs to know of the data (the attributes of `DataSplits` it reads)."""
+
+    num_classes: int
+    in_channels: int
+    resolution: int
+
+
+def check_model(cfg: SpaceConfig, num_classes: int, in_channels: int) -> None:
+    """Build the base and its augmented twin once on the CPU, so that a model that cannot be built or augmented
+    fails with its one-line UserError before any work starts (the pipeline's driver calls this before Ray)."""
+    shape = DataShape(num_classes, in_channels, cfg.data.resolution)
+    base = build_base(cfg, shape)
+    widths, expands = netaug_grids(cfg.netaug)
+    augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init, cfg.model.freeze or ())
+
+
 def min_w_epochs(cfg, epochs: int) -> int:
     """How many of `epochs` epochs would run in min_w if `cfg` trained for that many (0 without NetAug)."""
     t = dataclasses.replace(cfg.training, epochs=epochs, warmup_epochs=min(cfg.training.warmup_epochs, epochs))
