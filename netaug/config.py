@@ -25,7 +25,7 @@ MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
-                "mode")  # what a sweep may vary
+                "macs_limit", "mode")  # what a sweep may vary
 COMPUTE_UNITS = ("seconds", "flops", "epochs")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -330,6 +330,9 @@ class SweepConfig:
     share_fraction: FloatRange | None = opt(None, "optional range of sharing.share_fraction (turns sharing on)")
     aug_every: IntRange | None = opt(None, "optional range (or choices) of netaug.aug_every")
     aug_fraction: FloatRange | None = opt(None, "optional range of netaug.aug_fraction")
+    macs_limit: FloatRange | None = opt(None, "optional range of search.macs_limit: each trial's a* is searched under "
+                                        "its own MACs limit (a multiple of the base's; a cheaper a* trains more "
+                                        "epochs at equal compute)")
     mode: list[Literal["baseline", "netaug", "netaug_kd", "netaug_rkd"]] | None = opt(
         None, "training modes swept as a choice (baseline included, so the sweep can find that plain training is "
         "best at its budget); null: netaug_rkd only")
@@ -350,6 +353,9 @@ class SweepConfig:
             raise UserError(f"sweep.aug_every: must be >= 1, got {min(self.aug_every.values())}")
         if self.aug_fraction is not None and not 0 < self.aug_fraction.low <= self.aug_fraction.high <= 1:
             raise UserError("sweep.aug_fraction: the range must lie within (0, 1]")
+        if self.macs_limit is not None and self.macs_limit.low < 1:
+            raise UserError(f"sweep.macs_limit.low: a MACs limit is a multiple of the base's MACs, >= 1, got "
+                            f"{self.macs_limit.low:g}")
 
     def modes(self) -> list[str]:
         return list(dict.fromkeys(self.mode)) if self.mode else ["netaug_rkd"]

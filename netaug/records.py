@@ -27,6 +27,7 @@ TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
      ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
      ("share_fraction", pa.float64()), ("aug_every", pa.int64()), ("aug_fraction", pa.float64()),
+     ("macs_limit", pa.float64()),
      ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
      ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
      ("test_top1", pa.float64())]

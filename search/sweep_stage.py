@@ -50,6 +50,8 @@ def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
     for key, kind in (("aug_every", int), ("aug_fraction", float)):
         if key in params:
             raw["netaug"][key] = kind(params[key])
+    if "macs_limit" in params:
+        raw["search"]["macs_limit"] = float(params["macs_limit"])
     if "share_fraction" in params:
         raw["sharing"].update(enabled=True, share_fraction=float(params["share_fraction"]))
     if raw["training"]["mode"] == "baseline":
@@ -288,6 +290,8 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
         space["share_fraction"] = float_range(sw.share_fraction)
     if sw.aug_fraction is not None:
         space["aug_fraction"] = float_range(sw.aug_fraction)
+    if sw.macs_limit is not None:
+        space["macs_limit"] = float_range(sw.macs_limit)
     if sw.aug_every is not None:
         space["aug_every"] = (tune.choice(sw.aug_every.values()) if sw.aug_every.choices is not None
                               else tune.randint(sw.aug_every.low, sw.aug_every.high + 1))

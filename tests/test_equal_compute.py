@@ -46,11 +46,10 @@ def test_plan_epochs_follows_the_trainers_own_min_w_phase():
     epochs = plan_epochs(cfg, cost, 30.0)
     # independent: the trainer's own aug_kind over the planned schedule
     planned = with_epochs(cfg, epochs)
-    kinds = []
-    for e in range(epochs):
-        probe = Trainer.__new__(Trainer)
-        probe.mode, probe.cfg, probe.epoch = "netaug", planned, e
-        kinds.append(Trainer.aug_kind(probe))
+    from netaug.train.recipe import Recipe
+
+    recipe = Recipe(torch.nn.Identity(), "netaug", planned, torch.device("cpu"))
+    kinds = [recipe.aug_kind(e) for e in range(epochs)]
     assert sum(k == "random" for k in kinds) * 4.0 + sum(k == "min_w" for k in kinds) * 2.0 <= 30.0
     assert spent(planned, cost, epochs) == pytest.approx(kinds.count("random") * 4.0 + kinds.count("min_w") * 2.0)
     longer = with_epochs(cfg, epochs + 1)

@@ -82,6 +82,7 @@ BAD_SPACES = [
     ({"sweep": {"aug_fraction": {"low": 0.0, "high": 0.5}}}, "sweep.aug_fraction"),
     ({"sweep": {"aug_every": {"low": 0, "high": 4}}}, "sweep.aug_every"),
     ({"final": {"arms": ["winner", "baseline_fast"]}}, "final.arms"),
+    ({"sweep": {"macs_limit": {"low": 0.5, "high": 4.0}}}, "sweep.macs_limit.low"),
 ] + ([] if importlib.util.find_spec("litert_torch") else [({"deploy": {"tflite": True}}, "deploy.tflite: needs")])
 
 

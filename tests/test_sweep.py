@@ -74,7 +74,8 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
         own = archs[archs["search_id"] == f"sweep-{trial.trial_id}"]
         assert own["chosen"].sum() == 1 and json.loads(own[own["chosen"]]["arch"].iloc[0]) == json.loads(trial.arch)
         assert np.allclose(own["r"], trial.r) and (own["s"] == trial.s).all()
-        assert trial.aug_macs > trial.base_macs
+        assert trial.base_macs < trial.aug_macs <= trial.macs_limit * trial.base_macs  # a* under its swept limit
+        assert 2.0 <= trial.macs_limit <= 4.0
         # the final val top-1 reported to Tune is the last epoch's
         last = (epochs.trial_id == trial.trial_id) & (epochs.epoch == trial.epochs_planned)
         assert trial.val_top1 == epochs[last]["val_top1"].item()

@@ -45,12 +45,12 @@ from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
 from netaug.errors import UserError
-from netaug.losses import kd_kl, rkd_loss
 from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
 from netaug.train.cost import FlopCounter
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
+from netaug.train.recipe import AUG_MODES, SUPERNET, Recipe, min_w_start  # noqa: F401 (min_w_start: re-exported)
 from netaug.train.runtime import resolve_device, seed_everything
 
 
@@ -124,20 +124,11 @@ def min_w_epochs(cfg, epochs: int) -> int:
     return sum(1 for e in range(epochs) if e >= start)
 
 
-def min_w_start(cfg) -> float:
-    """The first min_w epoch is the first at or past this: `min_w_fraction` of the cosine epochs before
-    the end (the official `remaining_epochs <= stop_aug_w_epoch`), or of all epochs (`min_w_of: all`)."""
-    t, n = cfg.training, cfg.netaug
-    if n.min_w_of == "all":
-        return t.epochs * (1 - n.min_w_fraction)
-    return t.epochs - n.min_w_fraction * (t.epochs - t.warmup_epochs)
-
-
 class Trainer:
     """Trains a base model in one of the modes above on in-memory splits."""
 
-    AUG_MODES = ("netaug", "netaug_kd", "netaug_rkd")
-    SUPERNET = "supernet"
+    AUG_MODES = AUG_MODES
+    SUPERNET = SUPERNET
 
     def __init__(self, cfg: SpaceConfig, data: DataSplits, mode: str | None = None,
                  arch_log: Callable[[dict], None] | None = None, base: InvertedResidualNet | None = None,
@@ -209,17 +200,15 @@ class Trainer:
         self.shared = self.release_step is not None  # released at the first step >= release_step
         self.optimizer = build_optimizer(self.model, t)
         self.scheduler = build_scheduler(self.optimizer, t, self.steps_per_epoch, self.world)
-        self.criterion = nn.CrossEntropyLoss(label_smoothing=t.label_smoothing)
+        self.recipe = Recipe(self.model, self.mode, cfg, self.device, self.autocast_dtype, arch_log)
+        self.criterion = self.recipe.criterion
         self.batch_generator = torch.Generator().manual_seed(t.seed)
-        self.arch_generator = torch.Generator().manual_seed(t.seed + 1)
         self.epoch = 0
         self.global_step = 0
-        self.arch_log = arch_log
         self.batch_hook: Callable[[torch.Tensor, torch.Tensor], None] | None = None  # sees every training batch
         self._calibration: list[torch.Tensor] | None = None
         self._calibrated: tuple | None = None  # (step, config) whose BatchNorm statistics are recalibrated
         self.flop_counter = FlopCounter(self.model, (data.in_channels, data.resolution, data.resolution))
-        self.pass_log: list[tuple[object, int, bool]] = []  # (sub-network, images, backward?) of each pass run
         self.train_seconds = 0.0  # cumulative, training steps only
         self.train_flops = 0.0  # cumulative, every worker's passes
 
@@ -228,35 +217,31 @@ class Trainer:
     def augmented(self) -> AugmentedNet | None:
         return self.model if isinstance(self.model, AUGMENTED) else None
 
+    @property
+    def arch_log(self) -> Callable[[dict], None] | None:
+        """Called with every sampled augmented sub-network (the recipe's log)."""
+        return self.recipe.arch_log
+
+    @arch_log.setter
+    def arch_log(self, log: Callable[[dict], None] | None) -> None:
+        self.recipe.arch_log = log
+
+    @property
+    def pass_log(self) -> list[tuple[object, int, bool]]:
+        """(sub-network, images, backward?) of each pass run since it was last emptied (the FLOPs count)."""
+        return self.recipe.pass_log
+
+    @pass_log.setter
+    def pass_log(self, log: list) -> None:
+        self.recipe.pass_log = log
+
     def aug_kind(self) -> str:
         """"random" sub-networks, or "min_w" (base widths, random expands) in NetAug's final epochs."""
-        if self.mode == self.SUPERNET:
-            return "random"
-        return "min_w" if self.epoch >= min_w_start(self.cfg) else "random"
-
-    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(features, float32 logits) of the active network."""
-        with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.bfloat16,
-                            enabled=self.autocast_dtype is not None):
-            features, logits = self.model.forward_with_features(x)
-        if self.autocast_dtype is None:
-            return features, logits  # float32 (or whatever the model computes in, e.g. float64 checks)
-        return features.float(), logits.float()
-
-    def distill_loss(self, features: torch.Tensor, logits: torch.Tensor,
-                     teacher: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-        """Hinton KD (kd, netaug_kd) or w_d RKD-D + w_a RKD-A (netaug_rkd) against the detached teacher."""
-        t_features, t_logits = teacher
-        r = self.cfg.rkd
-        if self.mode != "netaug_rkd":
-            return kd_kl(logits, t_logits, r.temperature)
-        s_emb, t_emb = (features, t_features) if r.embedding == "features" else (logits, t_logits)
-        return rkd_loss(s_emb, t_emb, r.distance_weight, r.angle_weight)
+        return self.recipe.aug_kind(self.epoch)
 
     def step_generator(self, step: int) -> torch.Generator:
-        """The generator the sub-networks of `step` are drawn from: seeded by the training seed and the
-        step, not the rank, so every data-parallel worker trains the same sub-networks."""
-        return self.arch_generator.manual_seed((self.cfg.training.seed + 1) * 1_000_003 + step)
+        """The generator the sub-networks of `step` are drawn from (the recipe's, seeded by seed and step)."""
+        return self.recipe.step_generator(step)
 
     def step(self, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
         """One optimizer step on this worker's batch. Returns the step's losses (unweighted, plus the
@@ -266,28 +251,12 @@ class Trainer:
             self.shared = False
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        aug = self.augmented
-        if self.mode == self.SUPERNET:
-            alpha, samples = 1.0, 1  # SPOS: one uniformly sampled single path per step, at full weight
-        else:
-            alpha = self.cfg.netaug.aug_loss_weight
-            samples = self.cfg.netaug.aug_samples if self.mode in self.AUG_MODES else 0
-        if samples and self.global_step % self.cfg.netaug.aug_every:
-            samples = 0  # netaug.aug_every: the augmented loss on every k-th step only
-        configs = []
-        if samples and alpha > 0:
-            kind, generator = self.aug_kind(), self.step_generator(self.global_step)
-            for sample in range(samples):
-                config = aug.normalize(kind, generator)
-                if self.arch_log is not None:
-                    self.arch_log({"epoch": self.epoch, "step": self.global_step, "sample": sample,
-                                   "kind": kind, "config": config})
-                configs.append(config)
+        configs = self.recipe.sample(self.global_step, self.epoch)
         chunks = list(zip(x.chunk(self.micro_batches), y.chunk(self.micro_batches)))
         totals: dict[str, torch.Tensor] = {}
         summed: list[torch.Tensor | None] = []
         for i, (xc, yc) in enumerate(chunks):
-            losses = self._passes(xc, yc, configs, alpha)
+            losses = self.recipe.passes(xc, yc, configs)
             totals = {k: totals[k] + v for k, v in losses.items()} if totals else losses
             if len(chunks) > 1:  # sum each chunk's gradients, then average: what the all-reduce computes
                 grads = [p.grad for p in self.model.parameters()]
@@ -297,8 +266,6 @@ class Trainer:
         if len(chunks) > 1:
             for param, grad in zip(self.model.parameters(), summed):
                 param.grad = None if grad is None else grad.div_(len(chunks))
-        if aug is not None:
-            aug.set_active("min")
         self._all_reduce_gradients()
         self.optimizer.step()
         self.scheduler.step()
@@ -306,71 +273,6 @@ class Trainer:
         if len(chunks) > 1:
             totals = {k: v / len(chunks) for k, v in totals.items()}
         return totals
-
-    def _passes(self, x: torch.Tensor, y: torch.Tensor, configs: list[SubnetConfig], alpha: float
-                ) -> dict[str, torch.Tensor]:
-        """Forward and backward passes of one (micro-)batch; their gradients accumulate."""
-        aug = self.augmented
-        lam = self.cfg.rkd.lambda_kd
-        zero = torch.zeros((), device=self.device)
-        teacher_loss = distill = base = aug_total = zero
-
-        teacher = None
-        how = self.cfg.rkd.teacher if self.mode in TEACHER_MODES else None
-        trained_teacher = how == "max"
-        n, y_all = len(x), y
-        if how in ("max", "max_fwd"):
-            aug.set_active("max")
-            with torch.set_grad_enabled(trained_teacher):
-                t_features, t_logits = self._forward(x)
-                t_loss = self.criterion(t_logits, y)
-            if trained_teacher:
-                t_loss.backward()
-            teacher, teacher_loss = (t_features.detach(), t_logits.detach()), t_loss.detach()
-            self.pass_log.append((aug.config("max"), n, trained_teacher))
-        if aug is not None:
-            aug.set_active("min")
-        base_out = None
-        if self.mode != self.SUPERNET or self.cfg.supernet.train_base:
-            base_out = self._forward(x)
-            self.pass_log.append(("min" if aug is not None else None, n, True))
-            if how != "sampled":  # otherwise the base's backward waits for the sampled teacher
-                distill, base = self._base_backward(base_out, y, teacher, lam)
-        fraction = self.cfg.netaug.aug_fraction
-        if configs and fraction < 1:  # netaug.aug_fraction: the augmented passes see the batch's leading part
-            keep = min(n, max(2, round(fraction * n)))
-            x, y = x[:keep], y[:keep]
-        for i, config in enumerate(configs):
-            aug.set_active(config)
-            a_features, a_logits = self._forward(x)
-            self.pass_log.append((config, len(x), True))
-            aug_loss = self.criterion(a_logits, y)
-            (alpha * aug_loss).backward()
-            aug_total = aug_total + aug_loss.detach()
-            if how == "sampled" and i == 0:
-                teacher, teacher_loss = (a_features.detach(), a_logits.detach()), aug_loss.detach()
-        if how == "sampled" and base_out is not None:
-            distill, base = self._base_backward(base_out, y_all, teacher, lam)
-        lam = lam if teacher is not None else 0.0
-        trained = teacher_loss if trained_teacher else zero  # a forward-only or sampled teacher adds no CE of its own
-        return {"loss": base + alpha * aug_total + lam * distill + trained, "base_loss": base,
-                "aug_loss": aug_total, "teacher_loss": teacher_loss, "distill_loss": distill}
-
-    def _base_backward(self, base_out: tuple[torch.Tensor, torch.Tensor], y: torch.Tensor,
-                       teacher: tuple[torch.Tensor, torch.Tensor] | None, lam: float
-                       ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Backward of the base's CE (+ lambda x distillation from the detached teacher); returns the
-        detached (distillation, CE) losses."""
-        features, logits = base_out
-        base_loss = self.criterion(logits, y)
-        total, distill = base_loss, torch.zeros((), device=self.device)
-        if teacher is not None:
-            m = len(teacher[1])  # a sampled teacher of netaug.aug_fraction < 1 saw the batch's first m images
-            distill_loss = self.distill_loss(features[:m], logits[:m], teacher)
-            total = total + lam * distill_loss
-            distill = distill_loss.detach()
-        total.backward()
-        return distill, base_loss.detach()
 
     def _all_reduce_gradients(self) -> None:
         """Average the accumulated gradients over the data-parallel workers: one all-reduce of one
@@ -389,11 +291,8 @@ class Trainer:
         """One pass over the training split (shuffled, augmented, last partial batch dropped); with N
         workers, this worker's share of every global batch. `progress` gets each step's device-side
         losses (reading one is a host sync)."""
-        n = self.cfg.netaug
         start = time.perf_counter()
-        if self.augmented is not None and n.sort != "off" and self.aug_kind() == "random":
-            # as the official code: only in width-augmented epochs
-            self.augmented.sort_channels(self.optimizer, n.sort, n.sort_momentum)
+        self.recipe.on_epoch_start(self.epoch, self.optimizer)  # channel sorting in width-augmented epochs
         self._calibrated = None
         self.pass_log = []
         sums = torch.zeros(len(LOSS_KEYS), device=self.device)
@@ -505,7 +404,8 @@ class Trainer:
             "model": plain_state_dict(self.model), "model_raw": raw, "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(), "epoch": self.epoch, "global_step": self.global_step,
             "train_seconds": self.train_seconds, "train_flops": self.train_flops,
-            "batch_generator": self.batch_generator.get_state(), "arch_generator": self.arch_generator.get_state()})
+            "batch_generator": self.batch_generator.get_state(),
+            "arch_generator": self.recipe.arch_generator.get_state()})
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model_raw"] if state.get("model_raw") is not None else state["model"])
@@ -514,7 +414,7 @@ class Trainer:
         self.epoch, self.global_step = state["epoch"], state["global_step"]
         self.train_seconds, self.train_flops = state.get("train_seconds", 0.0), state.get("train_flops", 0.0)
         self.batch_generator.set_state(state["batch_generator"])
-        self.arch_generator.set_state(state["arch_generator"])
+        self.recipe.arch_generator.set_state(state["arch_generator"])
         self.shared = is_shared(self.model)
         self._calibrated = None
 
