@@ -71,6 +71,8 @@ def _ordered_trials(run: Run) -> pd.DataFrame:
 
 
 def plot_best_so_far(run: Run, metric: str, out: Path) -> str | None:
+    if run.trials.empty or metric not in run.trials:
+        return None  # a final stage without a sweep (final.arms: [baseline, ...])
     trials = _ordered_trials(run).dropna(subset=[metric])
     if trials.empty:
         return None
@@ -431,6 +433,12 @@ def md_table(df: pd.DataFrame) -> str:
 
 
 def write_report(run: Run) -> Path:
+    if run.trials.empty:  # a final stage without a sweep: the sweep's tables and plots are empty, with their columns
+        from netaug.records import EPOCHS_SCHEMA, TRIALS_SCHEMA
+
+        run.trials = pd.DataFrame(columns=TRIALS_SCHEMA.names)
+        if run.epochs.empty:
+            run.epochs = pd.DataFrame(columns=EPOCHS_SCHEMA.names)
     out = run.path / "report"
     out.mkdir(exist_ok=True)
     metric = run.space.get("sweep", {}).get("metric", "val_top1")

@@ -76,7 +76,8 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
     needs_supernet = args.stage == "search" or (args.stage == "sweep" and cfg.sweep.largest == "searched")
     if needs_supernet and not (run_dir / "supernet").is_dir():
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
-    if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and set(cfg.final.arms) != {"baseline"}:
+    needs_sweep = not set(cfg.final.arms) <= {"baseline", "baseline_equal"}  # every other arm is the sweep's
+    if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and needs_sweep:
         raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
     check_data_and_model(cfg)
     parallel = [f"{s}.workers={getattr(cfg, s).workers}" for s in ("supernet", "sweep", "final")

@@ -58,3 +58,17 @@ def test_the_equal_compute_final_stage_runs_on_a_users_model(tmp_path, model):
     assert "1 winner epoch = " in text and "baseline_equal trains" in text
     assert "At equal epochs (2 each)" in text and "At equal compute" in text and "why:" in text
     assert f"report: {out / 'report' / 'report.md'}" in text and (out / "report" / "report.md").is_file()
+
+
+def test_a_final_stage_of_plain_arms_needs_no_sweep_and_writes_its_report(tmp_path):
+    """`--stage final` with only plain arms (no trials.parquet): the report has no sweep, and the run ends well."""
+    out = tmp_path / "run"
+    sets = ["data.resolution=8", "final.arms=[baseline]", "final.epochs=1", "final.seeds=1", "deploy.int8=false",
+            "final.resources.cpu=1"]
+    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
+                           "--stage", "final", "--no-dashboard", *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = (out / "report" / "report.md").read_text()
+    final = pd.read_parquet(out / "final.parquet")
+    assert final["arm"].tolist() == ["baseline"] and "0 trials" in report and "## Did NetAug help here?" in report
