@@ -54,8 +54,13 @@ class RecipeCost:
         return cls(StepFigures(**d["width"]), StepFigures(**d["min_w"]), PhaseCost(**d["cost"]))
 
 
+def phased(cfg: SpaceConfig) -> bool:
+    """Whether `cfg`'s recipe has NetAug's two phases (width-augmented epochs, then min_w epochs)."""
+    return cfg.training.mode in Trainer.AUG_MODES and cfg.netaug.min_w_fraction > 0
+
+
 def has_min_w(trainer: Trainer) -> bool:
-    return trainer.augmented is not None and trainer.mode in Trainer.AUG_MODES and trainer.cfg.netaug.min_w_fraction > 0
+    return trainer.augmented is not None and phased(trainer.cfg)
 
 
 def _cycle(trainer: Trainer, seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
@@ -136,8 +141,7 @@ def plan_epochs(cfg: SpaceConfig, cost: PhaseCost, budget: float) -> int:
     from netaug.train.cost import affordable_epochs
     from netaug.train.trainer import min_w_epochs
 
-    phases = cfg.training.mode in Trainer.AUG_MODES and cfg.netaug.min_w_fraction > 0
-    return affordable_epochs(budget, cost, (lambda e: min_w_epochs(cfg, e)) if phases else (lambda e: 0))
+    return affordable_epochs(budget, cost, (lambda e: min_w_epochs(cfg, e)) if phased(cfg) else (lambda e: 0))
 
 
 def with_epochs(cfg: SpaceConfig, epochs: int) -> SpaceConfig:
@@ -152,7 +156,6 @@ def spent(cfg: SpaceConfig, cost: PhaseCost, epochs_done: int) -> float:
     """Plain epochs that the first `epochs_done` epochs of `cfg`'s schedule cost (its phases as it trains)."""
     from netaug.train.trainer import min_w_start
 
-    phases = cfg.training.mode in Trainer.AUG_MODES and cfg.netaug.min_w_fraction > 0
-    start = min_w_start(cfg) if phases else math.inf
+    start = min_w_start(cfg) if phased(cfg) else math.inf
     late = sum(1 for e in range(epochs_done) if e >= start)
     return cost.schedule(epochs_done, late)
