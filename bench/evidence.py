@@ -241,7 +241,7 @@ def train_cell(args, cell: Cell, ckpt: Path) -> tuple[dict, list[dict], object]:
     row = {**asdict(cell), "mode": arm.mode, "description": arm.description, "r": arm.r, "s": arm.s,
            "expand_r": cfg.netaug.expand_r, "expand_s": cfg.netaug.expand_s, "mid_width": cfg.netaug.mid_width,
            "init": cfg.netaug.init, "aug_loss_weight": arm.aug_loss_weight, "lambda_kd": arm.lambda_kd,
-           "largest": json.dumps(aug.config("max")) if aug is not None else None,
+           "largest": json.dumps(aug.named("max")) if aug is not None else None,
            "base_macs": profile_macs(base_net, shape)[0], "base_params": sum(p.numel() for p in base_net.parameters()),
            "aug_macs": profile_macs(aug.export("max"), shape)[0] if aug is not None else None,
            "train_top1": last["train_top1"], "val_top1": last["val_top1"], "val_loss": last["val_loss"],
@@ -345,7 +345,7 @@ def search_astar(args, base: str) -> str:
     gen = torch.Generator().manual_seed(space.search.seed)
     best, table = uniform_search(evaluator, paths, min(args.paths, paths.size), math.inf, gen)
     base_macs = profile_macs(scorer.supernet.export("min"), shape)[0]
-    payload = {"base": base, "arch": [list(best.path[0]), list(best.path[1])], "val_top1": best.val_top1,
+    payload = {"base": base, "arch": scorer.supernet.named(best.path), "val_top1": best.val_top1,
                "macs": best.macs, "base_macs": base_macs, "supernet_epochs": args.supernet_epochs,
                "paths": [c.row() for c in table], "seconds": time.perf_counter() - started}
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,9 +7,10 @@ Per model, in one process: the coupled channel groups found by tracing (width an
 and MACs of the base and of the largest augmented model (r = 3, s = 2, expands up to 3), the median
 `Trainer.step` of NetAug (netaug mode) over that of plain training (baseline mode) on the same random
 batches, round-robin, and max |logit difference| between the "min" sub-network and the user's model in
-train and eval mode. Then the built-in MobileNetV2-Tiny twice in NetAug mode, hand-written
-(`netaug.augment.network`) and generic (`netaug.augment.generic`), same weights, round-robin: the
-generic step over the hand-written one, and their largest logit difference over drawn sub-networks.
+train and eval mode. Then the built-in MobileNetV2-Tiny (32 px, batch 128) twice, through the one augmenter
+and through the former hand-written twin (kept in tests/reference as the conformance suite's oracle), same
+seeds, round-robin: the one augmenter's NetAug step over the hand-written one's, and their largest logit
+difference over drawn sub-networks.
 """
 
 from __future__ import annotations
@@ -75,12 +76,14 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--batch", type=int, default=64)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--zoo", action="store_true", help="also torchvision and timm models (needs the zoo extra)")
-    p.add_argument("--configs", type=int, default=50, help="drawn sub-networks compared, hand-written vs generic")
+    p.add_argument("--configs", type=int, default=50, help="drawn sub-networks compared, hand-written vs one augmenter")
+    p.add_argument("--batch-builtin", type=int, default=128, help="batch of the MobileNetV2-Tiny step comparison")
+    p.add_argument("--builtin-only", action="store_true", help="only the MobileNetV2-Tiny comparison")
     args = p.parse_args(argv)
 
     import torch
 
-    from netaug.augment import augment_module
+    from netaug.augment import augment, augment_module
     from netaug.augment.generic import ModuleNet
     from netaug.config import load_space
     from netaug.data import load_data
@@ -96,7 +99,10 @@ def main(argv: list[str] | None = None) -> None:
     print("| model | input | width / middle groups | base params / MACs | largest params / MACs | NetAug step ÷ plain "
           "| min vs user's model (max abs logit) |")
     print("| --- | --- | --- | --- | --- | --- | --- |")
-    for label, ref, kwargs, shape in LOCAL + (ZOO if args.zoo else []):
+    sys.path.insert(0, str(ROOT / "tests"))
+    from reference.twin import augment as reference_augment  # the former hand-written twin
+
+    for label, ref, kwargs, shape in [] if args.builtin_only else LOCAL + (ZOO if args.zoo else []):
         torch.manual_seed(0)
         module = load_factory(ref)(**kwargs)
         aug = augment_module(module, grid, grid, torch.zeros(1, *shape))
@@ -115,30 +121,67 @@ def main(argv: list[str] | None = None) -> None:
               f"{times['netaug'] / times['baseline']:.2f} ({times['netaug'] * 1e3:.1f} / "
               f"{times['baseline'] * 1e3:.1f} ms) | {diff:.1e} |", flush=True)
 
-    # the built-in MobileNetV2-Tiny: hand-written twin against the generic one
+    # the built-in MobileNetV2-Tiny: the one augmenter against the former hand-written twin (the conformance oracle)
     shape = (3, 32, 32)
     torch.manual_seed(0)
     base = build_model("mobilenetv2_tiny", 10, 3, resolution=32)
-    cfg = load_space(None, ["training.mode=netaug", "netaug.r=3", "netaug.s=2", f"training.batch_size={args.batch}"])
-    hand = Trainer(cfg, data, "netaug", base=copy.deepcopy(base))
-    generic = Trainer(cfg, data, "netaug", base=ModuleNet(copy.deepcopy(base), shape))
-    generic.model.load_state_dict({"base.net." + k: v for k, v in hand.model.state_dict().items()}, strict=True)
-    has_mid = [b.mid_ch is not None for b in base.spec.blocks]
-    g = torch.Generator().manual_seed(0)
+    torch.manual_seed(1)
+    one = augment(base, grid, grid, init="augmented")
+    torch.manual_seed(1)
+    hand = reference_augment(base, grid, grid, init="augmented")
+    g_one, g_hand = torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
     x = torch.randn(4, *shape)
     worst = 0.0
-    hand.model.eval(), generic.model.eval()
+    one.eval(), hand.eval()
     with torch.no_grad():
         for i in range(args.configs):
-            c = hand.model.config("random" if i else "max", g)
-            hand.model.set_active(c)
-            generic.model.set_active((c[0], tuple(e for e, m in zip(c[1], has_mid) if m)))
-            worst = max(worst, (hand.model(x) - generic.model(x)).abs().max().item())
-    hand.model.set_active("min"), generic.model.set_active("min")
-    times = median_steps({"hand": hand, "generic": generic}, shape, 10, args.batch, args.steps)
-    print(f"\nMobileNetV2-Tiny {'x'.join(map(str, shape))}, NetAug step: generic {times['generic'] * 1e3:.1f} ms / "
-          f"hand-written {times['hand'] * 1e3:.1f} ms = {times['generic'] / times['hand']:.3f}; "
-          f"max |logit difference| over {args.configs} drawn sub-networks (same weights): {worst:.1e}")
+            one.set_active("random" if i else "max", g_one)
+            hand.set_active("random" if i else "max", g_hand)
+            worst = max(worst, (hand(x) - one(x)).abs().max().item())
+    steppers = {"hand": NetAugStep(hand, args.batch_builtin), "one": NetAugStep(one, args.batch_builtin)}
+    times = round_robin_calls(steppers, args.steps)
+    print(f"\nMobileNetV2-Tiny {'x'.join(map(str, shape))}, batch {args.batch_builtin}, NetAug step (base + one "
+          f"random sub-network, forward, backward, SGD): one augmenter {times['one'] * 1e3:.1f} ms / hand-written "
+          f"{times['hand'] * 1e3:.1f} ms = {times['one'] / times['hand']:.3f}; max |logit difference| over "
+          f"{args.configs} drawn sub-networks (same seeds): {worst:.1e}")
+
+
+class NetAugStep:
+    """One NetAug step on an augmented model: the base's loss and one random sub-network's, then SGD."""
+
+    def __init__(self, model, batch: int) -> None:
+        import torch
+
+        self.model = model.train()
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+        g = torch.Generator().manual_seed(5)
+        self.x, self.y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(10, (batch,), generator=g)
+        self.gen = torch.Generator().manual_seed(6)
+
+    def __call__(self) -> None:
+        import torch.nn.functional as F
+
+        self.opt.zero_grad(set_to_none=True)
+        self.model.set_active("min")
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.model.set_active("random", self.gen)
+        F.cross_entropy(self.model(self.x), self.y).backward()
+        self.opt.step()
+
+
+def round_robin_calls(calls: dict, steps: int, warmup: int = 3) -> dict[str, float]:
+    """Median seconds per call of each callable, called in turn (so machine load falls on all alike)."""
+    import statistics
+    import time
+
+    seconds: dict[str, list[float]] = {k: [] for k in calls}
+    for i in range(warmup + steps):
+        for k, call in calls.items():
+            t = time.perf_counter()
+            call()
+            if i >= warmup:
+                seconds[k].append(time.perf_counter() - t)
+    return {k: statistics.median(v) for k, v in seconds.items()}
 
 
 if __name__ == "__main__":

@@ -173,6 +173,7 @@ def mbv3_pairs(ours: nn.Module, official: nn.Module) -> list[tuple[str, torch.Te
     """(name, our tensor, the official tensor) for every MobileNetV3 parameter and BN buffer, layer by
     layer (the SE layer registers after the point conv there and before the projection here, so
     registration order does not pair them). The official head layer is a 1x1 conv, ours a linear layer."""
+    ours = ours.base.net if hasattr(ours, "base") else ours  # an augmented model: its network
     out: list[tuple[str, torch.Tensor, torch.Tensor]] = []
 
     def conv_bn(name: str, dst, layer) -> None:
@@ -295,7 +296,7 @@ def mbv3_draw_rows(models, args) -> list[tuple[str, str, float | None]]:
             w_ours, out = widths_seen(aug, x, (nn.Conv2d, nn.Linear))
             w_off, o_out = widths_seen(o_aug, x, (nn.Conv2d, nn.Linear))
         agree += w_ours == w_off
-        ours_se = [b.se_ch for b in aug.spec_of(config).blocks if b.se_ch is not None]
+        ours_se = [b.se_ch for b in aug.export(config).spec.blocks if b.se_ch is not None]
         off_se = [blk.conv.se_layer.active_mid_channels for stage in o_aug.backbone["stages"] for blk in stage.op_list
                   if hasattr(blk.conv, "se_layer")]
         se_layers += len(off_se)
@@ -344,7 +345,7 @@ def mbv3_init_rows(models, outils, args) -> list[tuple[str, str, float | None]]:
         owner = {id(q): m for m in model.modules() for q in m.parameters(recurse=False)}
         o_owner = {id(q): m for m in o_model.modules() for q in m.parameters(recurse=False)}
         modules = list(dict.fromkeys((owner[id(t)], o_owner[id(u)]) for _, t, u in pairs_))
-        heads = head_layers(model)
+        heads = head_layers(model.base.net if hasattr(model, "base") else model)  # an augmented model's network
         for k, (m, o_m) in enumerate(modules):
             torch.manual_seed(args.seed + 7 + k)
             outils.init_modules(o_m, init_type=o_init)  # that module and what it holds

@@ -73,7 +73,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for i, cand in enumerate(inherited):
         torch.manual_seed(cfg.training.seed)
-        net = supernet.base_cls(supernet.spec_of(cand.path))
+        shaped = supernet.export(cand.path)  # the path's structure, freshly initialised below
+        net = type(shaped)(shaped.spec)
         t0 = time.perf_counter()
         alone = Trainer(alone_cfg, data, mode="baseline", base=net)
         alone.fit()

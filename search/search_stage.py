@@ -63,10 +63,11 @@ class SearchOutcome:
     table: list[Candidate]
     base_macs: int
     archs_path: Path
+    named: dict[str, float]  # a* as {group name: multiplier}
 
     def summary(self) -> dict:
         return {"search_id": self.search_id, "method": self.method, "r": self.r, "s": self.s,
-                "arch": self.chosen.path, "candidate_id": path_id(self.chosen.path),
+                "arch": self.chosen.path, "arch_named": self.named, "candidate_id": path_id(self.chosen.path),
                 "val_top1": self.chosen.val_top1, "val_loss": self.chosen.val_loss, "macs": self.chosen.macs,
                 "params": self.chosen.params, "base_macs": self.base_macs, "evaluated": len(self.table)}
 
@@ -134,7 +135,7 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
     finally:
         scorer.close()
     archs = append_archs(run_dir, archs_table(table, chosen, search_id, method, r, s))
-    outcome = SearchOutcome(search_id, method, r, s, chosen, table, base_macs, archs)
+    outcome = SearchOutcome(search_id, method, r, s, chosen, table, base_macs, archs, supernet.named(chosen.path))
     with atomic_path(run_dir / SEARCH_FILE) as tmp:
         tmp.write_text(json.dumps({**outcome.summary(), "seconds": time.perf_counter() - start}, indent=2) + "\n")
     return outcome

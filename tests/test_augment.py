@@ -8,8 +8,13 @@ import pytest
 import torch
 import torch.nn as nn
 
-from netaug.augment import augment, recalibrate_bn, spec_for, width_multipliers
+from netaug.augment import augment, recalibrate_bn, width_multipliers
 from netaug.models import build_model, profile_macs
+
+
+def active_spec(aug):
+    """The static structure of the active sub-network (its export's spec, read from its layers)."""
+    return aug.export(aug.active).spec
 
 
 def test_width_multipliers():
@@ -34,7 +39,7 @@ def pair(request):
 
 def test_base_weights_are_the_leading_slice_of_the_augmented_weights(pair):
     base, aug = pair
-    big = aug.state_dict()
+    big = aug.base.net.state_dict()
     for key, value in base.state_dict().items():
         assert big[key].shape >= value.shape or big[key].dim() == 0
         assert torch.equal(big[key][tuple(slice(0, n) for n in value.shape)] if value.dim() else big[key], value), key
@@ -48,15 +53,15 @@ def test_min_subnetwork_equals_the_base_and_max_is_wider(pair):
     aug.set_active("min")
     assert torch.equal(aug(x), base(x))
     aug.set_active("max")
-    assert aug.active_spec() == aug.spec
-    assert aug.active_spec().feature_ch == 3 * base.spec.feature_ch
+    assert active_spec(aug).feature_ch == 3 * base.spec.feature_ch
+    assert active_spec(aug).stem_ch == 3 * base.spec.stem_ch
 
 
 def test_residual_blocks_keep_input_width_equal_to_output_width(pair):
     _, aug = pair
     gen = torch.Generator().manual_seed(0)
     for _ in range(20):
-        spec = spec_for(aug.base_spec, aug.set_active("random", gen))
+        spec = aug.export(aug.set_active("random", gen)).spec
         for b in spec.blocks:
             if b.residual:
                 assert b.in_ch == b.out_ch
@@ -110,14 +115,14 @@ def _sorting_setup():
     aug(x).square().mean().backward()
     opt.step()  # creates momentum buffers
     with torch.no_grad():  # make the importance order non-trivial
-        for block in aug.blocks:
+        for block in aug.base.net.blocks:
             block.project.conv.weight.mul_(torch.rand_like(block.project.conv.weight))
     aug.eval()
     outs = {}
     for kind in ("max", "min"):
         aug.set_active(kind)
         seen: list[torch.Tensor] = []
-        hook = aug.blocks[3].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.detach()))
+        hook = aug.base.net.blocks[3].register_forward_hook(lambda m, i, o, seen=seen: seen.append(o.detach()))
         outs[kind] = aug(x)
         hook.remove()
         outs[f"{kind}_block"] = seen[0]
@@ -134,8 +139,8 @@ def test_sorting_all_moves_augmented_channels_into_the_base_and_keeps_the_larges
     """scope "all" (official): every middle channel ranked, so the base's prefix gains augmented
     channels and the base computes something else; the largest model computes the same function."""
     aug, opt, x, outs = _sorting_setup()
-    block = aug.blocks[3]
-    keep = aug.base_spec.blocks[3].mid_ch
+    block = aug.base.net.blocks[3]
+    keep = aug.template[0].net.spec.blocks[3].mid_ch
     with torch.no_grad():  # an augmented channel that matters most: it must lead after the sort
         block.project.conv.weight[:, -1] *= 1000
     aug.set_active("max")
@@ -166,8 +171,8 @@ def test_sorting_all_moves_augmented_channels_into_the_base_and_keeps_the_larges
 
 def test_sorting_augmented_keeps_the_base_and_largest_functions_and_permutes_momentum():
     aug, opt, x, outs = _sorting_setup()
-    block = aug.blocks[3]
-    keep = aug.base_spec.blocks[3].mid_ch
+    block = aug.base.net.blocks[3]
+    keep = aug.template[0].net.spec.blocks[3].mid_ch
     importance = block.project.conv.weight.abs().sum(dim=(0, 2, 3))
     momentum_before = opt.state[block.depthwise.conv.weight]["momentum_buffer"].clone()
     dw_before = block.depthwise.conv.weight.clone()
@@ -189,7 +194,7 @@ def test_official_draw_order_alternates_widths_and_expands():
     stage's width at its first block and the block's expand factor, then the feature width; a choice
     with one option draws nothing."""
     aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2, 3], [1, 1.5, 2, 2.5])
-    spec = aug.base_spec
+    spec = aug.template[0].net.spec
     gen = torch.Generator().manual_seed(7)
     config = aug.config("random", gen)
     ref = torch.Generator().manual_seed(7)
@@ -198,12 +203,13 @@ def test_official_draw_order_alternates_widths_and_expands():
     for i, b in enumerate(spec.blocks):
         if i == 0 or b.stage != spec.blocks[i - 1].stage:
             widths[b.stage + 1] = draw(aug.width_mults)
-        expands.append(1.0 if b.mid_ch is None else draw(aug.expand_mults))
+        if b.mid_ch is not None:  # a block without an expansion has no middle group
+            expands.append(draw(aug.expand_mults))
     widths[-1] = draw(aug.width_mults)
     assert config == (tuple(widths), tuple(expands))
     gen, ref = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
     assert aug.config("min_w", gen) == ((1.0,) * len(widths),
-                                        tuple(1.0 if b.mid_ch is None else draw(aug.expand_mults) for b in spec.blocks))
+                                        tuple(draw(aug.expand_mults) for b in spec.blocks if b.mid_ch is not None))
 
 
 def test_bn_recalibration_averages_biased_batch_statistics_of_the_active_subnetwork():
@@ -211,9 +217,10 @@ def test_bn_recalibration_averages_biased_batch_statistics_of_the_active_subnetw
     biased variance; channels outside the active sub-network and num_batches_tracked are untouched."""
     torch.manual_seed(0)
     aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2], [1, 2])
-    widths, expands = aug.config("max")
-    aug.set_active((widths, expands[:2] + (1.0,) + expands[3:]))  # block 2 at its base middle width
-    bn = aug.blocks[2].depthwise.bn
+    config = aug.named("max")
+    config["blocks.2.expand.conv"] = 1.0  # block 2 at its base middle width
+    aug.set_active(config)
+    bn = aug.base.net.blocks[2].depthwise.bn
     with torch.no_grad():
         bn.running_mean.fill_(7.0)
         bn.running_var.fill_(3.0)
@@ -294,12 +301,14 @@ def test_middle_width_follows_the_active_input_width_or_the_block(mid_width):
     gen = torch.Generator().manual_seed(3)
     for _ in range(5):
         config = aug.set_active("random", gen)
-        spec = aug.active_spec()
+        spec = active_spec(aug)
         widths, expands = config
         in_ch = max(base.spec.stem_ch, int(base.spec.stem_ch * widths[0] + 0.5))
-        for b, bb, e in zip(spec.blocks, base.spec.blocks, expands):
+        middles = iter(expands)  # one middle group per block with an expansion, in block order
+        for b, bb in zip(spec.blocks, base.spec.blocks):
             assert b.in_ch == in_ch
             if bb.mid_ch is not None:
+                e = next(middles)
                 factor = e * in_ch / bb.in_ch if mid_width == "input" else e
                 want = bb.mid_ch if factor == 1 else max(bb.mid_ch, int(bb.mid_ch * factor + 0.5))
                 assert b.mid_ch == want
@@ -311,7 +320,7 @@ def test_middle_width_follows_the_active_input_width_or_the_block(mid_width):
             assert torch.allclose(aug(x), static(x), atol=1e-5)  # the static twin computes the same
             aug.train()
     aug.set_active("min")
-    assert aug.active_spec() == base.spec
+    assert active_spec(aug) == base.spec
     n = {kind: sum(p.numel() for p in augment(base, [1.0, 1.8, 2.6], [1.0, 1.6, 2.2, 2.8], mid_width=kind)
                    .parameters()) for kind in ("input", "block")}
     assert n["input"] > 1.5 * n["block"]
@@ -334,10 +343,10 @@ def test_official_init_is_kaiming_uniform_over_the_augmented_shapes():
     torch.manual_seed(0)
     base = build_model("mobilenetv2_tiny", 10, 3, resolution=32)
     aug = augment(base, [1, 2, 3], [1, 2, 3], init="augmented")
-    conv = aug.blocks[3].expand.conv.weight.detach()
+    conv = aug.base.net.blocks[3].expand.conv.weight.detach()
     bound = 1 / (conv.shape[1] * conv.shape[2] * conv.shape[3]) ** 0.5
     assert conv.abs().max() <= bound and kstest(conv.flatten().numpy(), "uniform", (-bound, 2 * bound)).pvalue > 1e-3
-    lin = aug.classifier.weight.detach()
+    lin = aug.base.net.classifier.weight.detach()
     assert abs(float(lin.std()) - 0.02) < 0.002 and lin.abs().max() <= 2
     assert all(torch.equal(bn.weight, torch.ones_like(bn.weight)) for bn in
                (m for m in aug.modules() if isinstance(m, torch.nn.BatchNorm2d)))

@@ -36,7 +36,7 @@ def test_the_augmented_twin_equals_the_official_netaug_mobilenetv3_in_size():
     base = build_model("mobilenetv3", 10, 3, resolution=160, width_mult=0.35)
     aug = augment(base, [1.0, 2.0, 3.0], [1.0, 1.6, 2.2, 2.8])
     assert count_params(aug) == OFFICIAL_AUG_PARAMS
-    largest = aug.spec_of(aug.config("max"))
+    largest = aug.export("max").spec
     assert [(b.mid_ch, b.se_ch) for b in largest.blocks if b.se_ch] == OFFICIAL_MAX_SE
 
 
@@ -71,8 +71,8 @@ def official_se(se_ch: int, mid_ch: int, mid: int, max_mid: int) -> int:
 
 def test_se_squeeze_width_follows_the_active_middle_width(pair):
     base, aug = pair
-    big = aug.spec_of(aug.config("max"))
-    for b0, b1, layer in zip(base.spec.blocks, big.blocks, aug.blocks):
+    big = aug.export("max").spec
+    for b0, b1, layer in zip(base.spec.blocks, big.blocks, aug.base.net.blocks):
         if b0.se_ch is None:
             assert layer.se is None
             continue
@@ -81,7 +81,7 @@ def test_se_squeeze_width_follows_the_active_middle_width(pair):
     # drawn sub-networks squeeze by the widest layer's reduction, as the official code
     g = torch.Generator().manual_seed(0)
     for _ in range(50):
-        spec = aug.spec_of(aug.config("random", g))
+        spec = aug.export(aug.config("random", g)).spec
         for b0, b1, widest in zip(base.spec.blocks, spec.blocks, big.blocks):
             if b0.se_ch is not None:
                 expected = b0.se_ch if b1.mid_ch == b0.mid_ch else official_se(b0.se_ch, b0.mid_ch, b1.mid_ch,
@@ -99,7 +99,7 @@ def test_sorting_carries_the_se_weights_and_keeps_the_largest_function(pair):
     x = torch.randn(4, 3, 32, 32)
     aug.set_active("max")
     before = aug(x)
-    se = aug.blocks[3].se
+    se = aug.base.net.blocks[3].se
     reduce_before = se.reduce.weight.detach().clone()
     aug.sort_channels(scope="all")
     torch.testing.assert_close(aug(x), before, rtol=1e-4, atol=1e-5)

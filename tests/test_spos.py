@@ -8,7 +8,7 @@ import torch
 from scipy.stats import chisquare
 from torch.utils.flop_counter import FlopCounterMode
 
-from netaug.augment import augment, spec_for, width_multipliers
+from netaug.augment import augment, width_multipliers
 from netaug.data import Batcher
 from netaug.models import build_model, profile_macs
 from netaug.spos import LocalScorer, PathEvaluator, PathSpace, evolution_search, uniform_search
@@ -37,10 +37,10 @@ def test_sampled_paths_are_valid_subnetworks_containing_the_base(supernet):
     space = PathSpace.from_grids(supernet, width_multipliers(2, 2), width_multipliers(2, 2))
     assert space.width_choices[0] == (1.0, 1.5, 2.0)
     gen = torch.Generator().manual_seed(0)
-    base = supernet.base_spec
+    base = supernet.template[0].net.spec
     for _ in range(30):
         path = space.sample(gen)
-        spec = spec_for(base, path)
+        spec = supernet.export(path).spec
         assert spec.stem_ch >= base.stem_ch and spec.feature_ch >= base.feature_ch
         for b, bb in zip(spec.blocks, base.blocks):
             assert b.out_ch >= bb.out_ch and (b.mid_ch or 0) >= (bb.mid_ch or 0)

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from netaug.augment import AugmentedNet
+from netaug.augment import AugmentedModel
 from netaug.config import load_space
 from netaug.train import Trainer
 from netaug.train.evaluate import evaluate
@@ -35,7 +35,7 @@ def train_loss(trainer: Trainer) -> float:
 def test_two_netaug_epochs_lower_the_training_loss_and_beat_chance(digits16, fast_cfg):
     archs = []
     trainer = Trainer(fast_cfg, digits16, mode="netaug", arch_log=archs.append)
-    assert isinstance(trainer.model, AugmentedNet)
+    assert isinstance(trainer.model, AugmentedModel)
     before = train_loss(trainer)
     history = trainer.fit()
     after = train_loss(trainer)
@@ -70,7 +70,7 @@ def test_min_w_phase_and_baseline_mode(digits16, fast_cfg):
     trainer.epoch = 0
     assert trainer.aug_kind() == "random"
     base = Trainer(fast_cfg, digits16, mode="baseline")
-    assert not isinstance(base.model, AugmentedNet)
+    assert not isinstance(base.model, AugmentedModel)
     losses = base.step(*next(base.batcher.batches(digits16.train, 64)))
     assert losses["aug_loss"] == 0 and losses["loss"] == losses["base_loss"]
 

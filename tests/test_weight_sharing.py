@@ -87,7 +87,7 @@ def test_unsharing_lets_weights_diverge_and_export_is_materialised():
 def test_sharing_composes_with_augmented_models():
     torch.manual_seed(0)
     aug = augment(build_model("mobilenetv2_tiny", 10, 1, resolution=16), [1, 2], [1, 2])
-    groups = share_weights(aug)
+    groups = share_weights(aug.base.net)  # the built-in network inside the augmented model
     assert len(deltas(aug)) == sum(len(g) for g in groups)
     aug.eval()
     x = torch.randn(4, 1, 16, 16)

@@ -44,7 +44,9 @@ def test_zoo_model_min_is_exact_and_export_loads_back(name):
     config = aug.set_active("random", torch.Generator().manual_seed(0))
     assert (aug.export(config).eval()(x) - aug(x)).abs().max().item() <= 1e-5
     fresh = ZOO[name]()
-    fresh.load_state_dict(aug.export("min").net.state_dict(), strict=True)
+    exported = aug.export("min")
+    assert type(exported) is type(model)  # the library's own class
+    fresh.load_state_dict(exported.state_dict(), strict=True)
     aug.set_active("min")
     assert (fresh.eval()(x) - aug(x)).abs().max().item() <= 1e-6
     before = aug.set_active("max") and aug(x)

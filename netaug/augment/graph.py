@@ -115,6 +115,7 @@ class Binding:
     out_ch: int
     groups: int = 1  # a conv's groups in the base model
     pointwise: bool = False  # a 1x1 conv
+    pooled: bool = False  # reads one value per channel (a pooled map or a vector): an SE squeeze or gate, a head
 
 
 @dataclass
@@ -361,6 +362,8 @@ class _Analysis:
             where = self.layer_name(came) if came is not None else "its input"
             raise UserError(f"model.module: layer {name} reads {where}, whose channels could not be followed "
                             "through the graph, so the model cannot be augmented")
+        shape = self.shape(ins[0]) if ins else None
+        pooled = shape is not None and math.prod(shape[2:]) == 1
         if isinstance(m, NORMS):
             return self.bind(name, "norm", src, src, m.num_features, m.num_features)
         if isinstance(m, nn.Conv2d):
@@ -368,6 +371,7 @@ class _Analysis:
                 out = self.existing_out(name) or (self.new_group(m.out_channels, name, self.root(src[0])), 1)
                 self.bind(name, "conv", src, out, m.in_channels, m.out_channels)
                 self.bindings[name].pointwise = tuple(m.kernel_size) == (1, 1)
+                self.bindings[name].pooled = pooled
                 return out
             a, b = m.in_channels // m.groups, m.out_channels // m.groups
             g, s = src
@@ -381,7 +385,9 @@ class _Analysis:
             return self.bind(name, "conv", src, (g, s * b // a), m.in_channels, m.out_channels, m.groups)
         if isinstance(m, nn.Linear):
             out = self.existing_out(name) or (self.new_group(m.out_features, name, self.root(src[0])), 1)
-            return self.bind(name, "linear", src, out, m.in_features, m.out_features)
+            self.bind(name, "linear", src, out, m.in_features, m.out_features)
+            self.bindings[name].pooled = True
+            return out
         if isinstance(m, ELEMENTWISE_MODULES + tuple(REGISTERED_MODULES)):
             return self.same_channels(node, ins)
         if isinstance(m, nn.Flatten):
@@ -436,7 +442,7 @@ def analyse(model: nn.Module, example: torch.Tensor, freeze: list[str] | tuple[s
         g.input_group = None if g.input_group is None else a.root(g.input_group)
         groups[r] = g
     bindings = {n: Binding(b.name, b.kind, (a.root(b.inp[0]), b.inp[1]), (a.root(b.out[0]), b.out[1]), b.in_ch,
-                           b.out_ch, b.groups, b.pointwise) for n, b in a.bindings.items()}
+                           b.out_ch, b.groups, b.pointwise, b.pooled) for n, b in a.bindings.items()}
     return ChannelGraph(groups, bindings, classifier)
 
 

@@ -3,6 +3,7 @@ ProxylessNAS-Mobile, MCUNet, and a user's own spec file."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import torch
@@ -48,6 +49,21 @@ class InvertedResidualNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_with_features(x)[1]
+
+    def spec_from_layers(self) -> NetSpec:
+        """This network's spec as its layers now are (after an augmented model's export put wider layers in)."""
+        s = self.spec
+        blocks, in_ch = [], self.stem.conv.out_channels
+        for block, b in zip(self.blocks, s.blocks):
+            out = block.project.conv.out_channels
+            mid = block.expand.conv.out_channels if block.expand is not None else None
+            se = block.se.reduce.out_channels if block.se is not None else None
+            blocks.append(dataclasses.replace(b, in_ch=in_ch, out_ch=out, mid_ch=mid, se_ch=se))
+            in_ch = out
+        return dataclasses.replace(
+            s, stem_ch=self.stem.conv.out_channels, blocks=tuple(blocks),
+            feature_ch=self.feature_mix.conv.out_channels if self.feature_mix is not None else 0,
+            head_ch=self.head[0].out_features if self.head is not None else 0)
 
 
 class MobileNetV2(InvertedResidualNet):

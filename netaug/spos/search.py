@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import torch
 
-from netaug.augment import AugmentedNet, SubnetConfig, recalibrate_bn
+from netaug.augment import AugmentedModel, SubnetConfig, recalibrate_bn
 from netaug.models import profile_macs
 from netaug.spos.space import PathSpace
 
@@ -40,9 +40,9 @@ Score = tuple[float, float]  # (val top-1, val loss)
 class LocalScorer:
     """Scores paths in this process: BN recalibration on fixed batches, then `evaluate` on the active path."""
 
-    supernet: AugmentedNet
+    supernet: AugmentedModel
     calibration: list[torch.Tensor]
-    evaluate: Callable[[AugmentedNet], Score]  # -> (top1, loss) of the active network
+    evaluate: Callable[[AugmentedModel], Score]  # -> (top1, loss) of the active network
     recalibrations: int = 0
 
     def __call__(self, paths: Sequence[SubnetConfig]) -> list[Score]:
@@ -60,7 +60,7 @@ class LocalScorer:
 class PathEvaluator:
     """Measures paths of a supernet: MACs/params here, accuracy through `score` (local or Ray workers), cached."""
 
-    supernet: AugmentedNet
+    supernet: AugmentedModel
     input_shape: tuple[int, int, int]
     score: Callable[[Sequence[SubnetConfig]], list[Score]]
     cache: dict[SubnetConfig, Score] = field(default_factory=dict)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from netaug.augment import AugmentedNet, SubnetConfig, netaug_grids
+from netaug.augment import AugmentedModel, SubnetConfig, netaug_grids
 from netaug.config import NetAugConfig
 
 
@@ -26,7 +26,7 @@ class PathSpace:
     expand_choices: tuple[tuple[float, ...], ...]
 
     @staticmethod
-    def from_grids(supernet: AugmentedNet, widths: Sequence[float], expands: Sequence[float]) -> PathSpace:
+    def from_grids(supernet: AugmentedModel, widths: Sequence[float], expands: Sequence[float]) -> PathSpace:
         """Width choices `widths` for every width group and expand choices `expands` for every block
         (those at or below the supernet's largest; 1 for blocks without a middle width)."""
         widths, expands = tuple(widths), tuple(expands)
@@ -38,7 +38,7 @@ class PathSpace:
         return PathSpace((widths,) * supernet.num_width_groups, per_block)
 
     @staticmethod
-    def from_netaug(supernet: AugmentedNet, netaug: NetAugConfig, r: float | None = None,
+    def from_netaug(supernet: AugmentedModel, netaug: NetAugConfig, r: float | None = None,
                     s: int | None = None) -> PathSpace:
         """The path space of NetAug's grids (`netaug_grids`), at (r, s) if given instead of netaug.r/s."""
         cfg = dataclasses.replace(netaug, r=netaug.r if r is None else r, s=netaug.s if s is None else s)

@@ -39,8 +39,7 @@ class NetAug:
     def __init__(self, model: nn.Module, r: float = 3.0, s: int = 2, example_input: torch.Tensor | None = None, *,
                  epochs: int, warmup_epochs: float = 0.0, alpha: float = 1.0, seed: int = 0,
                  label_smoothing: float = 0.1, freeze: list[str] | tuple[str, ...] = (), **netaug_keys) -> None:
-        from netaug.augment import augment, netaug_grids
-        from netaug.augment.generic import ModuleNet
+        from netaug.augment import augment_module, netaug_grids
         from netaug.train.recipe import Recipe
 
         if example_input is None:
@@ -51,10 +50,9 @@ class NetAug:
         overrides += [f"netaug.{k}={v}" for k, v in netaug_keys.items()]
         self.cfg = load_space(None, overrides)
         device = next(model.parameters()).device
-        base = ModuleNet(model, tuple(example_input.shape[1:]))
         widths, expands = netaug_grids(self.cfg.netaug)
         n = self.cfg.netaug
-        self.model = augment(base, widths, expands, n.mid_width, n.init, tuple(freeze))
+        self.model = augment_module(model, widths, expands, example_input, n.mid_width, n.init, tuple(freeze))
         self.recipe = Recipe(self.model, "netaug", self.cfg, device)
         self.step_index = 0
         self.epoch = 0
@@ -91,7 +89,7 @@ class NetAug:
     def export(self, into: nn.Module | None = None) -> nn.Module:
         """The trained base as an instance of your class (your state_dict keys); `into`: your own object gets
         the trained weights (load_state_dict, strict) and is returned."""
-        trained = self.model.export("min").net
+        trained = self.model.export("min")
         if into is None:
             return trained
         into.load_state_dict(trained.state_dict(), strict=True)

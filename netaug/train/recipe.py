@@ -50,10 +50,10 @@ class Recipe:
 
     @property
     def augmented(self):
-        """The model when it has sub-networks (an augmented twin or a supernet), else None."""
-        from netaug.augment import AUGMENTED
+        """The model when it has sub-networks (an augmented model or a supernet), else None."""
+        from netaug.augment import AugmentedModel
 
-        return self.model if isinstance(self.model, AUGMENTED) else None
+        return self.model if isinstance(self.model, AugmentedModel) else None
 
     # ------------------------------------------------------------------ which sub-networks
     def aug_kind(self, epoch: int) -> str:

@@ -39,9 +39,9 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 
-from netaug.augment import AUGMENTED, AugmentedModule, AugmentedNet, ModuleNet, augment, netaug_grids, recalibrate_bn
+from netaug.augment import AugmentedModel, AugmentedModule, ModuleNet, augment, netaug_grids, recalibrate_bn
+from netaug.augment.configs import ConfigLike, SubnetConfig
 from netaug.augment.generic import share_blocks
-from netaug.augment.network import ConfigLike, SubnetConfig
 from netaug.config import TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
 from netaug.errors import UserError
@@ -173,7 +173,7 @@ class Trainer:
             if cfg.rkd.teacher == "sampled" and cfg.netaug.aug_loss_weight == 0:
                 raise ValueError("rkd.teacher sampled needs sampled augmented models (netaug.aug_loss_weight > 0)")
         if largest is not None:
-            if not isinstance(model, AUGMENTED):
+            if not isinstance(model, AugmentedModel):
                 raise ValueError(f"mode {self.mode} has no augmented model to bound by `largest`")
             model.set_ceiling(largest)
         memory_format = torch.channels_last if t.channels_last else torch.preserve_format
@@ -187,7 +187,9 @@ class Trainer:
         self.steps_per_epoch = max(1, len(data.train) // self.global_batch)
         self.release_step: int | None = None
         if cfg.sharing.enabled and self.mode != self.SUPERNET:  # the supernet trains unshared
-            if isinstance(self.model, AugmentedModule):  # a user's model: its identical consecutive blocks
+            if isinstance(self.model, AugmentedModule) and isinstance(self.model.base.net, InvertedResidualNet):
+                share_weights(self.model.base.net)  # a built-in: its identical blocks' expand, depthwise, project
+            elif isinstance(self.model, AugmentedModule):  # a user's model: its identical consecutive blocks
                 if not share_blocks(self.model.base.net, self.model.graph):
                     raise UserError("sharing.enabled: the model.module has no identical consecutive blocks to share "
                                     "(children of a Sequential or ModuleList with the same layers and channels)")
@@ -214,8 +216,8 @@ class Trainer:
 
     # ------------------------------------------------------------------ training
     @property
-    def augmented(self) -> AugmentedNet | None:
-        return self.model if isinstance(self.model, AUGMENTED) else None
+    def augmented(self) -> AugmentedModel | None:
+        return self.model if isinstance(self.model, AugmentedModel) else None
 
     @property
     def arch_log(self) -> Callable[[dict], None] | None:
