@@ -41,7 +41,7 @@ ARMS = ("baseline", "netaug", "netaug_sortaug", "netaug_rkd_sampled", "netaug_rk
 ARM_COLOR = dict(zip(ARMS, [f"C{i}" for i in range(10)] + ["black"]))  # one colour per arm in both panels
 TEACHERS = {"netaug_rkd_sampled": "sampled", "netaug_rkd_fwd": "max_fwd"}  # rkd.teacher of the cheaper-teacher arms
 ASTAR_ARMS = ("netaug_rkd_astar", "netaug_astar", "netaug_full")  # arms whose largest model is the SPOS a*
-# x baseline step, measured (docs/results.md); the arms a study must finish first come first in `plan`
+# x baseline step, measured (docs/results/); the arms a study must finish first come first in `plan`
 ARM_COST = {"baseline": 1, "netaug": 6, "netaug_sortaug": 6, "netaug_rkd_sampled": 6, "netaug_rkd_fwd": 9,
             "netaug_rkd": 25, "netaug_rkd_astar": 20, "netaug_astar": 6, "netaug_share": 6, "netaug_full": 6,
             "baseline_equal": 4.4}
@@ -320,11 +320,8 @@ def test_prf(test, num_classes: int) -> dict[str, float]:
 
 def search_astar(args, base: str) -> str:
     """Train the SPOS supernet of `base` on the study's data, then pick a* by inherited val top-1."""
-    import torch
-
     from netaug.io import atomic_path
-    from netaug.models import profile_macs
-    from netaug.spos import PathEvaluator, PathSpace, uniform_search
+    from netaug.spos.astar import find_astar
     from netaug.spos.supernet import supernet_scorer
     from netaug.train.trainer import Trainer
     from search.evaluation import cached_data
@@ -339,13 +336,10 @@ def search_astar(args, base: str) -> str:
         print(f"supernet {base}: epoch {rec.epoch + 1}/{args.supernet_epochs} base val {rec.val['top1']:.4f} "
               f"({rec.epoch_s:.0f}s)", flush=True)
     scorer = supernet_scorer(space, data, trainer.state_dict())
-    shape = (data.in_channels, data.resolution, data.resolution)
-    evaluator = PathEvaluator(scorer.supernet, shape, scorer)
-    paths = PathSpace.from_netaug(scorer.supernet, space.netaug)
-    gen = torch.Generator().manual_seed(space.search.seed)
-    best, table = uniform_search(evaluator, paths, min(args.paths, paths.size), math.inf, gen)
-    base_macs = profile_macs(scorer.supernet.export("min"), shape)[0]
-    payload = {"base": base, "arch": scorer.supernet.named(best.path), "val_top1": best.val_top1,
+    found = find_astar(scorer.supernet, scorer, (data.in_channels, data.resolution, data.resolution), space.netaug,
+                       args.paths, space.search.seed)
+    best, table, base_macs = found.chosen, found.table, found.base_macs
+    payload = {"base": base, "arch": found.named, "val_top1": best.val_top1,
                "macs": best.macs, "base_macs": base_macs, "supernet_epochs": args.supernet_epochs,
                "paths": [c.row() for c in table], "seconds": time.perf_counter() - started}
     out.parent.mkdir(parents=True, exist_ok=True)

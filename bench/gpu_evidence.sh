@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The smallest study that settles "does NetAug make the tiny model better at convergence?" (issue 17)
-# on one GPU: the CPU study's cell (bench/evidence.py, docs/results.md: MobileNetV2 width 0.1, 27,000
+# on one GPU: the CPU study's cell (bench/evidence.py, docs/results/convergence.md: MobileNetV2 width 0.1, 27,000
 # Fashion-MNIST images at 16 px, 40 epochs, where plain training's train top-1 plateaus at 0.905),
 # paired baseline vs NetAug over 5 seeds, then in the same run sort: augmented and the cheaper RKD
 # teacher at 3 seeds. Every cell is its own process (in-memory data on the device, augmented there),
@@ -8,7 +8,7 @@
 #
 #   bench/gpu_evidence.sh [fashion-mnist root] [seconds, default 480]
 #
-# Sizing (no GPU measured yet; CPU figures in docs/results.md): 40 epochs x 210 steps = 8,400 steps
+# Sizing (no GPU measured yet; CPU figures in docs/results/convergence.md): 40 epochs x 210 steps = 8,400 steps
 # per cell. At 16 px a step is a few thousand tiny kernels, so it is launch-bound: each process
 # launches on its own CPU core, and the GPU runs the kernels of all of them. Assuming about 7 ms of
 # GPU time per NetAug step and 2 ms per baseline step, the 10 must-cells need about 6.3 min of GPU

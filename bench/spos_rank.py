@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
 
     from netaug.data import load_data
     from netaug.models import profile_macs
-    from netaug.spos import PathEvaluator, PathSpace, path_id
+    from netaug.spos import path_id
+    from netaug.spos.astar import find_astar
     from netaug.spos.supernet import supernet_scorer
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
@@ -59,13 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     scorer = supernet_scorer(cfg, data, trainer.state_dict())
     supernet = scorer.supernet
     shape = (data.in_channels, data.resolution, data.resolution)
-    evaluator = PathEvaluator(supernet, shape, scorer)
-    space = PathSpace.from_netaug(supernet, cfg.netaug, r, s)
-    gen = torch.Generator().manual_seed(cfg.search.seed)
-    paths: dict = {}
-    while len(paths) < min(args.paths, space.size):
-        paths.setdefault(space.sample(gen), None)
-    inherited = evaluator.candidates(list(paths))
+    inherited = find_astar(supernet, scorer, shape, cfg.netaug, args.paths, cfg.search.seed, r=r, s=s).table
 
     alone_cfg = dataclasses.replace(cfg, training=dataclasses.replace(
         cfg.training, epochs=args.standalone_epochs,

@@ -16,13 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import ray
-import torch
 from ray.util import ActorPool
 
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import UserError
 from netaug.io import atomic_path
-from netaug.spos import Candidate, PathEvaluator, PathSpace, evolution_search, path_id, uniform_search
+from netaug.spos import Candidate, path_id
 from search.archs import append_archs, archs_table
 from search.cluster import resources_for
 from search.supernet_stage import latest_checkpoint
@@ -97,7 +96,7 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
     """Search the (r, s) grid of the supernet in `run_dir`; append archs.parquet; write search.json."""
     from netaug.augment.supernet import build_supernet
     from netaug.data import load_data
-    from netaug.models import profile_macs
+    from netaug.spos.astar import find_astar
     from netaug.spos.supernet import same_supernet
     from netaug.train.trainer import build_base
 
@@ -114,26 +113,19 @@ def run_search(cfg: SpaceConfig, run_dir: Path, grid: tuple[float, int] | None =
     data = load_data(cfg.data)
     supernet = build_supernet(trained, build_base(cfg, data))  # structure only: MACs are counted here
     shape = (data.in_channels, data.resolution, data.resolution)
-    base_macs = profile_macs(supernet.export("min"), shape)[0]
-    limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
-    space = PathSpace.from_netaug(supernet, cfg.netaug, r, s)
-
-    scorer = RayScorer(cfg, checkpoint)
-    evaluator = PathEvaluator(supernet, shape, scorer)
-    generator = torch.Generator().manual_seed(cfg.search.seed)
+    scorer = RayScorer(cfg, checkpoint)  # inherited weights on Ray actors
     search_id = f"{method}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
     start = time.perf_counter()
+    sc = cfg.search
     try:
-        if method == "uniform":
-            chosen, table = uniform_search(evaluator, space, cfg.search.num_paths, limit, generator)
-        else:
-            sc = cfg.search
-            chosen, table = evolution_search(evaluator, space, limit, generator, sc.population, sc.generations,
-                                             sc.parents, sc.mutation_prob)
+        found = find_astar(supernet, scorer, shape, cfg.netaug, sc.num_paths, sc.seed, sc.macs_limit, r, s, method,
+                           {"population": sc.population, "generations": sc.generations, "parents": sc.parents,
+                            "mutation_prob": sc.mutation_prob})
     except ValueError as exc:
         raise UserError(f"search.macs_limit: {exc}") from None
     finally:
         scorer.close()
+    chosen, table, base_macs = found.chosen, found.table, found.base_macs
     archs = append_archs(run_dir, archs_table(table, chosen, search_id, method, r, s))
     outcome = SearchOutcome(search_id, method, r, s, chosen, table, base_macs, archs, supernet.named(chosen.path))
     with atomic_path(run_dir / SEARCH_FILE) as tmp:
@@ -150,5 +142,5 @@ def print_outcome(outcome: SearchOutcome, top: int = 5) -> None:
         mark = " <- a*" if c.path == outcome.chosen.path else ""
         print(f"  {path_id(c.path):<12}{c.generation:>4}{c.macs / 1e6:>10.2f}{c.macs / outcome.base_macs:>8.2f}"
               f"{c.val_top1:>10.4f}{c.val_loss:>10.4f}{mark}")
-    print(f"a* = {json.dumps(outcome.chosen.path)}")
+    print("a* = " + ", ".join(f"{name} x{mult:g}" for name, mult in outcome.named.items()))
     print(f"archs -> {outcome.archs_path}; a* -> {outcome.archs_path.parent / SEARCH_FILE}")

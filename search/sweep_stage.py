@@ -91,29 +91,20 @@ def known_evaluations(run_dir: Path) -> dict[str, tuple[float, float]]:
 
 def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str, trial_id: str):
     """SPOS uniform search on the trial's (r, s) grid; returns a*."""
-    import torch
-
-    from netaug.models import profile_macs
-    from netaug.spos import PathEvaluator, PathSpace, uniform_search
+    from netaug.spos.astar import find_astar
     from netaug.spos.supernet import paths_from_json, supernet_scorer
 
     checkpoint = tune.Checkpoint(checkpoint_path)
     with checkpoint.as_directory() as folder:
         trained = from_dict(SpaceConfig, json.loads((Path(folder) / "space.json").read_text()))
     scorer = supernet_scorer(trained, data, load_trainer_state(checkpoint))
-    supernet = scorer.supernet
-    shape = (data.in_channels, data.resolution, data.resolution)
-    evaluator = PathEvaluator(supernet, shape, scorer)
     known = known_evaluations(run_dir)  # reuse evaluations of the same supernet
-    evaluator.cache.update(zip(paths_from_json([json.loads(a) for a in known]), known.values()))
-    base_macs = profile_macs(supernet.export("min"), shape)[0]
-    limit = cfg.search.macs_limit * base_macs if cfg.search.macs_limit is not None else float("inf")
-    space = PathSpace.from_netaug(supernet, cfg.netaug)
-    gen = torch.Generator().manual_seed(cfg.search.seed)
-    chosen, table = uniform_search(evaluator, space, min(cfg.sweep.num_paths, space.size), limit, gen)
-    rows = archs_table(table, chosen, f"sweep-{trial_id}", "uniform", cfg.netaug.r, cfg.netaug.s)
+    found = find_astar(scorer.supernet, scorer, (data.in_channels, data.resolution, data.resolution), cfg.netaug,
+                       cfg.sweep.num_paths, cfg.search.seed, cfg.search.macs_limit,
+                       known=dict(zip(paths_from_json([json.loads(a) for a in known]), known.values())))
+    rows = archs_table(found.table, found.chosen, f"sweep-{trial_id}", "uniform", cfg.netaug.r, cfg.netaug.s)
     write_parquet(rows, run_dir / EXPERIMENT / "archs" / f"{trial_id}.parquet")
-    return chosen.path
+    return found.chosen.path
 
 
 def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:

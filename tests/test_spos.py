@@ -106,3 +106,21 @@ def test_evolution_never_exceeds_the_macs_limit(supernet, digits16):
         runs.append(best.path)
     assert runs[0] == runs[1]
     assert np.isfinite([c.val_loss for c in table]).all()
+
+
+def test_find_astar_is_the_composed_search_and_names_its_choice(supernet, digits16):
+    """find_astar (what the sweep, the search stage, the study and the rank benchmark call) gives what its parts
+    give when composed by hand: NetAug's path space at (r, s), the seed's generator, the limit in base MACs."""
+    from netaug.config import NetAugConfig
+    from netaug.spos import find_astar
+
+    netaug = NetAugConfig(r=2.0, s=2)
+    reference = make_evaluator(supernet, digits16)
+    base_macs = profile_macs(supernet.export("min"), (1, 16, 16))[0]
+    space = PathSpace.from_netaug(supernet, netaug)
+    best, table = uniform_search(reference, space, 5, 2.5 * base_macs, torch.Generator().manual_seed(9))
+    found = find_astar(supernet, make_evaluator(supernet, digits16).score, (1, 16, 16), netaug, 5, 9, 2.5)
+    assert found.chosen.path == best.path and [c.row() for c in found.table] == [c.row() for c in table]
+    assert found.base_macs == base_macs and supernet.normalize(found.named) == best.path
+    with pytest.raises(ValueError, match="unknown search method"):
+        find_astar(supernet, reference.score, (1, 16, 16), netaug, 5, 9, method="grid")

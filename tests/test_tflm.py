@@ -1,7 +1,7 @@
 """The int8 TFLite model on TensorFlow Lite Micro's interpreter (netaug/train/tflm.py): inlined buffers keep
 the function and take the weights out of the arena, the arena found is the smallest, TFLM's logits agree
 with the desktop TFLite interpreter's, an op TFLM lacks is named in one line, and a digits run with
-deploy.tflite writes model.json["tflm"]. Needs the `tflite` extra (README "Deploying int8"); skipped
+deploy.tflite writes model.json["tflm"]. Needs the `tflite` extra (README "Install", docs/deploy.md); skipped
 without it."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """NetAug on torchvision and timm models as their libraries build them (the `zoo` extra, in an environment
-of its own: README "Your own PyTorch model"); skipped where torchvision or timm do not import."""
+of its own: README "Install"); skipped where torchvision or timm do not import."""
 
 from __future__ import annotations
 

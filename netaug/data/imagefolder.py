@@ -16,7 +16,8 @@ EXTENSIONS = {".png", ".jpg", ".jpeg"}
 def class_names(root: str | Path) -> list[str]:
     train = Path(root).expanduser() / "train"
     if not train.is_dir():
-        raise UserError(f"data.root: no such directory: {train}")
+        raise UserError(f"data.root: no such directory: {train} (expected layout: root/train/<class>/*.png|jpg, "
+                        "optionally root/val and root/test alike)")
     names = sorted(p.name for p in train.iterdir() if p.is_dir())
     if not names:
         raise UserError(f"data.root: {train} has no class folders")

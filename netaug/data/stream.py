@@ -103,7 +103,8 @@ class StreamSet:
 
 def _check_dir(path: Path) -> Path:
     if not path.is_dir():
-        raise UserError(f"data.root: no such directory: {path}")
+        raise UserError(f"data.root: no such directory: {path} (expected layout: root/train/<class>/*.png|jpg, or "
+                        "root/train/*.tar shards; optionally val and test alike)")
     return path
 
 

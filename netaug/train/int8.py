@@ -99,7 +99,7 @@ def memory_facts(fp32_path: Path, int8_path: Path) -> dict:
     PAD ops a TFLite converter adds, what TFLite Micro plans), flash of the int8 graph (int8 weights and
     zero points, int32 biases, float32 scales) and the common budgets."""
     peak = true_peak(fp32_path)
-    padded = true_peak(fp32_path, explicit_pads=True)  # as a TFLite graph holds it (docs/results.md, issue 29)
+    padded = true_peak(fp32_path, explicit_pads=True)  # as a TFLite graph holds it (docs/results/deployment.md)
     sizes = initializer_bytes(int8_path)
     flash = sum(sizes.values())
     sram = peak.bytes(1)

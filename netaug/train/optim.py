@@ -20,7 +20,7 @@ def build_optimizer(model: nn.Module, cfg: TrainingConfig) -> torch.optim.SGD:
     no_decay = [p for p in model.parameters() if p.dim() <= 1]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     # foreach: one multi-tensor update instead of a Python loop over parameters; bitwise the same
-    # result (tests/test_train.py), 3-5 ms less per step on CPU (docs/results.md, bench/step_overhead.py)
+    # result (tests/test_train.py), 3-5 ms less per step on CPU (docs/results/step-cost.md, bench/step_overhead.py)
     return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
                            foreach=True)
 
