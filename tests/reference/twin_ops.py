@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from netaug.augment.layers import DynamicBatchNorm2d  # noqa: F401  (the BatchNorm the reference builds with)
+
 
 class DynamicConv2d(nn.Conv2d):
     """Dense conv computing with weight[:active_out, :in_width] (and bias[:active_out])."""
@@ -42,35 +44,6 @@ class DynamicDepthwiseConv2d(nn.Conv2d):
         c = x.shape[1]
         weight = self.weight if c == self.weight.shape[0] else self.weight[:c]
         return F.conv2d(x, weight, None, self.stride, self.padding, groups=c)
-
-
-class DynamicNorm:
-    """BatchNorm over the input's leading channels (mixed into a BatchNorm class); running statistics
-    of those channels are updated in place."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        c = x.shape[1]
-        if c == self.num_features:
-            return super().forward(x)
-        if self.training and self.track_running_stats:
-            self.num_batches_tracked.add_(1)
-            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
-        else:
-            factor = 0.0
-        use_batch_stats = self.training or not self.track_running_stats
-        mean = self.running_mean[:c] if self.running_mean is not None else None
-        var = self.running_var[:c] if self.running_var is not None else None
-        weight = self.weight[:c] if self.weight is not None else None
-        bias = self.bias[:c] if self.bias is not None else None
-        return F.batch_norm(x, mean, var, weight, bias, use_batch_stats, factor, self.eps)
-
-
-class DynamicBatchNorm2d(DynamicNorm, nn.BatchNorm2d):
-    """BatchNorm2d over the input's channels."""
-
-
-class DynamicBatchNorm1d(DynamicNorm, nn.BatchNorm1d):
-    """BatchNorm1d over the input's features."""
 
 
 class DynamicLinear(nn.Linear):
