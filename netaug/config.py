@@ -20,8 +20,9 @@ import yaml
 from netaug.errors import UserError
 from netaug.io import read_yaml
 
-DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")
-MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")
+# The one list of each: the schema's Literal, netaug.models' registry (asserted there) and docs/spaces.md use them.
+DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")  # data.name
+MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")  # model.name
 MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
@@ -39,7 +40,7 @@ def opt(default: Any, doc: str, **rules: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    name: Literal["digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards"] = opt(
+    name: Literal[DATASETS] = opt(
         "digits", "dataset: digits (bundled), idx, fashion-mnist, cifar10, imagefolder "
         "(root/{train,val,test}/<class>/*) or shards (root/{train,val,test}/*.tar, webdataset layout)")
     loader: Literal["memory", "stream"] = opt(
@@ -75,11 +76,10 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet"] | None = opt(
-        None, "base model: mobilenetv2_tiny, mobilenetv2, mobilenetv3, proxylessnas_mobile or mcunet; null: "
-        "mobilenetv2_tiny unless model.spec or model.module is given")
-    width_mult: float = opt(1.0, "width multiplier (mobilenetv2, mobilenetv3, proxylessnas_mobile, mcunet)", gt=0,
-                            le=4)
+    name: Literal[MODELS] | None = opt(
+        None, f"base model: {', '.join(MODELS[:-1])} or {MODELS[-1]}; null: {MODELS[0]} unless model.spec or "
+        "model.module is given")
+    width_mult: float = opt(1.0, f"width multiplier ({', '.join(MODELS[1:])})", gt=0, le=4)
     small_input: bool | None = opt(
         None, "keep stem and first stage at stride 1; null means automatic (input <= 64 px)")
     dropout: float = opt(0.0, "dropout before the classifier", ge=0, lt=1)
@@ -131,7 +131,7 @@ class ModelConfig:
 
 @dataclass
 class TrainingConfig:
-    mode: Literal["baseline", "kd", "netaug", "netaug_kd", "netaug_rkd"] = opt(
+    mode: Literal[MODES] = opt(
         "netaug", "baseline, kd (online KD from the largest augmented model), netaug, netaug_kd or netaug_rkd")
     epochs: int = opt(15, "training epochs", ge=1, le=100000)
     batch_size: int = opt(64, "training batch size", ge=1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from netaug.config import MODELS
 from netaug.errors import UserError
 from netaug.models.network import InvertedResidualNet, MCUNet, MobileNetV2, MobileNetV3, ProxylessNASMobile
 from netaug.models.profile import count_params, profile_macs
@@ -16,7 +17,7 @@ from netaug.models.spec import BlockSpec, NetSpec, make_divisible, stage_blocks
 from netaug.models.spec_file import load_spec_file
 
 __all__ = ["BlockSpec", "InvertedResidualNet", "MCUNet", "MobileNetV2", "MobileNetV3", "NetSpec", "ProxylessNASMobile",
-           "build_from_spec_file", "build_model", "count_params", "model_names", "profile_macs", "resolve_small_input"]
+           "build_from_spec_file", "build_model", "count_params", "profile_macs", "resolve_small_input"]
 
 # (expand ratio t, channels c, blocks n, stride s) of MobileNetV2.
 MBV2_STAGES = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2),
@@ -139,8 +140,7 @@ def build_from_spec_file(path: str, num_classes: int, in_channels: int = 3, drop
     return InvertedResidualNet(load_spec_file(path, num_classes, in_channels, dropout))
 
 
-def model_names() -> list[str]:
-    return list(_REGISTRY)
+assert tuple(_REGISTRY) == MODELS, "netaug.config.MODELS names the registry's models, in its order"
 
 
 def build_model(name: str, num_classes: int, in_channels: int = 3, *, resolution: int | None = None,
