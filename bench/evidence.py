@@ -704,8 +704,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--supernet-epochs", type=int, default=2, help="SPOS supernet epochs of the a* arm")
     p.add_argument("--paths", type=int, default=8, help="paths the a* search evaluates")
     p.add_argument("--schedule", choices=tuple(SCHEDULES), default="issue17",
-                   help="issue17: the warm-up and min_w span the convergence study began with (training.warmup=linear, "
-                        "netaug.min_w_of=all), so new arms pair with its finished cells; official: the space's own")
+                   help="issue17 (deprecated, kept for the finished cells): the warm-up and min_w span the convergence "
+                        "study began with (training.warmup=linear, netaug.min_w_of=all), so new arms pair with its "
+                        "finished cells; official: the space's own")
     p.add_argument("--equal-epochs", type=int, default=None,
                    help="epochs of the baseline_equal arm: plain training at NetAug's cost (bench/equal_compute.py)")
     p.add_argument("--full-teacher", default="sampled", choices=("max", "max_fwd", "sampled"),

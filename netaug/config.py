@@ -143,8 +143,8 @@ class TrainingConfig:
     warmup_epochs: float = opt(1.0, "linear warm-up length in epochs, then cosine", ge=0)
     warmup: Literal["official", "linear"] = opt(
         "official", "warm-up shape: official (the official CosineLRwithWarmup: from lr, one worker's rate, "
-        "linearly to the peak lr x workers; flat at lr on one worker) or linear (peak x (step + 1) / warm-up "
-        "steps, from near 0; the schedule before issue 27)")
+        "linearly to the peak lr x workers; flat at lr on one worker) or linear (deprecated: peak x (step + 1) / "
+        "warm-up steps, from near 0; the schedule before issue 27, kept for the convergence study's cells)")
     min_lr_ratio: float = opt(0.0, "final learning rate as a fraction of lr", ge=0, le=1)
     label_smoothing: float = opt(0.1, "label smoothing of the cross-entropy", ge=0, lt=1)
     seed: int = opt(0, "seed of weights, batches and sampled sub-networks", ge=0)
@@ -184,7 +184,8 @@ class NetAugConfig:
         0.5, "final fraction of epochs in min_w mode (base widths, random expands); official: 0.5", ge=0, le=1)
     min_w_of: Literal["cosine", "all"] = opt(
         "cosine", "what min_w_fraction is a fraction of: cosine (the epochs after warm-up, as the official "
-        "stop_aug_w_epoch: 75 of 150 + 5) or all (every epoch, warm-up included; before issue 27)")
+        "stop_aug_w_epoch: 75 of 150 + 5) or all (deprecated: every epoch, warm-up included; before issue 27, kept "
+        "for the convergence study's cells)")
     sort: Literal["all", "augmented", "off"] = opt(
         "all", "channel sorting at the start of each width-augmented epoch, by the L1 importance of the "
         "projection weights: all (official: every middle channel, so important augmented channels move into the "
