@@ -124,7 +124,7 @@ class AugmentedModule(SubnetConfigs, nn.Module):
         self.unwrap = unwrap  # export gives the user's module itself, not its ModuleNet
         graph = analyse(base.net, torch.zeros(1, *base.input_shape, device=_device(base.net)), freeze)
         self.graph: ChannelGraph = graph
-        gates = graph_gates(graph)
+        self.gates = gates = graph_gates(graph)  # SE gates: fixed by the graph, read by every sort
         free = graph.free_groups
         self.derived = derived_groups(graph, gates)  # squeeze group -> the group it gates
         self.middle_groups = [g.id for g in free if g.id not in self.derived and is_middle(graph, g.id, gates)]
@@ -354,7 +354,7 @@ class AugmentedModule(SubnetConfigs, nn.Module):
         if momentum not in SORT_MOMENTUM:
             raise ValueError(f"momentum must be one of {SORT_MOMENTUM}, got {momentum!r}")
         modules = dict(self.base.net.named_modules())
-        squeezes = {self.graph.bindings[p].inp[0] for p in graph_gates(self.graph)}
+        squeezes = {self.graph.bindings[p].inp[0] for p in self.gates}
         follow = optimizer if momentum == "follow" else None
         for gid in self.middle_groups:
             touching = self._touching(gid)
