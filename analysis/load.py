@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.errors import UserError
-from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, FINAL_SCHEMA, TRIALS_SCHEMA
+from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, FINAL_SCHEMA, RENAMED, TRIALS_SCHEMA, current_names
 
 
 @dataclass
@@ -65,7 +65,7 @@ def _reports(result_json: Path) -> list[dict]:
     rows = []
     for line in result_json.read_text().splitlines():
         try:
-            rows.append(json.loads(line))
+            rows.append(current_names(json.loads(line)))  # a run written before the renaming: today's names
         except json.JSONDecodeError:  # a line being written right now
             break
     return rows
@@ -141,6 +141,7 @@ def load_run(run_dir: str | Path) -> Run:
     if complete:
         trials = read_parquet(path / "trials.parquet")
         epochs = read_parquet(path / "epochs.parquet") if (path / "epochs.parquet").is_file() else pd.DataFrame()
+        epochs = epochs.rename(columns={old: new for old, new in RENAMED.items() if new not in epochs})
     else:
         trials, epochs = _from_result_logs(path)
     if (path / "predictions.parquet").is_file():

@@ -12,7 +12,7 @@ training FLOPs of a step, both against plain training, each knob's cost above pl
 full NetAug's ((step - plain) / (netaug - plain)), and what NetAug's `--epochs` schedule costs in
 plain epochs: the equal-compute baseline's length.
 
-Without a model override it runs on the study cell of bench/evidence.py (`--bases`); with
+Without a model override it runs on the study cell of the study runner (search/evidence) (`--bases`); with
 `--set model.module=...`, `model.spec=...` or `model.name=...` it runs on that model as given.
 """
 
@@ -33,13 +33,13 @@ MODEL_KEYS = ("model.name", "model.spec", "model.module")
 
 
 def bench_space(args):
-    """The space timed: the study cell's (bench/evidence.py) unless the overrides name a model."""
+    """The space timed: the study cell's (search/evidence) unless the overrides name a model."""
     from netaug.config import load_space, parse_override
 
     named = any(".".join(parse_override(o)[0]) in MODEL_KEYS for o in args.overrides)
     if named:
         return load_space(args.space, [*args.overrides, f"training.epochs={args.epochs}"])
-    from bench.evidence import study_space
+    from search.evidence.cells import study_space
 
     return study_space(args, args.bases[0], args.epochs)
 
@@ -49,7 +49,7 @@ def read_astar(path: Path) -> list:
         return json.loads(path.read_text())["arch"]
     except (OSError, ValueError, KeyError) as e:
         why = "no key 'arch'" if isinstance(e, KeyError) else str(e)
-        raise UserError(f"--astar {path}: not an a* file of bench/evidence.py ({why})") from None
+        raise UserError(f"--astar {path}: not an a* file of the study runner (search/evidence) ({why})") from None
 
 
 @exit_on_user_error
@@ -57,12 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--space", default="spaces/netaug-official.yaml")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--bases", nargs=1, default=["mobilenetv2@0.1"], help="one base, as bench/evidence.py")
+    p.add_argument("--bases", nargs=1, default=["mobilenetv2@0.1"], help="one base, as search/evidence")
     p.add_argument("--epochs", type=int, default=40, help="NetAug's schedule length")
     p.add_argument("--steps", type=int, default=24, help="timed steps per recipe and phase (after 4 warm-up steps)")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the study's jobs use 1)")
     p.add_argument("--astar", type=Path, metavar="JSON",
-                   help="also time NetAug whose largest model is this SPOS a* (bench/evidence.py's astar/*.json)")
+                   help="also time NetAug whose largest model is this SPOS a* (search/evidence's astar/*.json)")
     args = p.parse_args(argv)
     largest = read_astar(args.astar) if args.astar is not None else None
     space = bench_space(args)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The smallest study that settles "does NetAug make the tiny model better at convergence?" (issue 17)
-# on one GPU: the CPU study's cell (bench/evidence.py, docs/results/convergence.md: MobileNetV2 width 0.1, 27,000
+# on one GPU: the CPU study's cell (search/evidence/, docs/results/convergence.md: MobileNetV2 width 0.1, 27,000
 # Fashion-MNIST images at 16 px, 40 epochs, where plain training's train top-1 plateaus at 0.905),
 # paired baseline vs NetAug over 5 seeds, then in the same run sort: augmented and the cheaper RKD
 # teacher at 3 seeds. Every cell is its own process (in-memory data on the device, augmented there),
@@ -29,16 +29,16 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available())"
 start=$(date +%s)
 echo "== must-cells: baseline and netaug, 5 seeds ($jobs jobs, ${budget}s in all), $out"
-timeout --signal=INT --kill-after=20 "$budget" python bench/evidence.py "${study[@]}" "${must[@]}" --jobs "$jobs" --threads 1
+timeout --signal=INT --kill-after=20 "$budget" python -m search.evidence "${study[@]}" "${must[@]}" --jobs "$jobs" --threads 1
 status=$?
 left=$(( budget - ($(date +%s) - start) ))
 if [ $status -eq 0 ] && [ $left -gt 60 ]; then
   echo "== then sort: augmented and the sampled RKD teacher, 3 seeds (${left}s left)"
-  timeout --signal=INT --kill-after=20 "$left" python bench/evidence.py "${study[@]}" "${more[@]}" --jobs "$jobs" --threads 1
+  timeout --signal=INT --kill-after=20 "$left" python -m search.evidence "${study[@]}" "${more[@]}" --jobs "$jobs" --threads 1
 fi
 echo "== study ended with status $status after $(( $(date +%s) - start )) s (124/130: timed out, rerun to continue)"
 echo "== report"
-python bench/evidence.py "${study[@]}" "${more[@]}" --report
+python -m search.evidence "${study[@]}" "${more[@]}" --report
 python - "$out" <<'EOF'
 import sys
 import pandas as pd

@@ -7,7 +7,7 @@
    N = 128 and D in {10, 448, 1280}, both forms interleaved, median of repeats: the direct form
    builds the (N, N, D) unit differences and an N x N x N batched matmul (O(N³·D), what RKD's
    reference code and this project did before issue 27); the Gram form is `netaug.losses.rkd_loss`.
-2. On the study cell of bench/evidence.py (MobileNetV2 w0.1, Fashion-MNIST 16 px, 27,000 images):
+2. On the study cell of search/evidence (MobileNetV2 w0.1, Fashion-MNIST 16 px, 27,000 images):
    Trainer.step of netaug, netaug_rkd[sampled] and netaug_rkd[max_fwd] round-robin on the same
    batches, in the width-augmented and the min_w phase, and the 40-epoch schedule's cost of each
    relative to netaug (the same weighting as bench/equal_compute.py).
@@ -69,9 +69,9 @@ def loss_times(n: int, dims: list[int], repeats: int) -> None:
 
 def cell_times(args) -> None:
     from bench.equal_compute import median_steps, with_keys
-    from bench.evidence import study_space
     from netaug.train.trainer import Trainer, min_w_start
     from search.evaluation import cached_data
+    from search.evidence.cells import study_space
 
     torch.set_num_threads(args.threads)
     space = study_space(args, args.base, args.epochs)

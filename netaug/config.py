@@ -23,10 +23,11 @@ from netaug.io import read_yaml
 # The one list of each: the schema's Literal, netaug.models' registry (asserted there) and docs/spaces.md use them.
 DATASETS = ("digits", "idx", "fashion-mnist", "cifar10", "imagefolder", "shards")  # data.name
 MODELS = ("mobilenetv2_tiny", "mobilenetv2", "mobilenetv3", "proxylessnas_mobile", "mcunet")  # model.name
-MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd")
+MODES = ("baseline", "kd", "netaug", "netaug_kd", "netaug_rkd", "reparam")
+PLAIN_MODES = ("baseline", "reparam")  # modes that train the base alone (no augmented model, no teacher)
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
-                "macs_limit", "mode")  # what a sweep may vary
+                "macs_limit", "reparam_k", "mode")  # what a sweep may vary
 COMPUTE_UNITS = ("seconds", "flops", "epochs")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -132,7 +133,8 @@ class ModelConfig:
 @dataclass
 class TrainingConfig:
     mode: Literal[MODES] = opt(
-        "netaug", "baseline, kd (online KD from the largest augmented model), netaug, netaug_kd or netaug_rkd")
+        "netaug", "baseline, kd (online KD from the largest augmented model), netaug, netaug_kd, netaug_rkd or reparam "
+        "(extra conv + BN branches while training, folded into the base at export: the `reparam` section)")
     epochs: int = opt(15, "training epochs", ge=1, le=100000)
     batch_size: int = opt(64, "training batch size", ge=1)
     eval_batch_size: int = opt(512, "evaluation batch size", ge=1)
@@ -210,6 +212,21 @@ class RKDConfig:
 
 
 @dataclass
+class ReparamConfig:
+    """Mode reparam: every conv that a BatchNorm2d follows trains with parallel branches, folded into that conv and
+    BN at export (netaug/reparam), so the deployed model is the base itself."""
+
+    k: int = opt(1, "extra conv + BN branches of each conv's own kernel size (MobileOne's over-parameterization "
+                 "factor); 0: none", ge=0, le=16)
+    conv1x1: bool = opt(True, "a 1x1 conv + BN branch beside every k x k conv with k > 1 (RepVGG, DBB)")
+    identity: bool = opt(True, "a BN-only branch beside every conv that keeps its channels at stride 1 (RepVGG)")
+
+    def check(self) -> None:
+        if self.k == 0 and not self.conv1x1 and not self.identity:
+            raise UserError("reparam.k: 0 with conv1x1 and identity false leaves no branch (that is mode baseline)")
+
+
+@dataclass
 class SharingConfig:
     enabled: bool = opt(False, "share-then-unshare the weights of identical consecutive blocks")
     share_fraction: float = opt(0.25, "fraction of all steps during which only the shared weights train",
@@ -223,8 +240,23 @@ class ResourcesConfig:
                             ge=0, le=64)
 
 
+def _workers_doc(stage: str) -> str:
+    return (f"data-parallel Ray Train workers per {stage} trial (each with `resources`); the global batch is workers x "
+            "training.batch_size and the learning rate workers x training.lr")
+
+
 @dataclass
-class SupernetConfig:
+class TrialPlacement:
+    """What every Ray Tune stage of trials (supernet, sweep, final) shares: where a trial runs and how often a
+    failing one is retried, each from its last checkpoint."""
+
+    max_failures: int = opt(1, "Ray Tune retries of a failing trial, each from its last checkpoint", ge=0)
+    workers: int = opt(1, _workers_doc("stage"), ge=1, le=4096)
+    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
+
+
+@dataclass
+class SupernetConfig(TrialPlacement):
     r_max: float | None = opt(
         None, "largest per-stage width multiplier of the SPOS supernet; null: sweep.r.high, the widest r swept",
         ge=1, le=16)
@@ -234,10 +266,6 @@ class SupernetConfig:
     epochs: int = opt(10, "supernet training epochs (batch size, lr and schedule come from training)", ge=1)
     train_base: bool = opt(True, "each step also trains the base path (the prefix every path contains)")
     max_failures: int = opt(2, "Ray Tune retries of a failed supernet trial, each from its last checkpoint", ge=0)
-    workers: int = opt(1, "data-parallel Ray Train workers per supernet trial (each with `resources`); the global "
-                       "batch is workers x training.batch_size and the learning rate workers x training.lr",
-                       ge=1, le=4096)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
 
 @dataclass
@@ -297,12 +325,9 @@ class IntRange:
 
 
 @dataclass
-class SweepConfig:
+class SweepConfig(TrialPlacement):
     trials: int = opt(8, "Optuna trials (Tune samples)", ge=1, le=100000)
     concurrency: int = opt(2, "trials running at once (ConcurrencyLimiter)", ge=1, le=1024)
-    workers: int = opt(1, "data-parallel Ray Train workers per sweep trial (each with `resources`); the global batch "
-                       "is workers x training.batch_size and the learning rate workers x training.lr", ge=1, le=4096)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
     sampler: Literal["tpe", "random", "gp"] = opt("tpe", "Optuna sampler: tpe, random or gp (seeded by sweep.seed)")
     scheduler: Literal["asha", "none"] = opt("asha", "asha stops weak trials early on the per-epoch metric")
     grace_period: float = opt(1.0, "asha: compute (plain epochs; epochs under compute.unit: epochs) before a trial "
@@ -318,7 +343,6 @@ class SweepConfig:
         "searched", "searched: the SPOS a* of the trial's (r, s) grid is the largest augmented model; "
         "fixed: plain NetAug (every layer at r)")
     num_paths: int = opt(8, "paths each trial's SPOS search evaluates on its (r, s) grid", ge=1)
-    max_failures: int = opt(1, "Tune retries of a failing trial before it is recorded as errored", ge=0)
     seed: int = opt(0, "seed of the Optuna sampler", ge=0)
     r: FloatRange = field(default_factory=lambda: FloatRange(1.5, 3.0, False),
                           metadata={"doc": "range of r, the width augmentation factor (>= 1)"})
@@ -334,9 +358,10 @@ class SweepConfig:
     macs_limit: FloatRange | None = opt(None, "optional range of search.macs_limit: each trial's a* is searched under "
                                         "its own MACs limit (a multiple of the base's; a cheaper a* trains more "
                                         "epochs at equal compute)")
-    mode: list[Literal["baseline", "netaug", "netaug_kd", "netaug_rkd"]] | None = opt(
+    reparam_k: IntRange | None = opt(None, "optional range (or choices) of reparam.k, for the trials of mode reparam")
+    mode: list[Literal["baseline", "netaug", "netaug_kd", "netaug_rkd", "reparam"]] | None = opt(
         None, "training modes swept as a choice (baseline included, so the sweep can find that plain training is "
-        "best at its budget); null: netaug_rkd only")
+        "best at its budget; reparam, so it can find that re-parameterization is); null: netaug_rkd only")
 
     def check(self) -> None:
         if self.r.low < 1:
@@ -352,6 +377,8 @@ class SweepConfig:
             raise UserError("sweep.share_fraction: the range must lie within [0, 1]")
         if self.aug_every is not None and min(self.aug_every.values()) < 1:
             raise UserError(f"sweep.aug_every: must be >= 1, got {min(self.aug_every.values())}")
+        if self.reparam_k is not None and min(self.reparam_k.values()) < 0:
+            raise UserError(f"sweep.reparam_k: must be >= 0, got {min(self.reparam_k.values())}")
         if self.aug_fraction is not None and not 0 < self.aug_fraction.low <= self.aug_fraction.high <= 1:
             raise UserError("sweep.aug_fraction: the range must lie within (0, 1]")
         if self.macs_limit is not None and self.macs_limit.low < 1:
@@ -363,14 +390,15 @@ class SweepConfig:
 
 
 @dataclass
-class FinalConfig:
+class FinalConfig(TrialPlacement):
     """Stage 4: retrain the sweep's winner from scratch against plain training, paired over seeds."""
 
-    arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal"]] = opt(
+    arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal", "reparam"]] = opt(
         ["winner", "baseline", "netaug_fixed", "baseline_equal"],
         "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training for "
         "final.epochs), netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r), baseline_equal "
-        "(plain training for as many epochs as the winner's compute buys, by compute.unit)")
+        "(plain training for as many epochs as the winner's compute buys, by compute.unit), reparam "
+        "(re-parameterized training with the `reparam` section, folded into the base at export)")
     seeds: int = opt(2, "seeds per arm: training.seed, training.seed + 1, ...; one Tune trial per arm and seed",
                      ge=1, le=1000)
     epochs: int | None = opt(None, "training epochs of every final trial; null: training.epochs", ge=1, le=100000)
@@ -382,10 +410,6 @@ class FinalConfig:
         2000, "un-augmented training images (a fixed subset, the same for every arm and seed) scored each epoch "
         "as train_top1", ge=1)
     confidence: float = opt(0.95, "confidence level of the paired intervals", gt=0, lt=1)
-    max_failures: int = opt(1, "Tune retries of a failing final trial, each from its last checkpoint", ge=0)
-    workers: int = opt(1, "data-parallel Ray Train workers per final trial (each with `resources`); the global batch "
-                       "is workers x training.batch_size and the learning rate workers x training.lr", ge=1, le=4096)
-    resources: ResourcesConfig = field(default_factory=ResourcesConfig)
 
     def check(self) -> None:
         if len(set(self.arms)) != len(self.arms):
@@ -439,6 +463,7 @@ class SpaceConfig:
     netaug: NetAugConfig = field(default_factory=NetAugConfig)
     rkd: RKDConfig = field(default_factory=RKDConfig)
     sharing: SharingConfig = field(default_factory=SharingConfig)
+    reparam: ReparamConfig = field(default_factory=ReparamConfig)
     supernet: SupernetConfig = field(default_factory=SupernetConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
@@ -450,6 +475,8 @@ class SpaceConfig:
         if self.final.budget is not None and self.compute.unit == "epochs":
             raise UserError("final.budget: a compute budget needs compute.unit seconds or flops (epochs: use "
                             "final.epochs)")
+        if self.training.mode == "reparam" and self.sharing.enabled:
+            raise UserError("sharing.enabled: share-then-unshare needs a NetAug mode, not reparam")
         if self.training.mode == "kd" and self.rkd.teacher != "max":
             raise UserError(f"rkd.teacher: {self.rkd.teacher} needs a NetAug mode (netaug_kd, netaug_rkd); kd trains "
                             "no augmented sub-network, so its teacher must be max")

@@ -27,6 +27,7 @@ TRIALS_SCHEMA = pa.schema(
     [("trial_id", pa.string()), ("status", pa.string()), ("error", pa.string()),
      ("r", pa.float64()), ("s", pa.int64()), ("aug_loss_weight", pa.float64()), ("lambda_kd", pa.float64()),
      ("share_fraction", pa.float64()), ("aug_every", pa.int64()), ("aug_fraction", pa.float64()),
+     ("reparam_k", pa.int64()),
      ("macs_limit", pa.float64()),
      ("mode", pa.string()), ("arch", pa.string()), ("base_macs", pa.int64()),
      ("aug_macs", pa.int64()), ("epochs_run", pa.int64()), ("val_top1", pa.float64()), ("val_loss", pa.float64()),
@@ -35,8 +36,16 @@ TRIALS_SCHEMA = pa.schema(
     + [("aug_test_top1", pa.float64()), ("search_s", pa.float64()), ("step_s", pa.float64()),
        ("wall_s", pa.float64()), ("started_at", pa.float64())]
     + COST_COLUMNS)
-EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "val_loss", "train_top1", "lr",
-                 "epoch_s", "compute", "train_s", "train_flops")  # the last three cumulative
+# An epoch's metrics, by one name everywhere (Tune reports, epochs.parquet, TensorBoard, the study's Parquet):
+# the mean losses of its steps (`aug_loss`: the sampled augmented models' or SPOS paths' CE; `distill_loss`: KD
+# or RKD), the base's val (and train-subset) top-1 and loss, the last lr, seconds, and the last three cumulative.
+EPOCH_METRICS = ("train_loss", "base_loss", "aug_loss", "distill_loss", "teacher_loss", "val_top1", "val_loss",
+                 "train_top1", "lr", "epoch_s", "compute", "train_s", "train_flops")
+# Names runs written before 2026-12-06 used; readers (analysis/, the final stage's merge) rename them on load.
+RENAMED = {"rkd_loss": "distill_loss", "path_loss": "aug_loss", "val_base_top1": "val_top1"}
+TENSORBOARD = ("train_loss", "base_loss", "aug_loss", "distill_loss", "lr", "val_top1", "val_loss", "train_top1",
+               "val_max_top1")  # scalars against the epoch; the cost ones go under cost/
+COST_SCALARS = ("train_s", "train_flops", "compute")
 EPOCHS_SCHEMA = pa.schema([("trial_id", pa.string()), ("stage", pa.string()), ("arm", pa.string()),
                            ("seed", pa.int64()), ("epoch", pa.int64())]
                           + [(name, pa.float64()) for name in EPOCH_METRICS])
@@ -60,3 +69,37 @@ FINAL_SCHEMA = pa.schema(
 INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
                 "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
                 "qat_test_top1", "int8_file")
+
+
+def current_names(report: dict) -> dict:
+    """A report or row with the metric names of runs written before the renaming (RENAMED) brought up to date."""
+    return {RENAMED.get(k, k) if RENAMED.get(k, k) not in report else k: v for k, v in report.items()}
+
+
+def epoch_metrics(record, evals: dict) -> dict:
+    """The one naming of an epoch's metrics: `record` (the trainer's EpochRecord) and the evaluations by prefix
+    (`{"val": EvalResult, "train": ..., "val_max": ...}` give val_top1, val_loss, train_top1, val_max_top1)."""
+    metrics = {"epoch": record.epoch + 1, "train_loss": record.train_loss, "base_loss": record.base_loss,
+               "aug_loss": record.aug_loss, "distill_loss": record.distill_loss, "teacher_loss": record.teacher_loss,
+               "lr": record.lr, "epoch_s": record.epoch_s, "train_s": record.train_s,
+               "train_flops": record.train_flops}
+    for prefix, result in evals.items():  # top-1 of each; the loss of val only (train_loss is training's own)
+        metrics[f"{prefix}_top1"] = result.top1
+    if "val" in evals:
+        metrics["val_loss"] = evals["val"].loss
+    return metrics
+
+
+def log_epoch(writer, metrics: dict) -> None:
+    """An epoch's TensorBoard scalars (a SummaryWriter): the metrics against the epoch, cost under cost/, and val
+    top-1 against compute spent (in thousandths of a plain epoch) where the stage measures compute."""
+    epoch = metrics["epoch"]
+    for key in TENSORBOARD:
+        if metrics.get(key) is not None:
+            writer.add_scalar(key, metrics[key], epoch)
+    for key in COST_SCALARS:
+        if metrics.get(key) is not None:
+            writer.add_scalar(f"cost/{key}", metrics[key], epoch)
+    if metrics.get("compute") is not None and metrics.get("val_top1") is not None:
+        writer.add_scalar("val_top1_by_compute", metrics["val_top1"], round(metrics["compute"] * 1000))
+    writer.flush()

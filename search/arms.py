@@ -10,10 +10,11 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netaug.config import SpaceConfig, from_dict
+from netaug.config import PLAIN_MODES, SpaceConfig, from_dict
 from netaug.errors import UserError
 
-PLAIN_ARMS = ("baseline", "baseline_equal")  # arms that need no sweep
+PLAIN_ARMS = ("baseline", "baseline_equal")  # plain training
+NO_SWEEP_ARMS = (*PLAIN_ARMS, "reparam")  # arms that need no sweep
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class Arm:
     largest: list | None = None  # the largest augmented model (a* of the winner); None: every layer at r
     aug_every: int | None = None
     aug_fraction: float | None = None
+    reparam_k: int | None = None  # mode reparam: reparam.k (None: the space's)
     epochs: int | None = None  # None: final.epochs
     cost_width: float = 1.0  # one epoch in plain epochs, by compute.unit (calibrated), width-augmented phase
     cost_min_w: float = 1.0  # ... in NetAug's min_w phase
@@ -69,12 +71,23 @@ def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
         if name == "baseline_equal":
             arms.append(Arm("baseline_equal", "baseline", "plain training at equal compute"))
             continue
+        if name == "reparam":
+            r = cfg.reparam
+            parts = [f"k={r.k}"] + (["1x1"] if r.conv1x1 else []) + (["identity"] if r.identity else [])
+            arms.append(Arm("reparam", "reparam", f"reparam ({', '.join(parts)}), folded at export", reparam_k=r.k))
+            continue
         if winner is None:
             raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
         common = {"r": float(winner["r"]), "s": int(winner["s"]), "aug_loss_weight": float(winner["aug_loss_weight"]),
                   "share_fraction": _num(winner.get("share_fraction"))}
         if name == "winner" and winner["mode"] == "baseline":
             arms.append(Arm("winner", "baseline", "baseline: the sweep found plain training best"))
+            continue
+        if name == "winner" and winner["mode"] == "reparam":
+            k = _num(winner.get("reparam_k"), int)
+            k = cfg.reparam.k if k is None else k
+            arms.append(Arm("winner", "reparam", f"reparam (k={k}): the sweep found re-parameterization best",
+                            reparam_k=k))
             continue
         cheaper = {"aug_every": _num(winner.get("aug_every"), int), "aug_fraction": _num(winner.get("aug_fraction"))}
         if name == "winner":
@@ -107,8 +120,10 @@ def arm_space(space: SpaceConfig, arm: Arm, seed: int) -> SpaceConfig:
             raw["netaug"][key] = getattr(arm, key)
     if arm.lambda_kd is not None:
         raw["rkd"]["lambda_kd"] = arm.lambda_kd
+    if arm.reparam_k is not None:
+        raw["reparam"]["k"] = arm.reparam_k
     if arm.share_fraction is not None:
         raw["sharing"].update(enabled=True, share_fraction=arm.share_fraction)
-    elif arm.mode == "baseline":
+    elif arm.mode in PLAIN_MODES:
         raw["sharing"]["enabled"] = False
     return from_dict(SpaceConfig, raw)

@@ -32,8 +32,16 @@ from ray import tune
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
 from netaug.io import atomic_path, write_parquet
-from netaug.records import EPOCHS_SCHEMA, FINAL_SCHEMA, INT8_COLUMNS, PREDICTIONS_SCHEMA, TEST_METRICS
-from search.arms import PLAIN_ARMS, Arm, _num, arm_space, arms_for, final_epochs, winner_of  # noqa: F401 (re-exported)
+from netaug.records import (
+    EPOCHS_SCHEMA,
+    FINAL_SCHEMA,
+    INT8_COLUMNS,
+    PREDICTIONS_SCHEMA,
+    TEST_METRICS,
+    current_names,
+    log_epoch,
+)
+from search.arms import NO_SWEEP_ARMS, PLAIN_ARMS, Arm, _num, arm_space, arms_for, final_epochs, winner_of  # noqa: F401 (re-exported)
 from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
@@ -108,7 +116,6 @@ def final_body(config: dict, session) -> None:
     from netaug.models import profile_macs
     from netaug.train.calibrate import spent
     from netaug.train.cost import PhaseCost
-    from netaug.train.export import save_exported
     from netaug.train.runtime import configure_threads
     from netaug.train.trainer import Trainer
 
@@ -121,7 +128,7 @@ def final_body(config: dict, session) -> None:
     data = cached_data(cfg)
     trainer = Trainer(cfg, data, largest=arm.largest)
     aug = trainer.augmented
-    init_digest = weights_digest(aug.export("min") if aug is not None else trainer.model)
+    init_digest = weights_digest(trainer.base_layers())
     checkpoint = session.checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     epoch_digests: list[str] = []
@@ -137,7 +144,7 @@ def final_body(config: dict, session) -> None:
         session.follow(trainer, config["space_json"])
         return
     shape = (data.in_channels, data.resolution, data.resolution)
-    base_macs = profile_macs(aug.export("min") if aug is not None else trainer.model, shape)[0]
+    base_macs = profile_macs(trainer.base_layers(), shape)[0]
     aug_macs = profile_macs(aug.export("max"), shape)[0] if aug is not None else None
     subset = train_eval_subset(data, cfg.final.train_eval_size, cfg.data.split_seed)
     epochs = cfg.training.epochs
@@ -148,42 +155,23 @@ def final_body(config: dict, session) -> None:
              "cost_min_w": arm.cost_min_w, "epochs_planned": epochs, "compute_planned": spent(cfg, cost, epochs),
              "budget": config.get("budget")}
     writer = SummaryWriter(str(run_dir / EXPERIMENT / "tb" / trial_id))
-    while trainer.epoch < epochs:
-        digest = BatchDigest()
-        trainer.batch_hook = digest
-        rec = trainer.train_epoch()
+    digest = BatchDigest()
+
+    def before_epoch(trainer) -> None:
+        nonlocal digest
+        digest = trainer.batch_hook = BatchDigest()
+
+    def on_epoch(result) -> None:
+        nonlocal step_s
         epoch_digests.append(digest.hexdigest())
-        t0 = time.perf_counter()
-        val = trainer.evaluate("val")["base"]
-        train = trainer.evaluate(subset)["base"]
-        step_s += rec.epoch_s + time.perf_counter() - t0
-        metrics = {**fixed, "epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
-                   "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "lr": rec.lr, "epoch_s": rec.epoch_s,
-                   "val_top1": val.top1, "val_loss": val.loss, "train_top1": train.top1,
+        step_s += result.busy_s
+        metrics = {**fixed, **result.metrics,
                    "batch_digest": hashlib.sha1("".join(epoch_digests).encode()).hexdigest()[:16],
-                   "train_s": rec.train_s, "train_flops": rec.train_flops, "compute": spent(cfg, cost, trainer.epoch)}
-        for key in ("train_loss", "val_top1", "train_top1", "lr"):
-            writer.add_scalar(key, metrics[key], trainer.epoch)
-        for key in ("train_s", "train_flops", "compute"):  # cost, cumulative, against the epoch
-            writer.add_scalar(f"cost/{key}", metrics[key], trainer.epoch)
-        writer.add_scalar("val_top1_by_compute", val.top1, round(metrics["compute"] * 1000))
-        writer.flush()
+                   "compute": spent(cfg, cost, trainer.epoch)}
+        log_epoch(writer, metrics)
         if trainer.epoch == epochs:
             t0 = time.perf_counter()
-            fragment = run_dir / EXPERIMENT / "predictions" / f"{arm.file_stem(seed)}.parquet"
-            metrics.update(final_evaluation(trainer, fragment, trial_id, arm.model_name(seed), with_aug=False))
-            model_file = Path(EXPERIMENT) / "models" / f"{arm.file_stem(seed)}.pt"
-            base = trainer.export_base()
-            save_exported(run_dir / model_file, base, data,
-                          {"model_name": cfg.model.label, "arm": arm.name, "mode": arm.mode, "seed": seed,
-                           "classes": data.class_names(), "space": cfg.to_dict()})
-            metrics["model_file"] = str(model_file)
-            if cfg.deploy.int8:
-                from netaug.train.int8 import int8_model
-
-                figures = int8_model(base, cfg, data, trainer.batcher, run_dir / model_file.with_suffix(""))
-                metrics.update({k: v for k, v in figures.items() if v is not None})
-                metrics["int8_file"] = str(model_file.with_suffix(".int8.onnx"))
+            metrics.update(deliverables(trainer, cfg, data, run_dir, arm, seed, trial_id))
             step_s += time.perf_counter() - t0
         metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
@@ -191,7 +179,30 @@ def final_body(config: dict, session) -> None:
         state = {"trainer": trainer.state_dict(), "epoch_digests": epoch_digests, "step_s": step_s,
                  "init_digest": init_digest, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
+
+    trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("train", subset, "min")), before_epoch=before_epoch)
     writer.close()
+
+
+def deliverables(trainer, cfg: SpaceConfig, data, run_dir: Path, arm: Arm, seed: int, trial_id: str) -> dict:
+    """After an arm x seed's last epoch: test metrics and predictions, the exported base (and its int8 model)."""
+    from netaug.train.export import save_exported
+
+    fragment = run_dir / EXPERIMENT / "predictions" / f"{arm.file_stem(seed)}.parquet"
+    metrics = final_evaluation(trainer, fragment, trial_id, arm.model_name(seed), with_aug=False)
+    model_file = Path(EXPERIMENT) / "models" / f"{arm.file_stem(seed)}.pt"
+    base = trainer.export_base()
+    save_exported(run_dir / model_file, base, data,
+                  {"model_name": cfg.model.label, "arm": arm.name, "mode": arm.mode, "seed": seed,
+                   "classes": data.class_names(), "space": cfg.to_dict()})
+    metrics["model_file"] = str(model_file)
+    if cfg.deploy.int8:
+        from netaug.train.int8 import int8_model
+
+        figures = int8_model(base, cfg, data, trainer.batcher, run_dir / model_file.with_suffix(""))
+        metrics.update({k: v for k, v in figures.items() if v is not None})
+        metrics["int8_file"] = str(model_file.with_suffix(".int8.onnx"))
+    return metrics
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -213,7 +224,7 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
         calibration_set(cached_data(cfg), cfg.deploy.calib_images, cfg.data.split_seed)
     from search.equal_compute import calibration_lines, measure, plan_arms
 
-    winner = winner_of(run_dir, cfg) if set(cfg.final.arms) - set(PLAIN_ARMS) else None
+    winner = winner_of(run_dir, cfg) if set(cfg.final.arms) - set(NO_SWEEP_ARMS) else None
     arms = arms_for(cfg, winner)
     if cfg.compute.unit == "epochs" and any(a.name == "baseline_equal" for a in arms):
         print("final: compute.unit is epochs, so baseline_equal would be baseline again; not trained", flush=True)
@@ -293,7 +304,7 @@ def write_final_results(grid, arms: list[Arm], run_dir: Path, epochs: int) -> li
     kept = []
     if epochs_path.is_file():
         old = pq.read_table(epochs_path).to_pylist()
-        kept = [{**{k: None for k in EPOCHS_SCHEMA.names}, "stage": "sweep", **r} for r in old]
+        kept = [{**{k: None for k in EPOCHS_SCHEMA.names}, "stage": "sweep", **current_names(r)} for r in old]
         kept = [r for r in kept if r["stage"] != "final"]
     write_parquet(pa.Table.from_pylist(kept + epoch_rows, schema=EPOCHS_SCHEMA), epochs_path)
     preds_path = run_dir / "predictions.parquet"

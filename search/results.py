@@ -14,7 +14,16 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.io import write_parquet
-from netaug.records import COST_KEYS, EPOCH_METRICS, EPOCHS_SCHEMA, KS, PREDICTIONS_SCHEMA, TEST_METRICS, TRIALS_SCHEMA
+from netaug.records import (
+    COST_KEYS,
+    EPOCH_METRICS,
+    EPOCHS_SCHEMA,
+    KS,
+    PREDICTIONS_SCHEMA,
+    TEST_METRICS,
+    TRIALS_SCHEMA,
+    current_names,
+)
 from search.archs import ARCHS_FILE
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.sweep_stage import EXPERIMENT
@@ -39,6 +48,7 @@ def epoch_row(trial_id: str, stage: str, report: dict, arm: str | None = None, s
     def number(value):
         return None if value is None or value != value else float(value)  # NaN (not reported) -> null
 
+    report = current_names(report)  # a trial reported before the renaming (resumed across it)
     return {"trial_id": trial_id, "stage": stage, "arm": arm, "seed": seed, "epoch": int(report["epoch"]),
             **{k: number(report.get(k)) for k in EPOCH_METRICS}}
 

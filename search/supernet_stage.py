@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 from ray import tune
 
 from netaug.config import SpaceConfig, from_dict
 from netaug.errors import StageIncomplete, UserError
+from netaug.records import log_epoch
 from search.checkpoints import load_trainer_state
 from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
 from search.progress import LineReporter
@@ -62,25 +62,21 @@ def supernet_body(config: dict, session: Session) -> None:
         session.follow(trainer, config["space"])
         return
     start_epoch = trainer.epoch
-    step_s = 0.0  # seconds inside training and evaluation steps since this (re)start
+    busy_s = 0.0  # seconds inside training and evaluation steps since this (re)start
     _keep_log_before(log_path, trainer.global_step)
     writer = SummaryWriter(str(Path(config["run_dir"]) / EXPERIMENT / "tb"))
+
+    def on_epoch(result) -> None:
+        nonlocal busy_s
+        busy_s += result.busy_s
+        metrics = {**result.metrics, "start_epoch": start_epoch, "pid": os.getpid(), "step_s": busy_s,
+                   "workers": session.world}
+        log_epoch(writer, metrics)
+        session.report(metrics, trainer.state_dict(), config["space"])
+
     with open(log_path, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
-        while trainer.epoch < trainer.cfg.training.epochs:
-            record = trainer.train_epoch()
-            t0 = time.perf_counter()
-            val = trainer.evaluate("val", [("base", "min"), ("max", "max")])
-            step_s += record.epoch_s + time.perf_counter() - t0
-            metrics = {"epoch": trainer.epoch, "start_epoch": start_epoch, "train_loss": record.train_loss,
-                       "base_loss": record.base_loss, "path_loss": record.aug_loss, "lr": record.lr,
-                       "epoch_s": record.epoch_s, "val_base_top1": val["base"].top1,
-                       "val_max_top1": val["max"].top1, "pid": os.getpid(), "step_s": step_s,
-                       "workers": session.world}
-            for key in ("train_loss", "base_loss", "path_loss", "lr", "val_base_top1", "val_max_top1"):
-                writer.add_scalar(key, metrics[key], trainer.epoch)
-            writer.flush()
-            session.report(metrics, trainer.state_dict(), config["space"])
+        trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("val_max", "val", "max")))
     writer.close()
 
 
@@ -91,7 +87,7 @@ def experiment_path(run_dir: Path) -> Path:
 def run_supernet(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Checkpoint:
     """Train (or finish training) the supernet; return its final checkpoint."""
     path = experiment_path(run_dir)
-    reporter = LineReporter("supernet", ("train_loss", "val_base_top1", "val_max_top1", "epoch_s"),
+    reporter = LineReporter("supernet", ("train_loss", "val_top1", "val_max_top1", "epoch_s"),
                             cfg.supernet.epochs)
     if tune.Tuner.can_restore(str(path)):
         if not resume:

@@ -18,8 +18,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from ray import tune
 
-from netaug.config import SWEPT_PARAMS, SpaceConfig, from_dict
+from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict
 from netaug.io import write_parquet
+from netaug.records import log_epoch
 from netaug.study import STUDY_FILE, STUDY_NAME, TrialRecord, journal_storage, write_study
 from search.archs import ARCHS_FILE, archs_table
 from search.checkpoints import load_trainer_state
@@ -54,8 +55,10 @@ def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
         raw["search"]["macs_limit"] = float(params["macs_limit"])
     if "share_fraction" in params:
         raw["sharing"].update(enabled=True, share_fraction=float(params["share_fraction"]))
-    if raw["training"]["mode"] == "baseline":
-        raw["sharing"]["enabled"] = False  # plain training shares nothing
+    if "reparam_k" in params:
+        raw["reparam"]["k"] = int(params["reparam_k"])
+    if raw["training"]["mode"] in PLAIN_MODES:
+        raw["sharing"]["enabled"] = False  # plain training and reparam share nothing
     return from_dict(SpaceConfig, raw)
 
 
@@ -158,7 +161,7 @@ def sweep_body(config: dict, session: Session) -> None:
     search_s = state.get("search_s", 0.0) if state is not None else 0.0
     if state is not None:
         largest = state.get("largest")
-    elif space.sweep.largest == "searched" and cfg.training.mode != "baseline":
+    elif space.sweep.largest == "searched" and cfg.training.mode not in PLAIN_MODES:
         t0 = time.perf_counter()
         found = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id) if session.lead else None
         largest = session.from_lead(found)
@@ -193,32 +196,25 @@ def sweep_body(config: dict, session: Session) -> None:
              "search_s": search_s, "node_id": ray.get_runtime_context().get_node_id(), "started_at": started_at,
              "workers": session.world, **plan}
     setup_s = time.perf_counter() - started
-    while trainer.epoch < cfg.training.epochs:
-        rec = trainer.train_epoch()
-        t0 = time.perf_counter()
-        val = trainer.evaluate("val")["base"]
-        step_s += rec.epoch_s + time.perf_counter() - t0
-        metrics = {"epoch": trainer.epoch, "train_loss": rec.train_loss, "base_loss": rec.base_loss,
-                   "aug_loss": rec.aug_loss, "rkd_loss": rec.distill_loss, "teacher_loss": rec.teacher_loss,
-                   "lr": rec.lr, "epoch_s": rec.epoch_s, "val_top1": val.top1, "val_loss": val.loss,
-                   "step_s": step_s, "setup_s": setup_s, "train_s": rec.train_s, "train_flops": rec.train_flops,
+
+    def on_epoch(result) -> None:
+        nonlocal step_s
+        step_s += result.busy_s
+        metrics = {**result.metrics, "step_s": step_s, "setup_s": setup_s,
                    COMPUTE_KEY: spent(cfg, cost, trainer.epoch), **fixed}
-        for key in ("train_loss", "base_loss", "aug_loss", "rkd_loss", "lr", "val_top1", "val_loss"):
-            writer.add_scalar(key, metrics[key], trainer.epoch)
-        for key in ("train_s", "train_flops", COMPUTE_KEY):  # cost, cumulative, against the epoch
-            writer.add_scalar(f"cost/{key}", metrics[key], trainer.epoch)
-        writer.add_scalar("val_top1_by_compute", val.top1, round(metrics[COMPUTE_KEY] * 1000))
+        log_epoch(writer, metrics)
         if trainer.epoch == cfg.training.epochs:
             t0 = time.perf_counter()
             metrics.update(final_evaluation(trainer, predictions_fragment(run_dir, trial_id), trial_id))
             step_s += time.perf_counter() - t0
             metrics["step_s"] = step_s
         metrics["trial_s"] = time.perf_counter() - started
-        writer.flush()
         history.append(metrics)
         state = {"trainer": trainer.state_dict(), "largest": largest, "step_s": step_s, "search_s": search_s,
                  "plan": plan, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
+
+    trainer.run_epochs(on_epoch)
     writer.close()
 
 
@@ -283,9 +279,10 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
         space["aug_fraction"] = float_range(sw.aug_fraction)
     if sw.macs_limit is not None:
         space["macs_limit"] = float_range(sw.macs_limit)
-    if sw.aug_every is not None:
-        space["aug_every"] = (tune.choice(sw.aug_every.values()) if sw.aug_every.choices is not None
-                              else tune.randint(sw.aug_every.low, sw.aug_every.high + 1))
+    for key in ("aug_every", "reparam_k"):
+        rng = getattr(sw, key)
+        if rng is not None:
+            space[key] = tune.choice(rng.values()) if rng.choices is not None else tune.randint(rng.low, rng.high + 1)
     if len(sw.modes()) > 1:
         space["mode"] = tune.choice(sw.modes())
     return space
@@ -318,12 +315,12 @@ def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
     early is PRUNED. Returns the number of trials."""
     from ray.tune.search.optuna import OptunaSearch
 
-    from search.trials import trial_id_of
+    from search.trials import trial_id_of, trial_number
 
     metric, mode = metric_mode(cfg)
     distributions = OptunaSearch.convert_search_space(param_space(cfg, run_dir, None))
     records = []
-    for result in sorted(grid, key=trial_id_of):
+    for result in sorted(grid, key=lambda r: (trial_number(r), trial_id_of(r))):  # in the order Tune made them
         frame = result.metrics_dataframe
         steps = {}
         if frame is not None and metric in frame and "epoch" in frame:

@@ -17,6 +17,13 @@ def trial_id_of(result) -> str:
     return match.group(1) if match else Path(result.path).name
 
 
+def trial_number(result) -> int:
+    """The order Tune created the trial in (the number after the id in its folder's name; 0 when absent), which,
+    unlike the id, is the same in every run of the same seeded search."""
+    match = re.match(r"(?:sweep|final)_trial_[0-9a-f]+(?:_\d{5})?_(\d+)_", Path(result.path).name)
+    return int(match.group(1)) if match else 0
+
+
 def error_text(error: BaseException | None) -> str | None:
     """The last line of the trial's own exception (under Tune's wrappers), at most 500 characters."""
     if error is None:

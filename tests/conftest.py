@@ -24,10 +24,12 @@ TINY_PIPELINE = ["data.resolution=8", "training.batch_size=128", "training.bn_ca
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "spaces" / "mbv2.yaml"
 # The four-stage run that test_final, test_analysis and test_sweep read (one run for all saves CI minutes):
-# two sweep modes, three trials (too few for importances), every final arm at two seeds, int8 on, at equal compute.
+# two sweep modes, three trials (too few for importances), every final arm (reparam too) at two seeds, int8 on, at
+# equal compute.
 # Compute in seconds: each trial trains what sweep.budget buys, and baseline_equal what the winner's 2 epochs cost.
 SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.budget=5",
                               "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2",
+                              "final.arms=[winner, baseline, netaug_fixed, baseline_equal, reparam]",
                               "compute.unit=seconds", "compute.calibration_steps=4",
                               "sweep.macs_limit={low: 2.0, high: 4.0}"]  # each trial's a* under its own limit
 

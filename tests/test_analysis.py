@@ -184,6 +184,33 @@ def test_a_run_in_progress_reads_as_the_same_tables_as_the_finished_run(tiny_run
     assert part.trials["val_loss"].notna().all() and part.final["val_loss"].notna().all()
 
 
+def test_a_run_written_before_the_metric_renaming_loads_under_todays_names(tiny_run, tmp_path):
+    """Runs on disk from before 2026-12-06 say rkd_loss (today distill_loss) in epochs.parquet and in the
+    trials' result logs: both load under today's names with the same values."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    from analysis.load import load_run
+
+    today = load_run(tiny_run).epochs
+    old = tmp_path / "old"
+    shutil.copytree(tiny_run, old)
+    table = pq.read_table(old / "epochs.parquet").drop_columns(["teacher_loss"])
+    table = table.rename_columns(["rkd_loss" if c == "distill_loss" else c for c in table.column_names])
+    pq.write_table(table, old / "epochs.parquet")
+    loaded = load_run(old).epochs
+    assert "rkd_loss" not in loaded and loaded["distill_loss"].tolist() == today["distill_loss"].tolist()
+    for log in (old / "sweep").glob("*/result.json"):  # the result logs of a run in progress
+        lines = [json.loads(x) for x in log.read_text().splitlines()]
+        log.write_text("".join(json.dumps({("rkd_loss" if k == "distill_loss" else k): v for k, v in r.items()})
+                               + "\n" for r in lines))
+    (old / "trials.parquet").unlink()
+    in_progress = load_run(old).epochs.set_index(["trial_id", "epoch"]).sort_index()
+    sweep = today[today["stage"] == "sweep"].set_index(["trial_id", "epoch"]).sort_index()
+    assert in_progress["distill_loss"].tolist() == sweep["distill_loss"].tolist()
+
+
 @pytest.mark.parametrize("script", ["topk", "report", "compare"])
 def test_bad_run_dir_exits_2_with_one_line(tmp_path, script):
     empty = tmp_path / "empty"

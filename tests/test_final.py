@@ -35,7 +35,7 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     final = pd.read_parquet(run_dir / "final.parquet")
     assert list(final.columns) == FINAL_SCHEMA.names and list(final.columns[: len(REQUIRED)]) == REQUIRED
     assert sorted(zip(final["arm"], final["seed"])) == sorted(
-        (a, s) for a in ("winner", "baseline", "netaug_fixed", "baseline_equal") for s in (0, 1))
+        (a, s) for a in ("winner", "baseline", "netaug_fixed", "baseline_equal", "reparam") for s in (0, 1))
     assert (final["status"] == "TERMINATED").all() and (final[final.arm != "baseline_equal"]["epochs"] == 2).all()
     assert final[["train_top1", "val_top1", "test_top1", "base_macs", "wall_s", "step_s"]].notna().all().all()
     trials = pd.read_parquet(run_dir / "trials.parquet")
@@ -48,14 +48,21 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     assert fixed["aug_macs"] > winner["aug_macs"] > winner["base_macs"]  # every layer at r is wider than a*
     base = final[final.arm.isin(["baseline", "baseline_equal"])]
     assert base["largest"].isna().all() and base["r"].isna().all() and (base["mode"] == "baseline").all()
+    rep = final[final.arm == "reparam"]  # branches while training, the base itself at export
+    assert (rep["mode"] == "reparam").all() and rep["largest"].isna().all() and rep["aug_macs"].isna().all()
+    for row in rep.itertuples():
+        model, _ = load_exported(run_dir / row.model_file)
+        assert type(model).__name__ == "MobileNetV2" and sum(p.numel() for p in model.parameters()) == sum(
+            p.numel() for p in load_exported(run_dir / base.iloc[0]["model_file"])[0].parameters())
     assert (final["base_macs"] == final["base_macs"].iloc[0]).all()
     # the pairing, as the trials measured it: one batch sequence per seed across arms; the NetAug arms
-    # start from one initial base (slices of the official uniform init), baseline from its fan-out init
-    # baseline_equal trains longer, so its batch sequence is the others' and then more epochs
+    # start from one initial base (slices of the official uniform init), baseline and reparam (its own conv
+    # and BN, before the branches) from the fan-out init; baseline_equal trains longer, so its batch sequence
+    # is the others' and then more epochs
     for _seed, group in final.groupby("seed"):
         assert group[group.arm != "baseline_equal"]["batch_digest"].nunique() == 1
-        netaug = group[~group.arm.isin(["baseline", "baseline_equal"])]["init_digest"]
-        plain = group[group.arm.isin(["baseline", "baseline_equal"])]["init_digest"]
+        netaug = group[~group.arm.isin(["baseline", "baseline_equal", "reparam"])]["init_digest"]
+        plain = group[group.arm.isin(["baseline", "baseline_equal", "reparam"])]["init_digest"]
         assert netaug.nunique() == 1 and plain.nunique() == 1 and netaug.iloc[0] != plain.iloc[0]
     assert final.groupby("seed")["init_digest"].first().nunique() == 2
     # the summary answers with one line per arm against baseline, then the winner against baseline_equal
@@ -64,13 +71,15 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     assert "netaug_fixed (netaug, every layer at r=" in text and "Answer:" in text
     assert "At equal epochs (2 each)" in text and "At equal compute (" in text
     assert f"winner ({best['mode']}, a*) vs baseline_equal: test top-1 " in text
+    assert "reparam (reparam (k=1, 1x1, identity), folded at export) vs baseline: test top-1 " in text
 
 
 def test_baseline_equal_gets_the_winners_calibrated_compute(final_run):
     cfg, run_dir, lines = final_run
     final = pd.read_parquet(run_dir / "final.parquet")
     calibration = json.loads((run_dir / "final" / "calibration.json").read_text())
-    assert calibration["unit"] == "seconds" and sorted(calibration["arms_measured"]) == ["netaug_fixed", "winner"]
+    assert calibration["unit"] == "seconds"
+    assert sorted(calibration["arms_measured"]) == ["netaug_fixed", "reparam", "winner"]
     by_arm = final.groupby("arm")
     winner = final[final.arm == "winner"].iloc[0]
     cost = calibration["costs"]["winner"]["cost"]
@@ -117,7 +126,7 @@ def test_epochs_parquet_has_both_stages_and_train_top1_every_final_epoch(final_r
     assert set(epochs["stage"]) == {"sweep", "final"}
     final = epochs[epochs.stage == "final"]
     equal = pd.read_parquet(run_dir / "final.parquet").query("arm == 'baseline_equal'")["epochs"].sum()
-    assert len(final) == 6 * 2 + equal and not final.duplicated(["trial_id", "epoch"]).any()
+    assert len(final) == 8 * 2 + equal and not final.duplicated(["trial_id", "epoch"]).any()
     assert final[["train_top1", "val_top1", "val_loss", "train_loss"]].notna().all().all()
     assert final["train_top1"].between(0, 1).all()
     last = final.sort_values("epoch").groupby("trial_id")["train_top1"].last()
@@ -176,7 +185,7 @@ def test_every_final_model_has_a_scored_int8_twin_and_the_answer_at_int8(final_r
     text = "\n".join(lines)
     assert "At equal epochs (2 each): did NetAug help at int8? (int8 models, paired by seed" in text
     assert "better than training plain for the same time at int8? (int8 models, paired by seed)" in text
-    for reference, arms in (("baseline", ("winner", "netaug_fixed")), ("baseline_equal", ("winner",))):
+    for reference, arms in (("baseline", ("winner", "netaug_fixed", "reparam")), ("baseline_equal", ("winner",))):
         base = final[final.arm == reference].set_index("seed")["int8_test_top1"]
         for arm in arms:
             mine = final[final.arm == arm].set_index("seed")["int8_test_top1"].loc[base.index]

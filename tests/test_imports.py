@@ -77,3 +77,24 @@ def test_netaug_never_imports_search_or_analysis():
     bad = {m: sorted(t for t in targets if t.split(".")[0] != "netaug")
            for m, targets in graph.items() if m.split(".")[0] == "netaug"}
     assert {m: t for m, t in bad.items() if t} == {}
+
+
+def private_imports(folder: Path) -> list[str]:
+    """`from <package> import _name` (or `<package>._module`) in the scripts of a folder: what a script must not
+    lean on, since a package's private names may change without notice."""
+    found = []
+    for path in sorted(folder.glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PACKAGES:
+                names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+                found += [f"{path.name}: {n}" for n in names if any(p.startswith("_") for p in n.split("."))]
+    return found
+
+
+def test_the_private_import_finder_finds_a_planted_one(tmp_path):
+    (tmp_path / "s.py").write_text("from search.arms import _num, Arm\nfrom netaug.io import write_parquet\n")
+    assert private_imports(tmp_path) == ["s.py: search.arms._num"]
+
+
+def test_bench_scripts_import_no_private_name_of_the_packages():
+    assert private_imports(ROOT / "bench") == []

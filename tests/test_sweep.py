@@ -59,7 +59,7 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
     epochs = epochs[epochs.stage == "sweep"]
     assert sorted(epochs.groupby("trial_id")["epoch"].apply(list).tolist()) == sorted(
         list(range(1, n + 1)) for n in trials["epochs_planned"])
-    assert epochs[["train_loss", "base_loss", "aug_loss", "rkd_loss", "val_top1", "lr"]].notna().all().all()
+    assert epochs[["train_loss", "base_loss", "aug_loss", "distill_loss", "val_top1", "lr"]].notna().all().all()
     # both cost units per epoch, cumulative: they grow every epoch, and the trial's row holds the last epoch's
     for tid, group in epochs.groupby("trial_id"):
         group = group.sort_values("epoch")
@@ -67,7 +67,7 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
             assert (group[key].diff().dropna() > 0).all() and group[key].iloc[0] > 0
             assert trials.set_index("trial_id").loc[tid, key] == group[key].iloc[-1]
     rkd = epochs.trial_id.isin(trials[trials["mode"] == "netaug_rkd"]["trial_id"])  # only NetAug+RKD distils
-    assert (epochs[rkd]["rkd_loss"] > 0).all() and (epochs[~rkd]["rkd_loss"] == 0).all()
+    assert (epochs[rkd]["distill_loss"] > 0).all() and (epochs[~rkd]["distill_loss"] == 0).all()
 
     for trial in trials.itertuples():
         # a* of the trial is the chosen path of its own search, on its own (r, s) grid
@@ -119,6 +119,40 @@ def test_a_failing_trial_is_recorded_as_errored_while_the_other_finishes(ray_loc
     assert set(pd.read_parquet(paths["predictions.parquet"])["trial_id"]) == set(ok["trial_id"])
 
 
+def test_a_sweep_over_reparam_trains_and_records_its_k(ray_local, tmp_path):
+    """Mode reparam in the sweep, reparam.k swept: each trial trains the branched model (no a*, no augmented
+    loss), reports its k, and a wider k costs more FLOPs per epoch than the same steps of plain training."""
+    from netaug.train.cost import BACKWARD_FACTOR, FlopCounter
+    from netaug.train.trainer import Trainer, build_base
+
+    cfg = load_space(None, TINY + ["sweep.trials=2", "sweep.epochs=1", "sweep.largest=fixed", "compute.unit=epochs",
+                                   "sweep.mode=[reparam]", "sweep.reparam_k={choices: [0, 2]}"])
+    grid = run_sweep(cfg, tmp_path)
+    paths, _ = write_results(grid, tmp_path, cfg.sweep.epochs, "reparam", finalize_stopped(grid, cfg))
+    trials = pd.read_parquet(paths["trials.parquet"])
+    assert len(trials) == 2 and (trials["status"] == "TERMINATED").all() and (trials["mode"] == "reparam").all()
+    assert trials["reparam_k"].isin([0, 2]).all() and trials["arch"].isna().all() and trials["test_top1"].notna().all()
+    epochs = pd.read_parquet(paths["epochs.parquet"])
+    assert (epochs["aug_loss"] == 0).all() and (epochs["distill_loss"] == 0).all()
+    for t in trials.itertuples():  # the FLOPs of one epoch: the branched model's, counted independently here
+        space = trial_space(cfg, {"r": t.r, "s": t.s, "aug_loss_weight": t.aug_loss_weight, "lambda_kd": t.lambda_kd,
+                                  "mode": "reparam", "reparam_k": t.reparam_k})
+        trainer = Trainer(space, load_data_for(space))
+        shape = (trainer.data.in_channels, trainer.data.resolution, trainer.data.resolution)
+        per_image = FlopCounter(trainer.model, shape).forward_flops()
+        plain = FlopCounter(build_base(space, trainer.data), shape).forward_flops()
+        images = trainer.steps_per_epoch * trainer.global_batch
+        assert t.train_flops == per_image * images * BACKWARD_FACTOR and per_image > plain
+        if t.reparam_k == 2:  # two more copies of every conv: at least twice the plain model's conv FLOPs more
+            assert per_image > 2.5 * plain
+
+
+def load_data_for(space):
+    from netaug.data import load_data
+
+    return load_data(space.data)
+
+
 def test_summary_ranks_and_prints_by_the_sweep_metric():
     """With sweep.metric=val_loss the best trial is the lowest val loss (not the best top-1), and its line shows it."""
     from search.results import summary_lines
@@ -134,3 +168,17 @@ def test_summary_ranks_and_prints_by_the_sweep_metric():
     by_top1 = summary_lines(trials, "val_top1", "max")
     assert by_top1[1].startswith("best trial a (TERMINATED)")
     assert by_top1[3] == "  val top-1 0.9000 | val loss 0.4000 (ranked by val_top1, max)"
+
+
+def test_the_study_file_lists_trials_in_the_order_tune_made_them():
+    """Tune names a trial's folder `<stage>_trial_<random id>_<n>_...`: the study (and so fANOVA's importances) is
+    written in the order n, which a rerun with the same seeds repeats, not in the random ids' order."""
+    from types import SimpleNamespace
+
+    from search.trials import trial_number
+
+    names = ["sweep_trial_ebc04d9e_2_aug_loss_weight=0.95", "sweep_trial_6278be53_10_r=2.35",
+             "sweep_trial_e9540e4f_1_s=2", "final_trial_3abcd_00004_5_arm=baseline"]
+    results = [SimpleNamespace(path=f"/runs/x/sweep/{n}") for n in names]
+    assert [trial_number(r) for r in results] == [2, 10, 1, 5]
+    assert trial_number(SimpleNamespace(path="/runs/x/elsewhere")) == 0

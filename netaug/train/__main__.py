@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
     trainer = Trainer(cfg, data, arch_log=log_arch)
     input_shape = (data.in_channels, data.resolution, data.resolution)
-    base_macs, base_params = profile_macs(trainer.model, input_shape)
+    base_macs, base_params = profile_macs(trainer.export_base() if mode == "reparam" else trainer.model, input_shape)
     print(f"data: {data.name} train/val/test {len(data.train)}/{len(data.val)}/{len(data.test)}, "
           f"{data.num_classes} classes, {data.resolution}px | device {trainer.device}, {threads} threads")
     line = f"model: {cfg.model.label} base {base_macs / 1e6:.2f}M MACs {base_params / 1e6:.3f}M params"
@@ -77,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         trainer.augmented.set_active("min")
         line += (f" | largest augmented {aug_macs / 1e6:.2f}M MACs {aug_params / 1e6:.3f}M params "
                  f"(r={cfg.netaug.r:g}, s={cfg.netaug.s}, alpha={cfg.netaug.aug_loss_weight:g})")
+    if mode == "reparam":  # what a training step runs; the exported base is the model above
+        rep_macs, rep_params = profile_macs(trainer.model, input_shape)
+        line += f" | branched while training {rep_macs / 1e6:.2f}M MACs {rep_params / 1e6:.3f}M params"
     print(f"{line} | mode {mode}", flush=True)
 
     writer = SummaryWriter(str(out / "tb"))

@@ -42,11 +42,13 @@ from torch._utils import _flatten_dense_tensors, _unflatten_dense_tensors
 from netaug.augment import AugmentedModel, AugmentedModule, ModuleNet, augment, netaug_grids, recalibrate_bn
 from netaug.augment.configs import ConfigLike, SubnetConfig
 from netaug.augment.generic import share_blocks
-from netaug.config import TEACHER_MODES, SpaceConfig
+from netaug.config import PLAIN_MODES, TEACHER_MODES, SpaceConfig
 from netaug.data import DataSplits, ImageSet, make_batcher
 from netaug.errors import UserError
 from netaug.models import InvertedResidualNet, build_from_spec_file, build_model
 from netaug.models.weight_sharing import is_shared, materialize, plain_state_dict, release, share_weights
+from netaug.records import epoch_metrics
+from netaug.reparam import RepModule
 from netaug.train.cost import FlopCounter
 from netaug.train.evaluate import EvalResult, evaluate
 from netaug.train.optim import build_optimizer, build_scheduler
@@ -73,6 +75,19 @@ class EpochRecord:
 
 
 LOSS_KEYS = ("loss", "base_loss", "aug_loss", "teacher_loss", "distill_loss")
+VAL = (("val", "val", "min"),)  # the base on val: what every stage evaluates after an epoch
+
+
+@dataclass
+class EpochResult:
+    """One epoch of `Trainer.run_epochs`: what training did, the evaluations by metric prefix, the epoch's
+    metrics under their one name (netaug.records.epoch_metrics), and the seconds it kept the worker busy
+    (training steps and evaluation)."""
+
+    record: EpochRecord
+    evals: dict[str, EvalResult]
+    metrics: dict[str, float]
+    busy_s: float
 
 
 def data_parallel_world() -> tuple[int, int]:
@@ -115,6 +130,10 @@ def check_model(cfg: SpaceConfig, num_classes: int, in_channels: int) -> None:
     base = build_base(cfg, shape)
     widths, expands = netaug_grids(cfg.netaug)
     augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init, cfg.model.freeze or ())
+    if "reparam" in (cfg.training.mode, *(cfg.sweep.mode or ()), *cfg.final.arms):
+        from netaug.reparam import reparameterize
+
+        reparameterize(base, cfg.reparam.k, cfg.reparam.conv1x1, cfg.reparam.identity)
 
 
 def min_w_epochs(cfg, epochs: int) -> int:
@@ -145,7 +164,7 @@ class Trainer:
         if self.world > 1:  # linear scaling rule: the global batch is world x batch_size
             cfg = dataclasses.replace(cfg, training=dataclasses.replace(cfg.training, lr=cfg.training.lr * self.world))
         self.micro_batches = micro_batches
-        if self.mode not in ("baseline", self.SUPERNET, *self.AUG_MODES, *TEACHER_MODES):
+        if self.mode not in (*PLAIN_MODES, self.SUPERNET, *self.AUG_MODES, *TEACHER_MODES):
             raise ValueError(f"unknown training mode {self.mode!r}")
         if self.mode == self.SUPERNET:  # the supernet has its own epoch budget; the rest of training applies
             epochs = cfg.supernet.epochs
@@ -162,6 +181,13 @@ class Trainer:
             from netaug.augment.supernet import build_supernet
 
             model: nn.Module = build_supernet(cfg, base)
+        elif self.mode == "reparam":
+            from netaug.reparam import reparameterize
+
+            r = cfg.reparam
+            model = reparameterize(base, r.k, r.conv1x1, r.identity)
+            if self.rank == 0:
+                print(model.describe(), flush=True)  # the run's log: what was branched, what was left as it is
         elif self.mode != "baseline":
             widths, expands = netaug_grids(cfg.netaug)
             model = augment(base, widths, expands, cfg.netaug.mid_width, cfg.netaug.init, cfg.model.freeze or ())
@@ -193,9 +219,9 @@ class Trainer:
                 if not share_blocks(self.model.base.net, self.model.graph):
                     raise UserError("sharing.enabled: the model.module has no identical consecutive blocks to share "
                                     "(children of a Sequential or ModuleList with the same layers and channels)")
-            elif isinstance(self.model, ModuleNet):
-                raise UserError("sharing.enabled: share-then-unshare on a model.module needs a NetAug mode (its "
-                                "blocks are found on the augmented twin)")
+            elif isinstance(self.model, (ModuleNet, RepModule)):
+                raise UserError(f"sharing.enabled: share-then-unshare needs a NetAug mode, not {self.mode} (its blocks "
+                                "are found on the augmented twin)")
             else:
                 share_weights(self.model)
             self.release_step = int(round(cfg.sharing.share_fraction * t.epochs * self.steps_per_epoch))
@@ -325,17 +351,34 @@ class Trainer:
         self.pass_log = []
         return float(flops)
 
+    def run_epochs(self, on_epoch: Callable[[EpochResult], None] | None = None,
+                   evals: Sequence[tuple[str, str | ImageSet, ConfigLike]] = VAL,
+                   before_epoch: Callable[[Trainer], None] | None = None,
+                   progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> list[EpochResult]:
+        """The one epoch loop every stage and the study use: train the remaining epochs; after each, evaluate
+        `evals` ((metric prefix, split, sub-network) in order: `("train", subset, "min")` gives train_top1) and
+        call `on_epoch` (the stage's reporting and checkpointing) with the epoch's result. `before_epoch` runs
+        before each epoch's training (e.g. to set `batch_hook`)."""
+        results = []
+        while self.epoch < self.cfg.training.epochs:
+            if before_epoch is not None:
+                before_epoch(self)
+            record = self.train_epoch(progress)
+            t0 = time.perf_counter()
+            evaluated = {prefix: self.evaluate(split, [("base", config)])["base"] for prefix, split, config in evals}
+            record.val = evaluated["val"].summary() if "val" in evaluated else {}
+            result = EpochResult(record, evaluated, epoch_metrics(record, evaluated),
+                                 record.epoch_s + time.perf_counter() - t0)
+            results.append(result)
+            if on_epoch is not None:
+                on_epoch(result)
+        return results
+
     def fit(self, on_epoch: Callable[[EpochRecord], None] | None = None,
             progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> list[EpochRecord]:
         """Train the remaining epochs, evaluating the base on val after each one."""
-        history = []
-        while self.epoch < self.cfg.training.epochs:
-            record = self.train_epoch(progress)
-            record.val = self.evaluate("val")["base"].summary()
-            history.append(record)
-            if on_epoch is not None:
-                on_epoch(record)
-        return history
+        return [r.record for r in self.run_epochs(None if on_epoch is None else lambda r: on_epoch(r.record),
+                                                  progress=progress)]
 
     # ------------------------------------------------------------------ evaluation
     def calibration_batches(self) -> list[torch.Tensor]:
@@ -373,10 +416,19 @@ class Trainer:
     def export_base(self) -> InvertedResidualNet:
         """The trained base as a plain network of its own class (BatchNorm recalibrated for NetAug)."""
         aug = self.augmented
+        if isinstance(self.model, RepModule):  # mode reparam: the branches folded into the base's own layers
+            return self.model.export().eval()
         if aug is None:  # a user's module is never reparametrised (no share-then-unshare): a copy is plain
             return (copy.deepcopy(self.model) if isinstance(self.model, ModuleNet) else materialize(self.model)).eval()
         self.recalibrate("min")
         return aug.export("min").eval()
+
+    def base_layers(self) -> nn.Module:
+        """The base's own layers as they are now, without a NetAug model's wider channels or reparam's extra
+        branches (no recalibration, no fold): what the init digests of paired arms compare."""
+        if self.augmented is not None:
+            return self.augmented.export("min")
+        return self.model.own_layers() if isinstance(self.model, RepModule) else self.model
 
     def recalibrate(self, config: ConfigLike) -> None:
         """Activate sub-network `config` and recalibrate its BatchNorm statistics, unless they were

@@ -1,8 +1,8 @@
-"""bench/evidence.py: every cell's row, paired deltas that match scipy, resume, the a* arm, bad input."""
+"""The study runner (python -m search.evidence): every cell's row, paired deltas that match scipy, resume,
+the a* arm, bad input."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -21,17 +21,17 @@ TINY = ["--space", "spaces/netaug-official.yaml", "--set", "data.name=digits", "
 
 
 def run(out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "bench/evidence.py", "--out", str(out), *TINY, *extra],
+    return subprocess.run([sys.executable, "-m", "search.evidence", "--out", str(out), *TINY, *extra],
                           capture_output=True, text=True, cwd=ROOT, timeout=900)
 
 
 def load_evidence(monkeypatch):
-    """bench/evidence.py as a module."""
-    spec = importlib.util.spec_from_file_location("evidence", ROOT / "bench" / "evidence.py")
-    evidence = importlib.util.module_from_spec(spec)
-    monkeypatch.setitem(sys.modules, "evidence", evidence)  # its dataclasses look their module up there
-    spec.loader.exec_module(evidence)
-    return evidence
+    """The study's report and cells (what the plot tests read)."""
+    from types import SimpleNamespace
+
+    from search.evidence import cells, report
+
+    return SimpleNamespace(seed_band=report.seed_band, plot=report.plot, ARM_COLOR=cells.ARM_COLOR, ARMS=cells.ARMS)
 
 
 ARMS = ["baseline", "netaug", "netaug_full", "baseline_equal"]
@@ -107,7 +107,7 @@ def test_ctrl_c_leaves_a_cell_that_resumes_from_its_last_epoch(tmp_path):
     import signal
 
     out = tmp_path / "study"
-    args = [sys.executable, "bench/evidence.py", "--out", str(out), *TINY, "--set", "training.batch_size=32",
+    args = [sys.executable, "-m", "search.evidence", "--out", str(out), *TINY, "--set", "training.batch_size=32",
             "--epochs", "6", "--seeds", "1", "--arms", "baseline", "--curve-epochs", "--jobs", "1"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
                             start_new_session=True)
