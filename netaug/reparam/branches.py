@@ -12,6 +12,8 @@ folded into its conv, the 1x1 kernel padded to the centre of k x k, the identity
 
 from __future__ import annotations
 
+import copy
+
 import torch
 import torch.nn as nn
 
@@ -108,8 +110,6 @@ class RepConv(nn.Module):
         """Copies of the model's own conv and BN that compute, in eval mode, what every branch sums to: the fused
         kernel in the conv (its bias, if any, zero) and a BN that adds the fused bias and otherwise passes its
         input through (weight 1, running mean 0, running var 1 - eps)."""
-        import copy
-
         kernel, bias = self.fused()
         conv, bn = copy.deepcopy(self.conv), copy.deepcopy(self.bn)
         conv.weight.copy_(kernel.to(conv.weight.dtype))

@@ -115,20 +115,19 @@ class RepModule(nn.Module):
     def own_layers(self) -> nn.Module:
         """The model as it was given, holding the main branch of each pair (its own conv and BN as they are now),
         without the extra branches: what the model trains from at init, not what it computes."""
-        plain = copy.deepcopy(self.net)
-        for conv_path, bn_path in self.pairs:
-            rep = plain.get_submodule(conv_path)
-            _replace(plain, conv_path, rep.conv)
-            _replace(plain, bn_path, rep.bn)
-        return plain
+        return self._rebuilt(lambda rep: (rep.conv, rep.bn))
 
     @torch.no_grad()
     def export(self) -> nn.Module:
         """The model as it was given (its class, its state_dict keys) with every branch folded into its own conv
         and BN: in eval mode its logits equal this model's."""
+        return self._rebuilt(RepConv.folded)
+
+    def _rebuilt(self, layers) -> nn.Module:
+        """A copy of the model with each pair's RepConv and Identity replaced by `layers(rep)`: (conv, BN)."""
         plain = copy.deepcopy(self.net)
         for conv_path, bn_path in self.pairs:
-            conv, bn = plain.get_submodule(conv_path).folded()
+            conv, bn = layers(plain.get_submodule(conv_path))
             _replace(plain, conv_path, conv)
             _replace(plain, bn_path, bn)
         return plain
