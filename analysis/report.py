@@ -233,7 +233,15 @@ def plot_per_class_recall(run: Run, best: pd.Series, out: Path) -> tuple[str | N
     return _save(fig, out / "per_class_recall.png"), recall
 
 
-ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:blue", "baseline_equal": "tab:orange"}
+ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:blue", "baseline_equal": "tab:orange",
+              "reparam": "tab:brown"}
+
+
+def arm_color(arm: str) -> str:
+    """One colour per arm; baseline_matched's plain arms (baseline_e<N>) in a lighter grey than baseline."""
+    from netaug.stats import is_matched
+
+    return "darkgray" if is_matched(arm) else ARM_COLORS.get(arm, "tab:green")
 
 
 def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -264,7 +272,7 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
         ax.plot(range(len(arms)), group["test_top1"], color="lightgray", lw=1, zorder=1)
     for arm in arms:
         values = final.loc[final["arm"] == arm, "test_top1"].to_numpy(dtype=float)
-        color = ARM_COLORS.get(arm, "tab:green")
+        color = arm_color(arm)
         ax.scatter(np.full(len(values), x[arm]), values, color=color, s=28, zorder=3, alpha=0.8)
         mean, low, high = _mean_interval(values, confidence)
         ax.errorbar([x[arm] + 0.12], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="black", capsize=5,
@@ -276,7 +284,7 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
     ax = axes[1]
     for arm in arms:
         part = final[final["arm"] == arm].dropna(subset=["train_top1"])
-        ax.scatter(part["train_top1"], part["test_top1"], color=ARM_COLORS.get(arm, "tab:green"), label=arm, s=36)
+        ax.scatter(part["train_top1"], part["test_top1"], color=arm_color(arm), label=arm, s=36)
     lo = float(min(final["train_top1"].min(), final["test_top1"].min()))
     hi = float(max(final["train_top1"].max(), final["test_top1"].max()))
     pad = 0.02 * max(hi - lo, 0.01)
@@ -289,7 +297,7 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
         ax = axes[2]
         for arm in arms:
             part = epochs[epochs["arm"] == arm].groupby("epoch")["train_top1"].agg(["mean", "min", "max"])
-            color = ARM_COLORS.get(arm, "tab:green")
+            color = arm_color(arm)
             ax.plot(part.index, part["mean"], color=color, marker="o", ms=3, label=arm)
             ax.fill_between(part.index, part["min"], part["max"], color=color, alpha=0.15)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -312,8 +320,12 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
     lines = ["## Did NetAug help here?", ""]
     if not run.complete or not (run.path / "final.parquet").is_file():
         lines += ["*The final stage is still running: what has landed so far.*", ""]
-    for line in answer_lines(rows, confidence):
-        if line.startswith(("At equal", "Did NetAug")):
+    int8 = "int8_test_top1" in ok and ok["int8_test_top1"].notna().any()
+    answers = answer_lines(rows, confidence) + [
+        line for line in (answer_lines(rows, confidence, "int8_test_top1", int8=True) if int8 else [])
+        if not line.startswith("no paired comparison")]
+    for line in answers:
+        if line.startswith(("At equal", "Did ")):
             lines += ["", f"**{line}**", ""]
         elif line.startswith("Answer"):
             lines += ["", line]
@@ -328,6 +340,10 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
             test_f1_at_1=("test_f1_at_1", "mean") if "test_f1_at_1" in ok else ("test_top1", "size")).reset_index()
         lines += ["Mean over seeds per arm (train top-1 is the base on a fixed un-augmented subset of the training "
                   "split, at the last epoch):", "", md_table(agg), ""]
+        ranked = [f"test_{m}_at_{k}" for k in (1, 3) for m in ("precision", "recall", "f1")]
+        if all(c in ok for c in ranked) and ok[ranked].notna().all(axis=None):
+            lines += ["Precision, recall and F1 at k = 1 and 3 on test (macro over classes, of the base; mean over "
+                      "seeds):", "", md_table(ok.groupby("arm", sort=False)[ranked].mean().reset_index()), ""]
         lines += ["Per seed:", "", md_table(ok[[c for c in ("arm", "seed", "train_top1", "val_top1", "test_top1",
                                                              "init_digest", "batch_digest") if c in ok]]), ""]
     if run.model:
@@ -346,7 +362,7 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
     compute = plot_compute(run, out, confidence)
     if compute is not None:
         lines += [f"![Test top-1 against training compute]({compute})", "",
-                  "*Test top-1 against training compute (plain-training epochs). Grey: sweep trials; diamonds: final "
+                  "*Test top-1 against training compute (plain-training epochs). Purple: sweep trials; diamonds: final "
                   "arms, the mean over seeds with the paired interval against the equal-compute reference; dashed: "
                   "the Pareto front (nothing cheaper is as accurate).*", ""]
     name = plot_final(run, out, confidence)
@@ -396,7 +412,7 @@ def plot_compute(run: Run, out: Path, confidence: float) -> str | None:
             low, high = y - (d.mean - d.low), y + (d.high - d.mean)
         else:
             _, low, high = _mean_interval(values.to_numpy(dtype=float), confidence)
-        color = ARM_COLORS.get(arm, "tab:green")
+        color = arm_color(arm)
         if low == low and high == high:
             ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="D", color=color, capsize=5, ms=7,
                         label=f"{arm} ({values.size} seeds)")

@@ -393,18 +393,21 @@ class SweepConfig(TrialPlacement):
 class FinalConfig(TrialPlacement):
     """Stage 4: retrain the sweep's winner from scratch against plain training, paired over seeds."""
 
-    arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal", "reparam"]] = opt(
+    arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal", "reparam", "baseline_matched"]] = opt(
         ["winner", "baseline", "netaug_fixed", "baseline_equal"],
         "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training for "
         "final.epochs), netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r), baseline_equal "
         "(plain training for as many epochs as the winner's compute buys, by compute.unit), reparam "
-        "(re-parameterized training with the `reparam` section, folded into the base at export)")
+        "(re-parameterized training with the `reparam` section, folded into the base at export), baseline_matched "
+        "(plain training of as many epochs as each other arm that final.budget gives its own epochs, one arm "
+        "baseline_e<N> per count: their partners in the answer at equal epochs)")
     seeds: int = opt(2, "seeds per arm: training.seed, training.seed + 1, ...; one Tune trial per arm and seed",
                      ge=1, le=1000)
     epochs: int | None = opt(None, "training epochs of every final trial; null: training.epochs", ge=1, le=100000)
     budget: float | None = opt(
-        None, "compute budget in plain-training epochs (compute.unit seconds or flops): winner and netaug_fixed train "
-        "as many epochs as it buys, baseline_equal exactly this many; null: the winner's compute at final.epochs",
+        None, "compute budget in plain-training epochs (compute.unit seconds or flops): winner, netaug_fixed and "
+        "reparam train as many epochs as it buys, baseline_equal exactly this many (add baseline_matched to final.arms "
+        "for an answer at equal epochs too); null: the winner's compute at final.epochs",
         gt=0, le=1e6)
     train_eval_size: int = opt(
         2000, "un-augmented training images (a fixed subset, the same for every arm and seed) scored each epoch "

@@ -130,6 +130,16 @@ def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: s
 
     The arms form one family: each comparison carries its p-value adjusted by Holm over the arms that have
     one, and is called significant on that (a single arm keeps its own p)."""
+    arms = [a for a in dict.fromkeys(r["arm"] for r in rows) if a != baseline]
+    if not any(r["arm"] == baseline for r in rows):
+        return []
+    return paired_comparisons(rows, {a: baseline for a in arms}, metric, confidence)
+
+
+def paired_comparisons(rows: Sequence[dict], pairs: dict[str, str], metric: str = "test_top1",
+                       confidence: float = 0.95) -> list[ArmComparison]:
+    """Each arm of `pairs` against its own reference arm (e.g. plain training of as many epochs), paired by
+    seed; all of them one family for Holm's correction."""
     by_arm: dict[str, dict[int, float]] = {}
     descriptions: dict[str, str] = {}
     for row in rows:
@@ -137,16 +147,14 @@ def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: s
             continue
         by_arm.setdefault(row["arm"], {})[int(row["seed"])] = float(row[metric])
         descriptions[row["arm"]] = row.get("description") or row.get("mode") or row["arm"]
-    if baseline not in by_arm:
-        return []
-    base = by_arm[baseline]
     out = []
-    for arm, values in by_arm.items():
+    for arm, reference in pairs.items():
+        values, base = by_arm.get(arm, {}), by_arm.get(reference, {})
         seeds = tuple(sorted(set(values) & set(base)))
-        if arm == baseline or not seeds:
+        if arm == reference or not seeds:
             continue
         a, b = [values[s] for s in seeds], [base[s] for s in seeds]
-        out.append(ArmComparison(arm, descriptions[arm], baseline, metric, seeds, float(np.mean(a)),
+        out.append(ArmComparison(arm, descriptions[arm], reference, metric, seeds, float(np.mean(a)),
                                  float(np.mean(b)), paired_difference(a, b, confidence)))
     adjusted = holm([c.result.p_value for c in out])
     family = sum(not math.isnan(p) for p in adjusted)
@@ -154,8 +162,10 @@ def arm_comparisons(rows: Sequence[dict], metric: str = "test_top1", baseline: s
 
 
 def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
-                     title: str = "Did NetAug help here? (paired by seed; docs/metrics.md)") -> list[str]:
-    """The answer to "did NetAug help here?" (or `title`): one line per arm, then one plain sentence."""
+                     title: str = "Did NetAug help here? (paired by seed; docs/metrics.md)",
+                     noun: str = "NetAug arm") -> list[str]:
+    """The answer to "did NetAug help here?" (or `title`): one line per arm, then one plain sentence. `noun`
+    names the arms compared with plain training ("NetAug arm", "reparam arm", "arm")."""
     if not comparisons:
         arms = sorted({r["arm"] for r in rows})
         return [f"no paired comparison: the final stage needs a baseline arm and another one (ran: {', '.join(arms)})"]
@@ -174,16 +184,16 @@ def comparison_lines(comparisons: Sequence[ArmComparison], rows: Sequence[dict],
         lines.append("Answer: yes. " + "; ".join(f"{c.arm} beat plain training by {format_points(c.result.mean)} pts"
                                                  for c in better) + f", significantly{holm_note}.")
     elif len(behind) == len(comparisons):
-        lines.append(f"Answer: no. Plain training beat every NetAug arm here ({how}).")
+        lines.append(f"Answer: no. Plain training beat every {noun} here ({how}).")
     elif len(behind) + len(level) == len(comparisons):
         tied = ", ".join(c.arm for c in level)
-        lines.append(f"Answer: no. No NetAug arm beat plain training here: {tied} tied with it on mean {what}"
+        lines.append(f"Answer: no. No {noun} beat plain training here: {tied} tied with it on mean {what}"
                      + (f", {', '.join(c.arm for c in behind)} fell behind ({how})." if behind else "."))
     elif max(c.result.n for c in comparisons) < 2:
         lines.append("Answer: not tested. One seed per arm gives no interval; set final.seeds to 3 or more.")
     elif worse:
         rest = [c.arm for c in comparisons if c not in worse]
-        lines.append("Answer: no. No NetAug arm beat plain training significantly, and "
+        lines.append(f"Answer: no. No {noun} beat plain training significantly, and "
                      f"{', '.join(c.arm for c in worse)} fell significantly behind it"
                      + (f"; {', '.join(rest)} did not differ significantly." if rest else "."))
     else:
@@ -236,24 +246,58 @@ def _mean_of(rows: Sequence[dict], arm: str, key: str) -> float:
     return float(np.mean(values)) if values else float("nan")
 
 
-def answer_families(rows: Sequence[dict]) -> list[tuple[str, str, list[dict]]]:
-    """(title, reference arm, rows) of each question the final stage answers, paired by seed:
+def matched_name(epochs: int) -> str:
+    """The name of the plain arm trained `epochs` epochs as the equal-epochs partner of arms that final.budget
+    gives their own epochs (final.arms: baseline_matched)."""
+    return f"baseline_e{epochs}"
 
-    - at equal epochs: every NetAug arm trained as many epochs as `baseline`, against it;
-    - at equal compute: every NetAug arm whose compute (plain epochs, `compute` column) is within one plain
+
+def is_matched(arm: str) -> bool:
+    return arm.startswith("baseline_e") and arm[len("baseline_e"):].isdigit()
+
+
+def _question(modes: set[str]) -> tuple[str, str]:
+    """(question, noun) for the arms compared with plain training: NetAug's, reparam's, or both kinds."""
+    if modes <= {"reparam"}:
+        return "did reparam help?", "reparam arm"
+    if "reparam" in modes:
+        return "did NetAug or reparam help?", "arm"
+    return "did NetAug help?", "NetAug arm"
+
+
+def answer_families(rows: Sequence[dict]) -> list[tuple[str, dict[str, str], list[dict]]]:
+    """(title, {arm: its reference arm}, rows) of each question the final stage answers, paired by seed:
+
+    - at equal epochs: every method arm (NetAug or reparam) against the plain arm trained as many epochs:
+      `baseline`, or the `baseline_e<N>` that final.arms' baseline_matched adds when final.budget sets the
+      methods' epochs; one family for Holm even where the references differ;
+    - at equal compute: every method arm whose compute (plain epochs, `compute` column) is within one plain
       epoch (or 5%) of `baseline_equal`'s, against it.
     """
     families = []
     arms = list(dict.fromkeys(r["arm"] for r in rows))
-    plain_mode = {r["arm"] for r in rows if r.get("mode") == "baseline"}  # e.g. a winner that is plain training
-    methods = [a for a in arms if a not in PLAIN_ARMS and a not in plain_mode]
-    if "baseline" in arms:
-        epochs = _mean_of(rows, "baseline", "epochs")
-        same = [a for a in methods if _mean_of(rows, a, "epochs") == epochs]
-        if same:
-            title = (f"At equal epochs ({epochs:g} each): did NetAug help? (paired by seed; docs/metrics.md)"
-                     if epochs == epochs else "Did NetAug help here? (paired by seed; docs/metrics.md)")
-            families.append((title, "baseline", [r for r in rows if r["arm"] in ("baseline", *same)]))
+    mode_of = {r["arm"]: r.get("mode") for r in rows}
+    plain_mode = {a for a in arms if mode_of[a] == "baseline"}  # e.g. a winner that is plain training
+    methods = [a for a in arms if a not in PLAIN_ARMS and a not in plain_mode and not is_matched(a)]
+    references = [a for a in arms if a == "baseline"] + [a for a in arms if is_matched(a)]
+    epochs_of = {a: _mean_of(rows, a, "epochs") for a in arms}
+    pairs = {}
+    for m in methods:
+        ref = next((b for b in references if epochs_of[b] == epochs_of[m]), None)
+        if ref is not None:
+            pairs[m] = ref
+    if pairs:
+        question, _ = _question({mode_of[m] for m in pairs})
+        used = list(dict.fromkeys(pairs.values()))
+        if len(used) == 1 and epochs_of[used[0]] == epochs_of[used[0]]:
+            title = f"At equal epochs ({epochs_of[used[0]]:g} each): {question} (paired by seed; docs/metrics.md)"
+        elif len(used) == 1:
+            title = f"{question[0].upper()}{question[1:-1]} here? (paired by seed; docs/metrics.md)"
+        else:
+            each = ", ".join(f"{m} {epochs_of[m]:g}" for m in pairs)
+            title = (f"At equal epochs (each against plain training of as many epochs: {each}): {question} "
+                     "(paired by seed; docs/metrics.md)")
+        families.append((title, pairs, [r for r in rows if r["arm"] in (*used, *pairs)]))
     if "baseline_equal" in arms:
         budget = _mean_of(rows, "baseline_equal", "compute")
         unit = next((r.get("unit") for r in rows if r.get("unit")), "seconds")
@@ -262,7 +306,8 @@ def answer_families(rows: Sequence[dict]) -> list[tuple[str, str, list[dict]]]:
             what = {"seconds": "time", "flops": "FLOPs"}.get(unit, "compute")
             title = (f"At equal compute ({budget:.1f} plain epochs; {UNIT_WORDS.get(unit, unit)}): better than "
                      f"training plain for the same {what}? (paired by seed)")
-            families.append((title, "baseline_equal", [r for r in rows if r["arm"] in ("baseline_equal", *near)]))
+            families.append((title, {a: "baseline_equal" for a in near},
+                             [r for r in rows if r["arm"] in ("baseline_equal", *near)]))
     return families
 
 
@@ -284,22 +329,33 @@ def answer_lines(rows: list[dict], confidence: float, metric: str = "test_top1",
     """The paired answers at equal epochs and at equal compute (each a family with its own Holm correction), and
     for an answer that is not significant, the command that would decide it (`rerun(overrides)` builds one)."""
     lines = []
-    for title, reference, family in answer_families(rows):
+    for title, pairs, family in answer_families(rows):
         if int8:
             title = title.replace("? (paired", " at int8? (int8 models, paired")
-        comparisons = arm_comparisons(family, metric, reference, confidence)
-        lines += comparison_lines(comparisons, family, title)
+        comparisons = paired_comparisons(family, pairs, metric, confidence)
+        modes = {r.get("mode") for r in family if r["arm"] in pairs}
+        lines += comparison_lines(comparisons, family, title, _question(modes)[1])
         if rerun is not None and comparisons and not any(c.significant for c in comparisons):
-            ref = [r for r in family if r["arm"] == reference]
-            key = "compute" if reference == "baseline_equal" else "epochs"
-            size = float(np.mean([r[key] for r in ref if r.get(key) is not None] or [float("nan")]))
-            longer = (f"final.budget={2 * size:.4g}" if key == "compute" else f"final.epochs={int(2 * size)}")
-            lines.append(decide_line(comparisons, rerun, longer))
+            lines.append(decide_line(comparisons, rerun, _longer(family, pairs)))
     if not lines:
         arms = sorted({r["arm"] for r in rows})
-        lines.append(f"no paired comparison: the final stage needs a NetAug arm with baseline or baseline_equal "
-                     f"(ran: {', '.join(arms)})")
+        lines.append(f"no paired comparison: the final stage needs a NetAug or reparam arm with baseline, "
+                     f"baseline_equal or baseline_matched (ran: {', '.join(arms)})")
     return lines
+
+
+def _longer(family: Sequence[dict], pairs: dict[str, str]) -> str:
+    """The override that doubles a family's schedule: final.budget where compute sets the methods' epochs
+    (at equal compute, or at equal epochs against baseline_matched's arms), else final.epochs."""
+    refs = set(pairs.values())
+    key = "compute" if refs == {"baseline_equal"} or any(is_matched(r) for r in refs) else "epochs"
+    if key == "compute" and refs != {"baseline_equal"}:
+        size = float(np.mean([r["compute"] for r in family if r["arm"] in pairs and r.get("compute") is not None]
+                             or [float("nan")]))
+        return f"final.budget={2 * size:.4g}"
+    ref = [r for r in family if r["arm"] in refs]
+    size = float(np.mean([r[key] for r in ref if r.get(key) is not None] or [float("nan")]))
+    return f"final.budget={2 * size:.4g}" if key == "compute" else f"final.epochs={int(2 * size)}"
 
 
 def decide_line(comparisons, rerun, longer: str) -> str:

@@ -14,7 +14,7 @@ from netaug.config import PLAIN_MODES, SpaceConfig, from_dict
 from netaug.errors import UserError
 
 PLAIN_ARMS = ("baseline", "baseline_equal")  # plain training
-NO_SWEEP_ARMS = (*PLAIN_ARMS, "reparam")  # arms that need no sweep
+NO_SWEEP_ARMS = (*PLAIN_ARMS, "reparam", "baseline_matched")  # arms that need no sweep
 
 
 @dataclass(frozen=True)
@@ -70,6 +70,9 @@ def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
             continue
         if name == "baseline_equal":
             arms.append(Arm("baseline_equal", "baseline", "plain training at equal compute"))
+            continue
+        if name == "baseline_matched":  # plan_arms turns it into one plain arm per other arm's epoch count
+            arms.append(Arm("baseline_matched", "baseline", "plain training at each other arm's epochs"))
             continue
         if name == "reparam":
             r = cfg.reparam

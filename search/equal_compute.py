@@ -5,8 +5,9 @@ trials run on) times every NetAug arm's steps, in its width-augmented and its mi
 with plain training on the same real batches (netaug/train/calibrate.py). That gives each arm's epoch
 in plain epochs by `compute.unit`. The winner's schedule at `final.epochs` then costs B plain epochs
 (or B is `final.budget`), and `baseline_equal` trains round(B) epochs of plain training, its warm-up
-and cosine spanning them. With `final.budget`, the winner and netaug_fixed train as many epochs as B
-buys. The calibration is written to `final/calibration.json`; `--resume` reuses it.
+and cosine spanning them. With `final.budget`, the winner, netaug_fixed and reparam train as many epochs
+as B buys, and `baseline_matched` becomes one plain arm per epoch count they train (`baseline_e<N>`): their
+partners at equal epochs. The calibration is written to `final/calibration.json`; `--resume` reuses it.
 """
 
 from __future__ import annotations
@@ -125,7 +126,30 @@ def plan_arms(cfg: SpaceConfig, arms: list, calibration: dict) -> tuple[list, fl
         else:
             a = dataclasses.replace(a, epochs=epochs)
         planned.append(a)
-    return planned, budget
+    return matched_baselines(planned), budget
+
+
+def matched_baselines(arms: list) -> list:
+    """`baseline_matched` replaced by one plain arm per epoch count of the method arms (NetAug, reparam) that
+    no `baseline` arm already trains: each method's partner at equal epochs when final.budget sets its epochs."""
+    from netaug.stats import matched_name
+
+    if not any(a.name == "baseline_matched" for a in arms):
+        return arms
+    taken = {a.epochs for a in arms if a.name == "baseline"}
+    users: dict[int, list[str]] = {}
+    for a in arms:
+        if a.mode != "baseline" and a.epochs not in taken:
+            users.setdefault(a.epochs, []).append(a.name)
+    out = []
+    for a in arms:
+        if a.name != "baseline_matched":
+            out.append(a)
+            continue
+        for n, names in sorted(users.items()):
+            out.append(dataclasses.replace(a, name=matched_name(n), epochs=n,
+                                           description=f"plain training, {n} epochs (as many as {', '.join(names)})"))
+    return out
 
 
 def calibration_lines(cfg: SpaceConfig, arms: list, calibration: dict, budget: float) -> list[str]:

@@ -76,7 +76,9 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
     needs_supernet = args.stage == "search" or (args.stage == "sweep" and cfg.sweep.largest == "searched")
     if needs_supernet and not (run_dir / "supernet").is_dir():
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
-    needs_sweep = not set(cfg.final.arms) <= {"baseline", "baseline_equal"}  # every other arm is the sweep's
+    from search.arms import NO_SWEEP_ARMS
+
+    needs_sweep = not set(cfg.final.arms) <= set(NO_SWEEP_ARMS)  # the winner and netaug_fixed are the sweep's
     if args.stage == "final" and not (run_dir / "trials.parquet").is_file() and needs_sweep:
         raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
     check_data_and_model(cfg)
@@ -158,6 +160,9 @@ def _quit(code: int, message: str) -> int:
 @exit_on_user_error
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    # Ctrl+C (or kill -INT) stops the run resumably even where it was started with SIGINT ignored, as
+    # `nohup ... &` from a non-interactive shell starts it
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         cfg, run_dir, stages = prepare(args)
     except KeyboardInterrupt:

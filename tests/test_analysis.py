@@ -93,6 +93,14 @@ def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     assert "winner (" in text and "vs baseline: test top-1" in text and "Answer:" in text
     assert _png_ok(out / "final_arms.png") and "(final_arms.png)" in text
     assert "### The delivered model" in text
+    # precision, recall and F1 at 1 and 3 per arm: the seeds' mean of final.parquet's columns
+    final = pd.read_parquet(tiny_run / "final.parquet")
+    cols = [f"test_{m}_at_{k}" for k in (1, 3) for m in ("precision", "recall", "f1")]
+    assert "| arm | " + " | ".join(cols) + " |" in text
+    for arm, part in final.groupby("arm"):
+        assert "| " + " | ".join([arm, *(f"{part[c].mean():.4g}" for c in cols)]) + " |" in text
+    if final["int8_test_top1"].notna().any():
+        assert "help at int8? (int8 models, paired by seed" in text
 
 
 def test_report_and_compare_name_the_most_important_hyperparameter_of_the_study(tiny_run, tmp_path, capsys):

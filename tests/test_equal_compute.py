@@ -154,7 +154,8 @@ def test_asha_rungs_are_on_the_compute_key():
 
 
 def rows_of(values: dict[str, list[float]], epochs: dict[str, int], compute: dict[str, float]) -> list[dict]:
-    modes = {"baseline": "baseline", "baseline_equal": "baseline", "winner": "netaug_rkd", "netaug_fixed": "netaug"}
+    modes = {"baseline": "baseline", "baseline_equal": "baseline", "winner": "netaug_rkd", "netaug_fixed": "netaug",
+             "reparam": "reparam", "baseline_e3": "baseline", "baseline_e9": "baseline"}
     return [{"arm": arm, "mode": modes[arm], "seed": seed, "test_top1": v, "epochs": epochs[arm],
              "compute": compute[arm], "unit": "seconds", "description": arm}
             for arm, vs in values.items() for seed, v in enumerate(vs)]
@@ -168,8 +169,9 @@ def test_answers_at_equal_epochs_and_at_equal_compute_are_paired_t_tests_with_ho
     rows = rows_of(values, {"winner": 6, "baseline": 6, "netaug_fixed": 6, "baseline_equal": 22},
                    {"winner": 21.6, "baseline": 6.0, "netaug_fixed": 25.3, "baseline_equal": 22.0})
     families = answer_families(rows)
-    assert [(ref, sorted({r["arm"] for r in fam})) for _, ref, fam in families] == [
-        ("baseline", ["baseline", "netaug_fixed", "winner"]), ("baseline_equal", ["baseline_equal", "winner"])]
+    assert [(pairs, sorted({r["arm"] for r in fam})) for _, pairs, fam in families] == [
+        ({"winner": "baseline", "netaug_fixed": "baseline"}, ["baseline", "netaug_fixed", "winner"]),
+        ({"winner": "baseline_equal"}, ["baseline_equal", "winner"])]
     lines = answer_lines(rows, 0.95, rerun=lambda extra: "python search/run.py " + " ".join(extra))
     text = "\n".join(lines)
     assert "At equal epochs (6 each)" in text and "At equal compute (22.0 plain epochs" in text
@@ -208,6 +210,75 @@ def test_a_plain_winner_is_not_compared_with_plain_training():
     families = answer_families(rows)
     assert [sorted({r["arm"] for r in fam}) for _, _, fam in families] == [
         ["baseline", "netaug_fixed"], ["baseline_equal", "netaug_fixed"]]
+
+
+def test_with_a_budget_each_method_meets_plain_training_of_its_own_length_at_equal_epochs():
+    """final.budget gives NetAug and reparam their own epochs; baseline_matched's plain arms are their partners
+    at equal epochs, one family for Holm across the different references."""
+    from netaug.stats import answer_lines
+
+    values = {"winner": [0.90, 0.905, 0.915, 0.90], "netaug_fixed": [0.895, 0.9, 0.91, 0.90],
+              "reparam": [0.92, 0.915, 0.93, 0.925], "baseline_e3": [0.89, 0.9, 0.9, 0.895],
+              "baseline_e9": [0.91, 0.912, 0.92, 0.915], "baseline": [0.925, 0.93, 0.935, 0.93],
+              "baseline_equal": [0.93, 0.935, 0.94, 0.933]}
+    epochs = {"winner": 3, "netaug_fixed": 3, "reparam": 9, "baseline_e3": 3, "baseline_e9": 9, "baseline": 10,
+              "baseline_equal": 20}
+    compute = {"winner": 19.8, "netaug_fixed": 20.4, "reparam": 19.9, "baseline_e3": 3.0, "baseline_e9": 9.0,
+               "baseline": 10.0, "baseline_equal": 20.0}
+    rows = rows_of(values, epochs, compute)
+    (title, pairs, _), (_, at_compute, _) = answer_families(rows)
+    assert pairs == {"winner": "baseline_e3", "netaug_fixed": "baseline_e3", "reparam": "baseline_e9"}
+    assert at_compute == {a: "baseline_equal" for a in ("winner", "netaug_fixed", "reparam")}
+    assert title.startswith("At equal epochs (each against plain training of as many epochs: winner 3, "
+                            "netaug_fixed 3, reparam 9): did NetAug or reparam help?")
+    lines = answer_lines(rows, 0.95, rerun=lambda extra: "python search/run.py " + " ".join(extra))
+    ps = {arm: scipy.stats.ttest_rel(values[arm], values[ref]).pvalue for arm, ref in pairs.items()}
+    order = sorted(ps, key=ps.get)
+    holm, running = {}, 0.0
+    for i, arm in enumerate(order):  # Holm's step-down, written out
+        running = max(running, min(1.0, (len(order) - i) * ps[arm]))
+        holm[arm] = running
+    for arm, ref in pairs.items():
+        line = next(line for line in lines if line.strip().startswith(f"{arm} (") and f"vs {ref}:" in line)
+        assert f"p = {ps[arm]:.3g} (Holm {holm[arm]:.3g})" in line
+    # not significant at equal epochs: doubling means doubling the budget, which sets these arms' epochs
+    first = lines[:next(i for i, line in enumerate(lines) if line.startswith("At equal compute"))]
+    decide = [line for line in first if "To decide it" in line]
+    assert not decide or "final.epochs" not in decide[0]
+
+
+def test_baseline_matched_becomes_one_plain_arm_per_method_epoch_count():
+    import dataclasses
+
+    from search.arms import Arm, arm_space
+    from search.equal_compute import plan_arms
+
+    cfg = load_space(None, ["final.epochs=6", "final.budget=30",
+                            "final.arms=[winner,baseline,netaug_fixed,reparam,baseline_equal,baseline_matched]"])
+    arms = [Arm("winner", "netaug_rkd", "w", r=2.0, s=1, aug_loss_weight=1.0),
+            Arm("baseline", "baseline", "b"), Arm("netaug_fixed", "netaug", "n", r=2.0, s=1, aug_loss_weight=1.0),
+            Arm("reparam", "reparam", "r"), Arm("baseline_equal", "baseline", "be"),
+            Arm("baseline_matched", "baseline", "bm")]
+    step = {"seconds": 0.1, "flops": 1.0}
+
+    def cost(width, min_w):
+        return {"width": step, "min_w": step, "cost": {"width": width, "min_w": min_w}}
+
+    calibration = {"unit": "seconds", "costs": {"winner": cost(4.0, 2.0), "netaug_fixed": cost(4.0, 2.0),
+                                                "reparam": cost(5.0, 5.0)}}
+    planned, budget = plan_arms(cfg, arms, calibration)
+    by = {a.name: a for a in planned}
+    assert budget == 30 and by["baseline_equal"].epochs == 30 and by["baseline"].epochs == 6
+    assert by["reparam"].epochs == 6  # 30 / 5: the same count as baseline, so baseline is its partner
+    n = by["winner"].epochs
+    assert n == by["netaug_fixed"].epochs and n != 6
+    def cost_of(epochs: int) -> float:  # the winner's schedule trained to the end, in plain epochs
+        return spent(arm_space(cfg, dataclasses.replace(by["winner"], epochs=epochs), 0), PhaseCost(4.0, 2.0), epochs)
+
+    assert cost_of(n) <= 30 < cost_of(n + 1)  # the most epochs the budget buys
+    matched = [a for a in planned if a.name.startswith("baseline_e") and a.name != "baseline_equal"]
+    assert [(a.name, a.mode, a.epochs) for a in matched] == [(f"baseline_e{n}", "baseline", n)]
+    assert "baseline_matched" not in by and "winner, netaug_fixed" in matched[0].description
 
 
 def test_a_saved_calibration_is_reused(tmp_path):

@@ -72,3 +72,31 @@ def test_a_final_stage_of_plain_arms_needs_no_sweep_and_writes_its_report(tmp_pa
     report = (out / "report" / "report.md").read_text()
     final = pd.read_parquet(out / "final.parquet")
     assert final["arm"].tolist() == ["baseline"] and "0 trials" in report and "## Did NetAug help here?" in report
+
+
+def test_with_a_budget_baseline_matched_gives_each_method_its_plain_partner_at_equal_epochs(tmp_path):
+    """final.budget sets the winner's and reparam's epochs; baseline_matched adds plain training of each count
+    that baseline does not train, and the answer at equal epochs pairs each method with the plain arm of its
+    length."""
+    out = tmp_path / "run"
+    out.mkdir()
+    pa.parquet.write_table(pa.Table.from_pylist([winner_row()], schema=TRIALS_SCHEMA), out / "trials.parquet")
+    sets = [*FINAL, "final.arms=[winner,baseline,reparam,baseline_equal,baseline_matched]", "final.budget=5",
+            "final.epochs=5"]
+    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
+                           "--stage", "final", "--no-dashboard", *[a for s in sets for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=900, cwd=ROOT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    final = pd.read_parquet(out / "final.parquet").set_index("arm")
+    epochs = final["epochs"].to_dict()
+    assert epochs["baseline"] == 5 and epochs["baseline_equal"] == 5
+    assert epochs["winner"] < 5  # a NetAug step costs more than a plain one: 5 plain epochs buy fewer
+    methods = {a: int(epochs[a]) for a in ("winner", "reparam")}
+    matched = {a: int(n) for a, n in epochs.items() if a.startswith("baseline_e") and a != "baseline_equal"}
+    assert matched == {f"baseline_e{n}": n for n in set(methods.values()) if n != 5}
+    assert (final.loc[list(matched), "mode"] == "baseline").all()
+    partner = {a: f"baseline_e{n}" if n != 5 else "baseline" for a, n in methods.items()}
+    text = proc.stdout
+    for arm, ref in partner.items():
+        assert any(line.strip().startswith(f"{arm} (") and f"vs {ref}:" in line for line in text.splitlines()), text
+    assert "At equal epochs (" in text and "did NetAug or reparam help" in text and "At equal compute" in text

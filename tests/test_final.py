@@ -183,7 +183,7 @@ def test_every_final_model_has_a_scored_int8_twin_and_the_answer_at_int8(final_r
     assert (final["int8_test_top1"] - final["fp32_onnx_test_top1"]).abs().max() <= 0.05
     # the paired answer at int8: the same pairs, scipy's paired t-test
     text = "\n".join(lines)
-    assert "At equal epochs (2 each): did NetAug help at int8? (int8 models, paired by seed" in text
+    assert "At equal epochs (2 each): did NetAug or reparam help at int8? (int8 models, paired by seed" in text
     assert "better than training plain for the same time at int8? (int8 models, paired by seed)" in text
     for reference, arms in (("baseline", ("winner", "netaug_fixed", "reparam")), ("baseline_equal", ("winner",))):
         base = final[final.arm == reference].set_index("seed")["int8_test_top1"]

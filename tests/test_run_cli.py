@@ -204,13 +204,18 @@ def test_dashboard_lists_this_run_with_its_token_and_a_killed_sweep_resumes_with
     assert final["arm"].tolist() == ["winner"] and (final["status"] == "TERMINATED").all()
 
 
-def _run_until(out: Path, marker: str, sig: int, *extra: str) -> tuple[int, str, str]:
+def _run_until(out: Path, marker: str, sig: int, *extra: str, sigint_ignored: bool = False) -> tuple[int, str, str]:
     """Run the CLI and send `sig` to its whole process group (as a terminal does) once a stdout line
-    contains `marker`; returns (exit code, stdout, stderr)."""
+    contains `marker`; returns (exit code, stdout, stderr). `sigint_ignored`: start it the way
+    `nohup ... &` from a script does, with SIGINT ignored."""
+    def ignore_sigint():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "search" / "run.py"), "--space", str(ROOT / "spaces" / "mbv2.yaml"), "--out",
          str(out), "--no-dashboard", *[a for s in TINY for a in ("--set", s)], *extra],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        preexec_fn=ignore_sigint if sigint_ignored else None)
     seen = []
     try:
         for line in proc.stdout:
@@ -255,6 +260,15 @@ def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, 
     later = {"supernet": "search ", "search": "[sweep", "sweep": "[final", "final": "delivered"}[stage]
     after = stdout.split(marker, 1)[1]
     assert not any(line.startswith(later) for line in after.splitlines())
+
+
+def test_sigint_stops_a_run_started_in_the_background_with_sigint_ignored(tmp_path):
+    """`nohup python search/run.py ... &` from a script starts it with SIGINT ignored; kill -INT must still
+    leave a resumable run, as Ctrl+C does."""
+    out = tmp_path / "run"
+    code, stdout, err = _run_until(out, "[final", signal.SIGINT, *BASELINE_ONLY, sigint_ignored=True)
+    assert code == 130, (stdout, err)
+    assert err.strip().startswith("interrupted; resume with: ") and not (out / "final.parquet").exists()
 
 
 def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
