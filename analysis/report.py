@@ -296,7 +296,8 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
     if panels == 3:
         ax = axes[2]
         for arm in arms:
-            part = epochs[epochs["arm"] == arm].groupby("epoch")["train_top1"].agg(["mean", "min", "max"])
+            scored = epochs[epochs["arm"] == arm].dropna(subset=["train_top1"])  # final.eval_every skips epochs
+            part = scored.groupby("epoch")["train_top1"].agg(["mean", "min", "max"])
             color = arm_color(arm)
             ax.plot(part.index, part["mean"], color=color, marker="o", ms=3, label=arm)
             ax.fill_between(part.index, part["min"], part["max"], color=color, alpha=0.15)

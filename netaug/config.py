@@ -413,6 +413,10 @@ class FinalConfig(TrialPlacement):
         2000, "un-augmented training images (a fixed subset, the same for every arm and seed) scored each epoch "
         "as train_top1", ge=1)
     confidence: float = opt(0.95, "confidence level of the paired intervals", gt=0, lt=1)
+    eval_every: int = opt(
+        1, "score val and the train subset after every this many epochs and after the last one; evaluation is not "
+        "training compute, so a larger value saves wall time only (on a small training split, most of it)",
+        ge=1, le=100000)
 
     def check(self) -> None:
         if len(set(self.arms)) != len(self.arms):

@@ -272,7 +272,8 @@ def answer_families(rows: Sequence[dict]) -> list[tuple[str, dict[str, str], lis
       `baseline`, or the `baseline_e<N>` that final.arms' baseline_matched adds when final.budget sets the
       methods' epochs; one family for Holm even where the references differ;
     - at equal compute: every method arm whose compute (plain epochs, `compute` column) is within one plain
-      epoch (or 5%) of `baseline_equal`'s, against it.
+      epoch (or 5%) of `baseline_equal`'s, or below it by less than one of its own epochs (the most epochs that
+      final.budget buys), against it.
     """
     families = []
     arms = list(dict.fromkeys(r["arm"] for r in rows))
@@ -301,7 +302,7 @@ def answer_families(rows: Sequence[dict]) -> list[tuple[str, dict[str, str], lis
     if "baseline_equal" in arms:
         budget = _mean_of(rows, "baseline_equal", "compute")
         unit = next((r.get("unit") for r in rows if r.get("unit")), "seconds")
-        near = [a for a in methods if abs(_mean_of(rows, a, "compute") - budget) <= max(1.0, 0.05 * budget)]
+        near = [a for a in methods if _at_budget(rows, a, budget)]
         if near:
             what = {"seconds": "time", "flops": "FLOPs"}.get(unit, "compute")
             title = (f"At equal compute ({budget:.1f} plain epochs; {UNIT_WORDS.get(unit, unit)}): better than "
@@ -309,6 +310,16 @@ def answer_families(rows: Sequence[dict]) -> list[tuple[str, dict[str, str], lis
             families.append((title, {a: "baseline_equal" for a in near},
                              [r for r in rows if r["arm"] in ("baseline_equal", *near)]))
     return families
+
+
+def _at_budget(rows: Sequence[dict], arm: str, budget: float) -> bool:
+    """Whether `arm` trained at the budget: within one plain epoch (or 5%) of it, or below it by less than one
+    of its own epochs (one more would have overspent)."""
+    spent = _mean_of(rows, arm, "compute")
+    if abs(spent - budget) <= max(1.0, 0.05 * budget):
+        return True
+    epoch = max(_mean_of(rows, arm, "cost_width"), _mean_of(rows, arm, "cost_min_w"))
+    return spent <= budget < spent + epoch
 
 
 def seeds_to_decide(result: PairedDifference, family: int = 1, limit: int = 1000) -> int | None:

@@ -180,7 +180,8 @@ def final_body(config: dict, session) -> None:
                  "init_digest": init_digest, "history": history if session.train else []}
         session.report(metrics, state, config["space_json"])
 
-    trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("train", subset, "min")), before_epoch=before_epoch)
+    trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("train", subset, "min")), before_epoch=before_epoch,
+                       eval_every=cfg.final.eval_every)
     writer.close()
 
 

@@ -247,6 +247,19 @@ def test_with_a_budget_each_method_meets_plain_training_of_its_own_length_at_equ
     assert not decide or "final.epochs" not in decide[0]
 
 
+def test_an_arm_that_spent_all_a_small_budget_buys_is_at_equal_compute():
+    """With final.budget = 5 plain epochs and a NetAug epoch of 3.13, one epoch (3.1) is all the budget buys: the
+    arm is at equal compute although 1.9 plain epochs short; an arm that could have trained another epoch is not."""
+    values = {"winner": [0.5, 0.6], "netaug_fixed": [0.5, 0.55], "baseline_equal": [0.4, 0.45]}
+    rows = rows_of(values, {"winner": 1, "netaug_fixed": 1, "baseline_equal": 5},
+                   {"winner": 3.13, "netaug_fixed": 2.2, "baseline_equal": 5.0})
+    cost = {"winner": 3.13, "netaug_fixed": 2.2, "baseline_equal": 1.0}
+    for row in rows:
+        row["cost_width"] = row["cost_min_w"] = cost[row["arm"]]
+    (_, pairs, _), = answer_families(rows)
+    assert pairs == {"winner": "baseline_equal"}  # netaug_fixed: 2.2 + 2.2 <= 5, it could have trained another
+
+
 def test_baseline_matched_becomes_one_plain_arm_per_method_epoch_count():
     import dataclasses
 

@@ -9,6 +9,7 @@ import sys
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 from conftest import ROOT, SPACE
 
@@ -82,7 +83,7 @@ def test_with_a_budget_baseline_matched_gives_each_method_its_plain_partner_at_e
     out.mkdir()
     pa.parquet.write_table(pa.Table.from_pylist([winner_row()], schema=TRIALS_SCHEMA), out / "trials.parquet")
     sets = [*FINAL, "final.arms=[winner,baseline,reparam,baseline_equal,baseline_matched]", "final.budget=5",
-            "final.epochs=5"]
+            "final.epochs=5", "final.eval_every=2"]
     proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
                            "--stage", "final", "--no-dashboard", *[a for s in sets for a in ("--set", s)]],
                           capture_output=True, text=True, timeout=900, cwd=ROOT)
@@ -99,4 +100,13 @@ def test_with_a_budget_baseline_matched_gives_each_method_its_plain_partner_at_e
     text = proc.stdout
     for arm, ref in partner.items():
         assert any(line.strip().startswith(f"{arm} (") and f"vs {ref}:" in line for line in text.splitlines()), text
-    assert "At equal epochs (" in text and "did NetAug or reparam help" in text and "At equal compute" in text
+    assert "At equal epochs (" in text and "did NetAug or reparam help" in text and "At equal compute" in text, text
+    # final.eval_every=2: val and the train subset scored after epochs 2, 4, ... and the last one only
+    rows = pd.read_parquet(out / "epochs.parquet").query("stage == 'final'")
+    for (arm, seed), part in rows.groupby(["arm", "seed"]):
+        last = int(epochs[arm])
+        assert sorted(part["epoch"]) == list(range(1, last + 1))
+        scored = part.dropna(subset=["val_top1"])
+        assert sorted(scored["epoch"]) == sorted({e for e in range(2, last + 1, 2)} | {last}), (arm, seed)
+        assert scored["train_top1"].notna().all() and part["train_loss"].notna().all()
+        assert scored.set_index("epoch").loc[last, "val_top1"] == final.loc[arm, "val_top1"]

@@ -354,18 +354,23 @@ class Trainer:
     def run_epochs(self, on_epoch: Callable[[EpochResult], None] | None = None,
                    evals: Sequence[tuple[str, str | ImageSet, ConfigLike]] = VAL,
                    before_epoch: Callable[[Trainer], None] | None = None,
-                   progress: Callable[[dict[str, torch.Tensor]], None] | None = None) -> list[EpochResult]:
+                   progress: Callable[[dict[str, torch.Tensor]], None] | None = None,
+                   eval_every: int = 1) -> list[EpochResult]:
         """The one epoch loop every stage and the study use: train the remaining epochs; after each, evaluate
         `evals` ((metric prefix, split, sub-network) in order: `("train", subset, "min")` gives train_top1) and
         call `on_epoch` (the stage's reporting and checkpointing) with the epoch's result. `before_epoch` runs
-        before each epoch's training (e.g. to set `batch_hook`)."""
+        before each epoch's training (e.g. to set `batch_hook`). `eval_every`: evaluate after every this many
+        epochs and after the last one only (the others' results have no evaluations)."""
         results = []
-        while self.epoch < self.cfg.training.epochs:
+        epochs = self.cfg.training.epochs
+        while self.epoch < epochs:
             if before_epoch is not None:
                 before_epoch(self)
             record = self.train_epoch(progress)
             t0 = time.perf_counter()
-            evaluated = {prefix: self.evaluate(split, [("base", config)])["base"] for prefix, split, config in evals}
+            due = self.epoch % eval_every == 0 or self.epoch == epochs
+            evaluated = {prefix: self.evaluate(split, [("base", config)])["base"]
+                         for prefix, split, config in (evals if due else ())}
             record.val = evaluated["val"].summary() if "val" in evaluated else {}
             result = EpochResult(record, evaluated, epoch_metrics(record, evaluated),
                                  record.epoch_s + time.perf_counter() - t0)
