@@ -237,11 +237,17 @@ ARM_COLORS = {"baseline": "tab:gray", "winner": "tab:red", "netaug_fixed": "tab:
               "reparam": "tab:brown"}
 
 
-def arm_color(arm: str) -> str:
-    """One colour per arm; baseline_matched's plain arms (baseline_e<N>) in a lighter grey than baseline."""
+MATCHED_GREYS = ("darkgray", "silver", "dimgray", "lightgray", "black")
+
+
+def arm_color(arm: str, arms: list[str]) -> str:
+    """One colour per arm; baseline_matched's plain arms (baseline_e<N>) in greys of their own, by rank."""
     from netaug.stats import is_matched
 
-    return "darkgray" if is_matched(arm) else ARM_COLORS.get(arm, "tab:green")
+    if is_matched(arm):
+        matched = [a for a in arms if is_matched(a)]
+        return MATCHED_GREYS[matched.index(arm) % len(MATCHED_GREYS)]
+    return ARM_COLORS.get(arm, "tab:green")
 
 
 def _mean_interval(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -272,19 +278,19 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
         ax.plot(range(len(arms)), group["test_top1"], color="lightgray", lw=1, zorder=1)
     for arm in arms:
         values = final.loc[final["arm"] == arm, "test_top1"].to_numpy(dtype=float)
-        color = arm_color(arm)
+        color = arm_color(arm, arms)
         ax.scatter(np.full(len(values), x[arm]), values, color=color, s=28, zorder=3, alpha=0.8)
         mean, low, high = _mean_interval(values, confidence)
         ax.errorbar([x[arm] + 0.12], [mean], yerr=[[mean - low], [high - mean]], fmt="D", color="black", capsize=5,
                     zorder=4)
-    ax.set_xticks(range(len(arms)), arms)
+    ax.set_xticks(range(len(arms)), arms, rotation=30, ha="right")  # up to 8 arms' names side by side
     ax.set_ylim(max(0.0, ax.get_ylim()[0]), min(1.0, ax.get_ylim()[1]))  # a top-1 interval beyond [0, 1] is cut
     ax.set(ylabel="test top-1 of the base", title=f"Test top-1 per seed; mean and {confidence:.0%} t interval")
     ax.grid(alpha=0.3)
     ax = axes[1]
     for arm in arms:
         part = final[final["arm"] == arm].dropna(subset=["train_top1"])
-        ax.scatter(part["train_top1"], part["test_top1"], color=arm_color(arm), label=arm, s=36)
+        ax.scatter(part["train_top1"], part["test_top1"], color=arm_color(arm, arms), label=arm, s=36)
     lo = float(min(final["train_top1"].min(), final["test_top1"].min()))
     hi = float(max(final["train_top1"].max(), final["test_top1"].max()))
     pad = 0.02 * max(hi - lo, 0.01)
@@ -298,7 +304,7 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
         for arm in arms:
             scored = epochs[epochs["arm"] == arm].dropna(subset=["train_top1"])  # final.eval_every skips epochs
             part = scored.groupby("epoch")["train_top1"].agg(["mean", "min", "max"])
-            color = arm_color(arm)
+            color = arm_color(arm, arms)
             ax.plot(part.index, part["mean"], color=color, marker="o", ms=3, label=arm)
             ax.fill_between(part.index, part["min"], part["max"], color=color, alpha=0.15)
         ax.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
@@ -413,7 +419,7 @@ def plot_compute(run: Run, out: Path, confidence: float) -> str | None:
             low, high = y - (d.mean - d.low), y + (d.high - d.mean)
         else:
             _, low, high = _mean_interval(values.to_numpy(dtype=float), confidence)
-        color = arm_color(arm)
+        color = arm_color(arm, arms)
         if low == low and high == high:
             ax.errorbar([x], [y], yerr=[[y - low], [high - y]], fmt="D", color=color, capsize=5, ms=7,
                         label=f"{arm} ({values.size} seeds)")
