@@ -29,11 +29,15 @@ class LineReporter(Callback):
         self.last_epoch: dict[str, int] = {}
         self.spent: dict[str, float] = {}  # compute each trial has reported so far
         self.forgone = 0.0  # compute the scheduler saved by stopping trials early
+        self.settled: set[str] = set()  # finished trials whose compute is counted
         self.first: tuple[float, float] | None = None  # (time, compute done) at the first report
         self.waiting_since: float | None = None
         self.last_notice = 0.0
 
     def on_step_end(self, iteration, trials, **info) -> None:
+        for trial in trials:  # after a resume, the trials that finished before count as done work
+            if trial.status in ("TERMINATED", "ERROR"):
+                self._settle(trial)
         pending = [t for t in trials if t.status == "PENDING"]
         if not pending or any(t.status == "RUNNING" for t in trials):
             self.waiting_since = None
@@ -81,14 +85,26 @@ class LineReporter(Callback):
         eta = _duration(left / rate)
         return f" | stage {done:.0f}/{self.work:.0f} plain ep, ETA {eta}"
 
-    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        # a trial that finished before a resume reports nothing in this process: its last result says how far it got
+    def _settle(self, trial) -> tuple[int, bool]:
+        """Counts a finished trial's compute once: what it spent, and what the scheduler saved by stopping it
+        early. A trial that finished before a resume reports nothing in this process: its last result says how
+        far it got. Returns (its last epoch, whether it stopped early)."""
         result = getattr(trial, "last_result", None) or {}
         last = self.last_epoch.get(trial.trial_id, result.get("epoch") or 0)
         planned = result.get("epochs_planned") or self.total
         early = planned is not None and last < planned
-        if early and self.budget:
-            self.forgone += max(0.0, self.budget - self.spent.get(trial.trial_id, 0.0))
+        if trial.trial_id not in self.settled:
+            self.settled.add(trial.trial_id)
+            compute = result.get("compute")
+            if trial.trial_id not in self.spent and isinstance(compute, (int, float)):
+                self.spent[trial.trial_id] = float(compute)
+            budget = result.get("compute_planned") or self.budget
+            if early and budget:
+                self.forgone += max(0.0, budget - self.spent.get(trial.trial_id, 0.0))
+        return last, early
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        last, early = self._settle(trial)
         self._print(f"{trial.trial_id} " + (f"stopped early by the scheduler after epoch {last}" if early else "done"))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:

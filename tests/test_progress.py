@@ -1,0 +1,65 @@
+"""The progress line's stage count and ETA, on Tune's own Trial objects (no Ray cluster needed): after a
+resume, the trials that finished before count as done work, each once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from ray.tune import register_trainable
+from ray.tune.experiment import Trial
+
+from search import progress
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _trial(status: str, **result) -> Trial:
+    register_trainable("progress_test", lambda config: None)
+    trial = Trial("progress_test")
+    if result:
+        trial.update_last_result(result)
+    trial.set_status(status)
+    return trial
+
+
+@pytest.fixture()
+def clock(monkeypatch) -> Clock:
+    fake = Clock()
+    monkeypatch.setattr(progress.time, "perf_counter", fake)
+    return fake
+
+
+def test_a_resumed_stage_counts_the_trials_that_finished_before(clock, capsys):
+    reporter = progress.LineReporter("final", ("val_top1",), work=100.0)
+    done_before = _trial(Trial.TERMINATED, epoch=30, epochs_planned=30, compute=30.0, compute_planned=30.0)
+    also_before = _trial(Trial.TERMINATED, epoch=20, epochs_planned=20, compute=20.0, compute_planned=20.0)
+    running = _trial(Trial.RUNNING)
+    trials = [done_before, also_before, running]
+    reporter.on_step_end(0, trials)
+    reporter.on_step_end(1, trials)  # a second step counts nothing twice
+    reporter.on_trial_result(2, trials, running, {"epoch": 5, "compute": 5.0, "epochs_planned": 50})
+    clock.now += 10.0
+    reporter.on_trial_result(3, trials, running, {"epoch": 10, "compute": 10.0, "epochs_planned": 50})
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    # done: 30 + 20 + 10 = 60 of 100; rate (10 - 5) / 10 s = 0.5 plain epochs/s; left 40 -> 80 s
+    assert re.search(r"\| stage 60/100 plain ep, ETA 80s$", last), last
+    reporter.on_trial_complete(4, trials, done_before)  # Tune may also announce a restored trial: counted once
+    assert sum(reporter.spent.values()) + reporter.forgone == 60.0
+
+
+def test_a_trial_stopped_early_before_the_resume_counts_its_budget_as_done(clock, capsys):
+    reporter = progress.LineReporter("sweep", ("val_top1",), budget=10.0, work=40.0)
+    stopped = _trial(Trial.TERMINATED, epoch=2, epochs_planned=10, compute=2.0)
+    reporter.on_step_end(0, [stopped])
+    assert reporter.spent == {stopped.trial_id: 2.0}
+    assert reporter.forgone == 8.0  # the 8 plain epochs the scheduler saved are no longer left to do
+    reporter.on_trial_complete(1, [stopped], stopped)
+    assert reporter.forgone == 8.0
+    assert "stopped early by the scheduler after epoch 2" in capsys.readouterr().out
