@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from netaug.errors import exit_on_user_error  # noqa: E402
+from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 
 RECIPES = ("baseline", "netaug")
 
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch threads (a final-stage trial uses 1 per CPU)")
     args = p.parse_args(argv)
     if args.repeats < 1:
-        p.error("--repeats: must be >= 1")
+        raise UserError(f"--repeats: must be >= 1, got {args.repeats}")
     import torch
 
     torch.set_num_threads(args.threads)
