@@ -147,9 +147,10 @@ def rebuild_study(run: Run, metric: str):
     for row in run.trials.dropna(subset=[metric]).to_dict("records"):
         if row.get("status") == "ERROR":
             continue
-        params = {k: (int(row[k]) if k == "s" else row[k]) for k in dists if row.get(k) is not None}
-        if len(params) == len(dists):
-            study.add_trial(optuna.trial.create_trial(params=params, distributions=dict(dists), value=row[metric]))
+        params = {k: (int(row[k]) if k == "s" else row[k]) for k in dists if pd.notna(row.get(k))}
+        if params:  # a conditional space: a trial holds the parameters its mode sampled
+            study.add_trial(optuna.trial.create_trial(params=params, distributions={k: dists[k] for k in params},
+                                                      value=row[metric]))
     return study
 
 

@@ -28,6 +28,18 @@ PLAIN_MODES = ("baseline", "reparam")  # modes that train the base alone (no aug
 TEACHER_MODES = ("kd", "netaug_kd", "netaug_rkd")
 SWEPT_PARAMS = ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
                 "macs_limit", "reparam_k", "mode")  # what a sweep may vary
+AUG_PARAMS = ("r", "s", "aug_loss_weight", "share_fraction", "aug_every", "aug_fraction", "macs_limit")
+
+
+def params_of_mode(mode: str) -> tuple[str, ...]:
+    """The swept parameters that training in `mode` reads; a sweep samples only these for its trials."""
+    if mode == "baseline":
+        return ()
+    if mode == "reparam":
+        return ("reparam_k",)
+    return AUG_PARAMS + (("lambda_kd",) if mode in TEACHER_MODES else ())
+
+
 COMPUTE_UNITS = ("seconds", "flops", "epochs")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
@@ -329,6 +341,8 @@ class SweepConfig(TrialPlacement):
     trials: int = opt(8, "Optuna trials (Tune samples)", ge=1, le=100000)
     concurrency: int = opt(2, "trials running at once (ConcurrencyLimiter)", ge=1, le=1024)
     sampler: Literal["tpe", "random", "gp"] = opt("tpe", "Optuna sampler: tpe, random or gp (seeded by sweep.seed)")
+    startup_trials: int | None = opt(None, "tpe, gp: random trials before the sampler models the results; null: a "
+                                     "third of sweep.trials, at least 2 and at most 10 (Optuna's own default)", ge=1)
     scheduler: Literal["asha", "none"] = opt("asha", "asha stops weak trials early on the per-epoch metric")
     grace_period: float = opt(1.0, "asha: compute (plain epochs; epochs under compute.unit: epochs) before a trial "
                               "can be stopped", gt=0)
@@ -388,6 +402,10 @@ class SweepConfig(TrialPlacement):
     def modes(self) -> list[str]:
         return list(dict.fromkeys(self.mode)) if self.mode else ["netaug_rkd"]
 
+    def n_startup_trials(self) -> int:
+        """Random trials before TPE or GP starts modelling (sweep.startup_trials, or its default)."""
+        return self.startup_trials if self.startup_trials is not None else max(2, min(10, self.trials // 3))
+
 
 @dataclass
 class FinalConfig(TrialPlacement):
@@ -396,8 +414,9 @@ class FinalConfig(TrialPlacement):
     arms: list[Literal["winner", "baseline", "netaug_fixed", "baseline_equal", "reparam", "baseline_matched"]] = opt(
         ["winner", "baseline", "netaug_fixed", "baseline_equal"],
         "arms retrained: winner (best sweep trial: its mode, parameters and a*), baseline (plain training for "
-        "final.epochs), netaug_fixed (plain NetAug at the winner's r, s and alpha, every layer at r), baseline_equal "
-        "(plain training for as many epochs as the winner's compute buys, by compute.unit), reparam "
+        "final.epochs), netaug_fixed (plain NetAug at the winner's r, s and alpha, or the best NetAug trial's when "
+        "the winner is plain training or reparam, every layer at r), baseline_equal (plain "
+        "training for as many epochs as the winner's compute buys, by compute.unit), reparam "
         "(re-parameterized training with the `reparam` section, folded into the base at export), baseline_matched "
         "(plain training of as many epochs as each other arm that final.budget gives its own epochs, one arm "
         "baseline_e<N> per count: their partners in the answer at equal epochs)")

@@ -6,7 +6,8 @@ journal that Tune never recorded (asked after Tune's last experiment checkpoint)
 finished, `write_study` rewrites the file from Tune's own records, one Optuna trial per Tune trial,
 to a temporary name and then renames it. Trials the scheduler stopped early become PRUNED, with
 their per-epoch values, so importances compare trials that ran the same schedule. Importances use
-Optuna's own evaluator (fANOVA).
+Optuna's own evaluator (fANOVA), on the trials that share the most parameters (the space is conditional on
+mode).
 """
 
 from __future__ import annotations
@@ -76,22 +77,38 @@ def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: 
     return len(frozen)
 
 
+def shared_params(done: Sequence, min_trials: int) -> tuple[list[str], int] | None:
+    """The largest parameter set that at least `min_trials` of the finished trials all sample, and how many
+    do (a sweep's space is conditional on mode: plain training samples none of NetAug's parameters)."""
+    counts = {names: sum(names <= set(t.params) for t in done) for names in {frozenset(t.params) for t in done}}
+    ranked = sorted(((len(names), n, sorted(names)) for names, n in counts.items() if n >= min_trials and names),
+                    key=lambda x: (-x[0], -x[1], x[2]))
+    return (ranked[0][2], ranked[0][1]) if ranked else None
+
+
 def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[str, float] | None, str]:
-    """(parameter -> importance, most important first, or None; a note saying on what, or why not)."""
+    """(parameter -> importance, most important first, or None; a note saying on what, or why not).
+    fANOVA runs on the largest parameter set that `min_trials` finished trials share, on those trials."""
     import optuna
     from optuna.trial import TrialState
 
     done = [t for t in study.trials if t.state == TrialState.COMPLETE] if study is not None else []
     if len(done) < min_trials:
         return None, f"needs at least {min_trials} finished trials; {len(done)} finished"
+    shared = shared_params(done, min_trials)
+    if shared is None:
+        return None, f"no parameter is sampled by {min_trials} or more of the {len(done)} finished trials"
+    names, n = shared
     try:
         found = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names)
     except (RuntimeError, ValueError) as exc:
         return None, f"could not be computed: {exc}"
     if not found:
         return None, "no parameter varied"
-    return dict(found), f"fANOVA on {len(done)} finished trials"
+    if n == len(done):
+        return dict(found), f"fANOVA on {n} finished trials"
+    return dict(found), f"fANOVA on the {n} of {len(done)} finished trials that sample {', '.join(names)}"
 
 
 def most_important_line(study, metric: str) -> str:

@@ -48,8 +48,7 @@ def _num(value, kind=float):
     return None if value is None or (isinstance(value, float) and np.isnan(value)) else kind(value)
 
 
-def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
-    """The best finished sweep trial by sweep.metric, from trials.parquet."""
+def _finished(run_dir: Path, cfg: SpaceConfig) -> list[dict]:
     path = run_dir / "trials.parquet"
     if not path.is_file():
         raise UserError(f"--out: no finished sweep in {run_dir} (trials.parquet is missing); run the sweep first")
@@ -57,12 +56,29 @@ def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
     rows = [t for t in pq.read_table(path).to_pylist() if t["status"] != "ERROR" and t.get(metric) is not None]
     if not rows:
         raise UserError(f"--out: no sweep trial in {path} has a {metric}; the final stage needs a winner")
+    return rows
+
+
+def _best(rows: list[dict], metric: str) -> dict:
     key = (lambda t: -t[metric]) if metric == "val_top1" else (lambda t: t[metric])
     return min(rows, key=lambda t: (key(t), t["trial_id"]))
 
 
-def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
-    """The arms of `final.arms`, resolved against the sweep's winner."""
+def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
+    """The best finished sweep trial by sweep.metric, from trials.parquet."""
+    return _best(_finished(run_dir, cfg), cfg.sweep.metric)
+
+
+def augmented_of(run_dir: Path, cfg: SpaceConfig) -> dict | None:
+    """The best finished sweep trial that sampled NetAug's r, s and alpha (None: no such trial)."""
+    rows = [t for t in _finished(run_dir, cfg) if _num(t.get("r")) is not None]
+    return _best(rows, cfg.sweep.metric) if rows else None
+
+
+def arms_for(cfg: SpaceConfig, winner: dict | None, augmented: dict | None = None) -> list[Arm]:
+    """The arms of `final.arms`, resolved against the sweep's winner. netaug_fixed takes r, s and alpha from the
+    winner, or, when the winner is plain training or reparam (which sample none of them), from `augmented`, the
+    best NetAug trial, or else from the space's netaug section."""
     arms = []
     for name in cfg.final.arms:
         if name == "baseline":
@@ -81,8 +97,11 @@ def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
             continue
         if winner is None:
             raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
-        common = {"r": float(winner["r"]), "s": int(winner["s"]), "aug_loss_weight": float(winner["aug_loss_weight"]),
-                  "share_fraction": _num(winner.get("share_fraction"))}
+        source = winner if _num(winner.get("r")) is not None else augmented
+        common = ({"r": float(source["r"]), "s": int(source["s"]), "aug_loss_weight": float(source["aug_loss_weight"]),
+                   "share_fraction": _num(source.get("share_fraction"))} if source is not None else
+                  {"r": cfg.netaug.r, "s": cfg.netaug.s, "aug_loss_weight": cfg.netaug.aug_loss_weight,
+                   "share_fraction": None})
         if name == "winner" and winner["mode"] == "baseline":
             arms.append(Arm("winner", "baseline", "baseline: the sweep found plain training best"))
             continue
@@ -102,7 +121,9 @@ def arms_for(cfg: SpaceConfig, winner: dict | None) -> list[Arm]:
             arms.append(Arm("winner", winner["mode"], f"{winner['mode']}, {what}", lambda_kd=lam,
                             largest=largest, **common, **cheaper))
         elif name == "netaug_fixed":
-            arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}", **common))
+            whose = ("" if source is winner else " (r, s, alpha of the best NetAug trial)" if source is not None
+                     else " (r, s, alpha of the space's netaug section)")
+            arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}{whose}", **common))
     return arms
 
 

@@ -41,7 +41,7 @@ from netaug.records import (
     current_names,
     log_epoch,
 )
-from search.arms import NO_SWEEP_ARMS, PLAIN_ARMS, Arm, _num, arm_space, arms_for, final_epochs, winner_of  # noqa: F401 (re-exported)
+from search.arms import NO_SWEEP_ARMS, PLAIN_ARMS, Arm, _num, arm_space, arms_for, augmented_of, final_epochs, winner_of  # noqa: F401 (re-exported)
 from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
@@ -226,7 +226,7 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
     from search.equal_compute import calibration_lines, measure, plan_arms
 
     winner = winner_of(run_dir, cfg) if set(cfg.final.arms) - set(NO_SWEEP_ARMS) else None
-    arms = arms_for(cfg, winner)
+    arms = arms_for(cfg, winner, augmented_of(run_dir, cfg) if winner is not None else None)
     if cfg.compute.unit == "epochs" and any(a.name == "baseline_equal" for a in arms):
         print("final: compute.unit is epochs, so baseline_equal would be baseline again; not trained", flush=True)
         arms = [a for a in arms if a.name != "baseline_equal"]

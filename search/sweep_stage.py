@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from ray import tune
 
-from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict
+from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict, params_of_mode
 from netaug.io import write_parquet
 from netaug.records import log_epoch
 from netaug.study import STUDY_FILE, STUDY_NAME, TrialRecord, journal_storage, write_study
@@ -40,11 +40,13 @@ def swept_params(config: dict) -> dict:
 
 
 def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
-    """The space of one trial: the swept values applied, training for sweep.epochs."""
+    """The space of one trial: the swept values applied (those its mode does not sample keep the space's
+    values), training for sweep.epochs."""
     raw = space.to_dict()
-    raw["netaug"]["r"], raw["netaug"]["s"] = float(params["r"]), int(params["s"])
-    raw["netaug"]["aug_loss_weight"] = float(params["aug_loss_weight"])
-    raw["rkd"]["lambda_kd"] = float(params["lambda_kd"])
+    for section, key, kind in (("netaug", "r", float), ("netaug", "s", int), ("netaug", "aug_loss_weight", float),
+                               ("rkd", "lambda_kd", float)):
+        if key in params:  # a mode that does not read it does not sample it
+            raw[section][key] = kind(params[key])
     raw["training"]["mode"] = params.get("mode", space.sweep.modes()[0])
     raw["training"]["epochs"] = space.sweep.epochs
     raw["training"]["warmup_epochs"] = min(space.training.warmup_epochs, space.sweep.epochs)
@@ -261,16 +263,14 @@ def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
 # ---------------------------------------------------------------------------- driver side
 
 
-def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None) -> dict:
+def search_domains(cfg: SpaceConfig) -> dict:
+    """Every parameter the sweep may sample, as Tune domains (the union over the swept modes)."""
     sw = cfg.sweep
 
     def float_range(rng):
         return tune.loguniform(rng.low, rng.high) if rng.log else tune.uniform(rng.low, rng.high)
 
-    space = {"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
-             "fault_trials": os.environ.get(FAULT_ENV, ""),
-             "supernet_checkpoint": supernet_checkpoint,
-             "r": float_range(sw.r), "aug_loss_weight": float_range(sw.aug_loss_weight),
+    space = {"r": float_range(sw.r), "aug_loss_weight": float_range(sw.aug_loss_weight),
              "lambda_kd": float_range(sw.lambda_kd),
              "s": tune.choice(sw.s.values()) if sw.s.choices is not None else tune.randint(sw.s.low, sw.s.high + 1)}
     if sw.share_fraction is not None:
@@ -285,7 +285,20 @@ def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None
             space[key] = tune.choice(rng.values()) if rng.choices is not None else tune.randint(rng.low, rng.high + 1)
     if len(sw.modes()) > 1:
         space["mode"] = tune.choice(sw.modes())
-    return space
+    return {k: v for k, v in space.items() if k == "mode" or any(k in params_of_mode(m) for m in sw.modes())}
+
+
+def distributions(cfg: SpaceConfig) -> dict:
+    """The sweep's parameters as Optuna distributions (the study file's)."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch.convert_search_space(search_domains(cfg))
+
+
+def param_space(cfg: SpaceConfig, run_dir: Path, supernet_checkpoint: str | None) -> dict:
+    """Tune's param_space: what every trial gets besides the parameters the searcher samples."""
+    return {"space_json": json.dumps(cfg.to_dict()), "run_dir": str(run_dir),
+            "fault_trials": os.environ.get(FAULT_ENV, ""), "supernet_checkpoint": supernet_checkpoint}
 
 
 def study_path(run_dir: Path) -> Path:
@@ -293,32 +306,49 @@ def study_path(run_dir: Path) -> Path:
     return run_dir / EXPERIMENT / STUDY_FILE
 
 
-def make_searcher(cfg: SpaceConfig, run_dir: Path):
-    """OptunaSearch with the sweep's sampler, asking and telling through the run's journal file."""
+def make_sampler(cfg: SpaceConfig):
+    """The sweep's Optuna sampler, seeded by sweep.seed. TPE models the conditional space jointly
+    (multivariate, grouped by the parameters a mode samples) and, with trials running at once, treats the
+    running ones as bad (constant liar) so that they are not drawn twice."""
+    import warnings
+
     import optuna
-    from ray.tune.search import ConcurrencyLimiter
-    from ray.tune.search.optuna import OptunaSearch
 
     sw = cfg.sweep
-    sampler = {"tpe": lambda: optuna.samplers.TPESampler(seed=sw.seed),
-               "random": lambda: optuna.samplers.RandomSampler(seed=sw.seed),
-               "gp": lambda: optuna.samplers.GPSampler(seed=sw.seed)}[sw.sampler]()
+    startup = sw.n_startup_trials()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        if sw.sampler == "tpe":
+            return optuna.samplers.TPESampler(seed=sw.seed, n_startup_trials=startup, multivariate=True, group=True,
+                                              constant_liar=sw.concurrency > 1)
+        if sw.sampler == "gp":
+            return optuna.samplers.GPSampler(seed=sw.seed, n_startup_trials=startup)
+        return optuna.samplers.RandomSampler(seed=sw.seed)
+
+
+def make_searcher(cfg: SpaceConfig, run_dir: Path):
+    """The sweep's searcher on its conditional space, asking and telling through the run's journal file."""
+    import optuna
+    from ray.tune.search import ConcurrencyLimiter
+
+    from search.sweep_search import ConditionalSpace, SweepSearch
+
+    metric, mode = metric_mode(cfg)
     study_path(run_dir).unlink(missing_ok=True)  # a fresh sweep: nothing from an attempt Tune never recorded
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    searcher = OptunaSearch(sampler=sampler, storage=journal_storage(study_path(run_dir)), study_name=STUDY_NAME)
-    return ConcurrencyLimiter(searcher, max_concurrent=sw.concurrency)
+    searcher = SweepSearch(space=ConditionalSpace(distributions(cfg), cfg.sweep.modes()), metric=metric, mode=mode,
+                           sampler=make_sampler(cfg), storage=journal_storage(study_path(run_dir)),
+                           study_name=STUDY_NAME)
+    return ConcurrencyLimiter(searcher, max_concurrent=cfg.sweep.concurrency)
 
 
 def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
     """Rewrite the study file from Tune's records of the finished sweep: one Optuna trial per Tune
     trial (a resumed sweep may have left trials Tune never recorded); a trial the scheduler stopped
     early is PRUNED. Returns the number of trials."""
-    from ray.tune.search.optuna import OptunaSearch
-
     from search.trials import trial_id_of, trial_number
 
     metric, mode = metric_mode(cfg)
-    distributions = OptunaSearch.convert_search_space(param_space(cfg, run_dir, None))
     records = []
     for result in sorted(grid, key=lambda r: (trial_number(r), trial_id_of(r))):  # in the order Tune made them
         frame = result.metrics_dataframe
@@ -331,7 +361,7 @@ def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
                  else "COMPLETE" if m.get("epoch", 0) >= planned_epochs(m, cfg) else "PRUNED")
         records.append(TrialRecord(trial_id_of(result), swept_params(result.config),
                                    None if value is None else float(value), steps, state))
-    return write_study(study_path(run_dir), records, distributions, "maximize" if mode == "max" else "minimize")
+    return write_study(study_path(run_dir), records, distributions(cfg), "maximize" if mode == "max" else "minimize")
 
 
 def planned_epochs(metrics: dict, cfg: SpaceConfig) -> int:

@@ -59,3 +59,47 @@ def test_too_few_trials_say_so(tmp_path):
     write_study(path, records(3), DISTS, "maximize")
     assert importances(load_study(path)) == (None, "needs at least 4 finished trials; 3 finished")
     assert load_study(tmp_path / "none.journal") is None
+
+
+def test_importances_of_a_conditional_space_use_the_trials_that_share_the_most_parameters(tmp_path):
+    """Plain-training trials sample only `mode`; fANOVA runs on the NetAug trials, which sample the rest."""
+    path = tmp_path / "optuna.journal"
+    dists = {**DISTS, "mode": optuna.distributions.CategoricalDistribution(["baseline", "netaug"])}
+    netaug = [TrialRecord(r.tune_trial_id, {**r.params, "mode": "netaug"}, r.value, r.intermediate, r.state)
+              for r in records(8)]
+    plain = [TrialRecord(f"p{i}", {"mode": "baseline"}, 0.9, {1: 0.9}, "COMPLETE") for i in range(3)]
+    write_study(path, netaug + plain, dists, "maximize")
+    study = load_study(path)
+    assert [sorted(t.params) for t in study.trials[-3:]] == [["mode"]] * 3
+    found, note = importances(study)
+    assert note == "fANOVA on the 8 of 11 finished trials that sample aug_loss_weight, mode, r, s"
+    assert set(found) == {"aug_loss_weight", "mode", "r", "s"} and next(iter(found)) == "r" and found["r"] > 0.9
+    # Optuna's own evaluator on those 8 trials alone gives the same numbers
+    only = optuna.create_study(direction="maximize")
+    only.add_trials(study.trials[:8])
+    assert found == pytest.approx(dict(optuna.importance.get_param_importances(
+        only, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))))
+
+
+def test_a_study_rebuilt_from_trials_parquet_keeps_each_trials_own_parameters(tmp_path):
+    """analysis/report.py rebuilds a study from trials.parquet (a metric other than the sweep's, or a run
+    without a study file); a plain trial of a conditional space has no r: it is kept, holding only its mode."""
+    import pandas as pd
+
+    from analysis.load import Run
+    from analysis.report import rebuild_study
+
+    trials = pd.DataFrame(
+        [{"trial_id": f"t{i}", "status": "TERMINATED", "mode": "netaug", "r": 1.0 + 0.2 * i, "s": 1 + i % 2,
+          "val_loss": 1.0 - 0.1 * i} for i in range(5)]
+        + [{"trial_id": "p", "status": "TERMINATED", "mode": "baseline", "r": None, "s": None, "val_loss": 0.2},
+           {"trial_id": "x", "status": "ERROR", "mode": "netaug", "r": 2.0, "s": 1, "val_loss": 0.1}])
+    space = {"sweep": {"metric": "val_top1", "r": {"low": 1.0, "high": 3.0}, "s": {"low": 1, "high": 2},
+                       "mode": ["baseline", "netaug"]}}
+    empty = pd.DataFrame()
+    study = rebuild_study(Run(tmp_path, trials, empty, empty, empty, space, True, empty), "val_loss")
+    assert [t.params for t in study.trials] == [{"r": 1.0 + 0.2 * i, "s": 1 + i % 2, "mode": "netaug"}
+                                                for i in range(5)] + [{"mode": "baseline"}]
+    assert [t.value for t in study.trials] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.2])
+    found, note = importances(study)
+    assert note == "fANOVA on the 5 of 6 finished trials that sample mode, r, s" and next(iter(found)) == "r"

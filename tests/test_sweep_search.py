@@ -1,0 +1,168 @@
+"""The sweep's searcher (search/sweep_search.py), driven as Tune drives it (suggest, then on_trial_complete)
+with real Optuna samplers and the run's journal file: a space conditional on the mode, and no configuration
+trained twice."""
+
+from __future__ import annotations
+
+import json
+
+import optuna
+import pytest
+from ray.tune.search import Searcher
+
+from netaug.config import SWEPT_PARAMS, load_space, params_of_mode
+from netaug.study import load_study
+from search.sweep_search import MAX_REPEATS, SweepSearch
+from search.sweep_stage import distributions, make_sampler, make_searcher, study_path, trial_space
+
+MODES = "sweep.mode=[baseline, netaug, netaug_rkd, reparam]"
+FULL = [MODES, "sweep.reparam_k={choices: [0, 1]}", "sweep.aug_every={choices: [1, 2]}",
+        "sweep.aug_fraction={low: 0.25, high: 1.0}", "sweep.share_fraction={low: 0.0, high: 0.5}"]
+
+
+def objective(params: dict) -> float:
+    """A made-up val_top1 that depends on the mode and on r."""
+    return {"baseline": 0.80, "reparam": 0.79}.get(params.get("mode", "netaug"), 0.70 + 0.05 * params.get("r", 0.0))
+
+
+def drive(searcher, n: int, prefix: str = "t") -> list[tuple[str, dict]]:
+    """Tune's loop, one trial at a time: `n` suggestions, each completed with `objective` before the next."""
+    done = []
+    for i in range(n):
+        tid = f"{prefix}{i:03d}"
+        params = searcher.suggest(tid)
+        if params == Searcher.FINISHED:
+            break
+        searcher.on_trial_complete(tid, {"val_top1": objective(params)})
+        done.append((tid, params))
+    return done
+
+
+def test_each_mode_samples_only_the_parameters_it_reads(tmp_path):
+    cfg = load_space(None, FULL + ["sweep.trials=40", "sweep.sampler=random"])
+    ran = drive(make_searcher(cfg, tmp_path).searcher, 40)
+    swept = set(distributions(cfg))
+    assert swept == {"mode", "r", "s", "aug_loss_weight", "lambda_kd", "share_fraction", "aug_every", "aug_fraction",
+                     "reparam_k"}
+    modes = set()
+    for _, params in ran:
+        modes.add(params["mode"])
+        assert set(params) == {"mode", *params_of_mode(params["mode"])} & swept
+        # a trial's space applies what it sampled and keeps the space's values for the rest
+        space = trial_space(cfg, params)
+        assert space.training.mode == params["mode"]
+        assert space.netaug.r == params.get("r", cfg.netaug.r)
+        assert space.rkd.lambda_kd == params.get("lambda_kd", cfg.rkd.lambda_kd)
+        assert space.reparam.k == params.get("reparam_k", cfg.reparam.k)
+    assert modes == {"baseline", "netaug", "netaug_rkd", "reparam"}
+    assert params_of_mode("baseline") == () and params_of_mode("reparam") == ("reparam_k",)
+    assert set(params_of_mode("netaug_rkd")) == set(SWEPT_PARAMS) - {"mode", "reparam_k"}
+
+
+def test_no_configuration_is_trained_twice(tmp_path):
+    """Plain training is one point and reparam two: random draws repeat them often. Each repeat is told the
+    first trial's result and drawn again, so 12 Tune trials are 12 different configurations."""
+    cfg = load_space(None, FULL + ["sweep.trials=12", "sweep.sampler=random"])
+    searcher = make_searcher(cfg, tmp_path).searcher
+    ran = drive(searcher, 12)
+    keys = [json.dumps(p, sort_keys=True) for _, p in ran]
+    assert len(ran) == 12 and len(set(keys)) == 12
+    assert sum(p["mode"] == "baseline" for _, p in ran) == 1 and sum(p["mode"] == "reparam" for _, p in ran) <= 2
+    assert searcher.repeats > 0
+    # the journal holds the Tune trials and the repeats, each repeat told the value its first trial got
+    study = load_study(study_path(tmp_path))
+    assert len(study.trials) == 12 + searcher.repeats
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    for t in study.trials:
+        assert t.value == pytest.approx(objective(t.params))
+    first = {json.dumps(t.params, sort_keys=True) for t in study.trials}
+    assert first == set(keys)
+
+
+def test_a_repeat_drawn_while_its_trial_runs_gets_that_result_later(tmp_path):
+    """Only plain training swept: one configuration. The second suggestion repeats the first while it runs;
+    the space is then exhausted (FINISHED), and the repeats are told the result once the first trial ends."""
+    cfg = load_space(None, ["sweep.mode=[baseline]", "sweep.trials=4", "sweep.sampler=random"])
+    searcher = make_searcher(cfg, tmp_path).searcher
+    assert searcher.suggest("a") == {}  # nothing to sample: sweep.mode names one mode, which reads nothing
+    assert searcher.suggest("b") == Searcher.FINISHED
+    study = load_study(study_path(tmp_path))
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * (1 + MAX_REPEATS)
+    searcher.on_trial_complete("a", {"val_top1": 0.81})
+    study = load_study(study_path(tmp_path))
+    assert [t.value for t in study.trials] == [0.81] * (1 + MAX_REPEATS)
+
+
+def test_a_repeat_of_a_failed_trial_is_told_it_failed(tmp_path):
+    cfg = load_space(None, ["sweep.mode=[baseline, reparam]", "sweep.reparam_k={choices: [1]}",
+                            "sweep.trials=4", "sweep.sampler=random"])
+    searcher = make_searcher(cfg, tmp_path).searcher
+    first = searcher.suggest("a")
+    searcher.on_trial_complete("a", None, error=True)
+    second = searcher.suggest("b")
+    assert second != first and searcher.suggest("c") == Searcher.FINISHED  # two points in all
+    states = {json.dumps(t.params, sort_keys=True): set() for t in load_study(study_path(tmp_path)).trials}
+    for t in load_study(study_path(tmp_path)).trials:
+        states[json.dumps(t.params, sort_keys=True)].add(t.state.name)
+    assert states[json.dumps(first, sort_keys=True)] == {"FAIL"}
+
+
+@pytest.mark.parametrize(("trials", "startup", "expected"), [(12, None, 4), (3, None, 2), (60, None, 10),
+                                                             (12, 7, 7)])
+def test_startup_trials_default_to_a_third_of_the_sweep(trials, startup, expected):
+    over = [f"sweep.trials={trials}"] + ([f"sweep.startup_trials={startup}"] if startup else [])
+    sampler = make_sampler(load_space(None, over))
+    assert isinstance(sampler, optuna.samplers.TPESampler) and sampler._n_startup_trials == expected
+
+
+def test_tpe_models_the_space_after_its_startup_trials(tmp_path):
+    """With 4 random trials first, TPE then draws the NetAug trials toward the large r the objective rewards."""
+    cfg = load_space(None, ["sweep.mode=[netaug]", "sweep.trials=16", "sweep.r={low: 1.0, high: 3.0}"])
+    ran = drive(make_searcher(cfg, tmp_path).searcher, 16)
+    r = [p["r"] for _, p in ran]
+    assert sum(r[4:]) / 12 > sum(r[:4]) / 4 and sum(r[4:]) / 12 > 2.0
+
+
+def test_the_searcher_survives_tunes_save_and_restore(tmp_path):
+    cfg = load_space(None, FULL + ["sweep.trials=12", "sweep.sampler=random"])
+    searcher = make_searcher(cfg, tmp_path).searcher
+    ran = drive(searcher, 5)
+    searcher.save(str(tmp_path / "searcher.pkl"))
+    again = SweepSearch(space=searcher._space, metric="val_top1", mode="max", sampler=make_sampler(cfg))
+    again.restore(str(tmp_path / "searcher.pkl"))
+    rest = [p for _, p in drive(again, 7, prefix="u")]
+    keys = [json.dumps(p, sort_keys=True) for p in [p for _, p in ran] + rest]
+    assert len(keys) == 12 and len(set(keys)) == 12
+
+
+def test_netaug_fixed_takes_the_best_netaug_trial_when_plain_training_wins(tmp_path):
+    """A plain winner samples no r, s or alpha: netaug_fixed takes them from the best NetAug trial, and from the
+    space's netaug section when no trial has them."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from search.arms import arms_for, augmented_of, winner_of
+
+    cfg = load_space(None, [MODES, "final.arms=[winner, netaug_fixed, baseline_equal]"])
+    nothing = {"r": None, "s": None, "aug_loss_weight": None, "share_fraction": None, "reparam_k": None}
+    rows = [{"trial_id": "a", "status": "TERMINATED", "val_top1": 0.90, "mode": "baseline", **nothing},
+            {"trial_id": "b", "status": "STOPPED", "val_top1": 0.85, "mode": "netaug", **nothing,
+             "r": 2.5, "s": 3, "aug_loss_weight": 0.5, "share_fraction": 0.2},
+            {"trial_id": "c", "status": "TERMINATED", "val_top1": 0.88, "mode": "netaug_rkd", **nothing,
+             "r": 1.5, "s": 2, "aug_loss_weight": 1.5},
+            {"trial_id": "d", "status": "ERROR", "val_top1": 0.99, "mode": "netaug", **nothing,
+             "r": 3.0, "s": 1, "aug_loss_weight": 1.0},
+            {"trial_id": "e", "status": "TERMINATED", "val_top1": 0.89, "mode": "reparam", **nothing, "reparam_k": 1}]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trials.parquet")
+    winner, augmented = winner_of(tmp_path, cfg), augmented_of(tmp_path, cfg)
+    assert winner["trial_id"] == "a" and augmented["trial_id"] == "c"  # d errored
+    arms = {a.name: a for a in arms_for(cfg, winner, augmented)}
+    assert arms["winner"].mode == "baseline" and arms["baseline_equal"].mode == "baseline"
+    fixed = arms["netaug_fixed"]
+    assert (fixed.mode, fixed.r, fixed.s, fixed.aug_loss_weight, fixed.share_fraction) == ("netaug", 1.5, 2, 1.5, None)
+    assert fixed.description == "netaug, every layer at r=1.5 (r, s, alpha of the best NetAug trial)"
+    fixed = {a.name: a for a in arms_for(cfg, winner, None)}["netaug_fixed"]
+    assert (fixed.r, fixed.s, fixed.aug_loss_weight) == (cfg.netaug.r, cfg.netaug.s, cfg.netaug.aug_loss_weight)
+    # a NetAug winner keeps its own parameters, as before
+    fixed = {a.name: a for a in arms_for(cfg, rows[1], augmented)}["netaug_fixed"]
+    assert (fixed.r, fixed.s, fixed.share_fraction, fixed.description) == (2.5, 3, 0.2, "netaug, every layer at r=2.5")
