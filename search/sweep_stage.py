@@ -39,10 +39,16 @@ def swept_params(config: dict) -> dict:
     return {k: config[k] for k in SWEPT_PARAMS if k in config}
 
 
+def _sampled(params: dict) -> dict:
+    """The parameters a trial sampled: a row of trials.parquet holds null (NaN) for those its mode did not."""
+    return {k: v for k, v in params.items() if v is not None and v == v}
+
+
 def trial_space(space: SpaceConfig, params: dict) -> SpaceConfig:
     """The space of one trial: the swept values applied (those its mode does not sample keep the space's
     values), training for sweep.epochs."""
     raw = space.to_dict()
+    params = _sampled(params)
     for section, key, kind in (("netaug", "r", float), ("netaug", "s", int), ("netaug", "aug_loss_weight", float),
                                ("rkd", "lambda_kd", float)):
         if key in params:  # a mode that does not read it does not sample it

@@ -29,6 +29,7 @@ SPACE = ROOT / "spaces" / "mbv2.yaml"
 # Compute in seconds: each trial trains what sweep.budget buys, and baseline_equal what the winner's 2 epochs cost.
 SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "sweep.trials=3", "sweep.budget=5",
                               "sweep.sampler=random", "sweep.mode=[netaug, netaug_rkd]", "final.seeds=2",
+                              "sweep.seed=3",  # draws both modes (seed 0 draws netaug_rkd three times)
                               "final.arms=[winner, baseline, netaug_fixed, baseline_equal, reparam]",
                               "compute.unit=seconds", "compute.calibration_steps=4",
                               "sweep.macs_limit={low: 2.0, high: 4.0}"]  # each trial's a* under its own limit
