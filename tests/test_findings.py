@@ -113,6 +113,22 @@ def test_the_quoted_answers_are_the_parquets(cell):
     assert check_quote(final, quoted) == []
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_the_page_quotes_what_quote_py_prints(cell):
+    """studies/equal-compute/quote.py prints a cell's block as the page quotes it (and exits 2 without a cell)."""
+    import subprocess
+    import sys
+
+    script = str(STUDY / "quote.py")
+    out = subprocess.run([sys.executable, script, f"studies/equal-compute/{cell}"], cwd=ROOT, capture_output=True,
+                         text=True, check=True).stdout
+    path = f"studies/equal-compute/{cell}/final.parquet"
+    assert quoted_blocks(out) == {path: quoted_blocks(PAGE.read_text())[path]}
+    bad = subprocess.run([sys.executable, script, "studies/equal-compute/no-such-cell"], cwd=ROOT,
+                         capture_output=True, text=True)
+    assert bad.returncode == 2 and bad.stderr.count("\n") == 1 and "no-such-cell/final.parquet" in bad.stderr
+
+
 def test_readme_figures_come_from_the_quoted_answers():
     triples = readme_triples()
     quoted = "\n".join(line for lines in quoted_blocks(PAGE.read_text()).values() for line in lines)
