@@ -1,11 +1,12 @@
-"""`python search/run.py --space spaces/mbv2.yaml [--stage supernet|search|sweep|final] [--out DIR]
-[--resume]`. Runs the whole search on Ray Tune: the SPOS supernet (one trial, checkpointed every epoch),
-the SPOS search for the largest augmented model (candidates scored in parallel by Ray actors), the
-Optuna sweep of r, s, alpha and lambda_KD (and the training mode: plain training, NetAug, NetAug+RKD,
-re-parameterization) at equal compute, each NetAug trial using the a* of its own (r, s) grid, and the
-final stage: the sweep's winner retrained from scratch against plain training, paired over seeds, with
-the answer at equal epochs and at equal compute (is it better than training plain for the same time?)
-and the best tiny model exported for deployment (final/model.pt, final/model.onnx, final/model.json).
+"""`python search/run.py --space spaces/mbv2.yaml [--stage supernet|search|sweep|final] [--out DIR] [--resume]`.
+
+Runs the whole search on Ray Tune: the SPOS supernet (one trial, checkpointed every epoch), the SPOS
+search for the largest augmented model (candidates scored in parallel by Ray actors), the Optuna sweep
+of r, s, alpha and lambda_KD (and the training mode: plain training, NetAug, NetAug+RKD, re-
+parameterization) at equal compute, each NetAug trial using the a* of its own (r, s) grid, and the final
+stage: the sweep's winner retrained from scratch against plain training, paired over seeds, with the
+answer at equal epochs and at equal compute (is it better than training plain for the same time?) and
+the best tiny model exported for deployment (final/model.pt, final/model.onnx, final/model.json).
 Results land in Parquet in the run directory. Watch it in the Ray dashboard (its URL is printed) and in
 TensorBoard; join a cluster with --address. Ctrl+C stops the run and prints the command that resumes it.
 """
