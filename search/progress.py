@@ -73,14 +73,16 @@ class LineReporter(Callback):
         self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts) + self._eta())
 
     def _eta(self) -> str:
-        """The stage's remaining time, from the compute done so far and the stage's whole compute."""
-        done = sum(self.spent.values()) + self.forgone
+        """The stage's remaining time: the compute left (the stage's whole compute, less what trials spent and
+        what the scheduler saved by stopping trials early) at the rate trials have been spending compute."""
+        spent = sum(self.spent.values())
+        done = spent + self.forgone
         now = time.perf_counter()
         if self.first is None:  # the rate is measured from the first report on: start-up is not training
-            self.first = (now, done)
-        if not self.work or now - self.first[0] < 5.0 or done <= self.first[1]:
+            self.first = (now, spent)
+        if not self.work or now - self.first[0] < 5.0 or spent <= self.first[1]:
             return ""
-        rate = (done - self.first[1]) / (now - self.first[0])
+        rate = (spent - self.first[1]) / (now - self.first[0])  # saved compute is not work done per second
         left = max(0.0, self.work - done)
         eta = _duration(left / rate)
         return f" | stage {done:.0f}/{self.work:.0f} plain ep, ETA {eta}"

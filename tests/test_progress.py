@@ -63,3 +63,21 @@ def test_a_trial_stopped_early_before_the_resume_counts_its_budget_as_done(clock
     reporter.on_trial_complete(1, [stopped], stopped)
     assert reporter.forgone == 8.0
     assert "stopped early by the scheduler after epoch 2" in capsys.readouterr().out
+
+
+def test_compute_the_scheduler_saves_shortens_what_is_left_but_is_not_a_rate(clock, capsys):
+    """A trial stopped early leaves less to do; the rate stays the compute trials spend per second."""
+    reporter = progress.LineReporter("sweep", ("val_top1",), budget=10.0, work=40.0)
+    a, b = _trial(Trial.RUNNING), _trial(Trial.RUNNING)
+    reporter.on_trial_result(0, [a, b], a, {"epoch": 1, "compute": 1.0, "epochs_planned": 10})
+    clock.now += 10.0
+    reporter.on_trial_result(1, [a, b], a, {"epoch": 2, "compute": 2.0, "epochs_planned": 10})
+    # rate (2 - 1) / 10 s = 0.1 plain epochs/s; left 40 - 2 = 38 -> 380 s
+    assert re.search(r"\| stage 2/40 plain ep, ETA 6m20s$", capsys.readouterr().out.strip().splitlines()[-1])
+    a.update_last_result({"epoch": 2, "compute": 2.0, "epochs_planned": 10})  # as Tune keeps it
+    a.set_status(Trial.TERMINATED)
+    reporter.on_trial_complete(2, [a, b], a)  # stopped at 2 of its 10: 8 saved
+    clock.now += 10.0
+    reporter.on_trial_result(3, [a, b], b, {"epoch": 1, "compute": 1.0, "epochs_planned": 10})
+    # spent 3 at (3 - 1) / 20 s = 0.1/s; left 40 - 3 - 8 = 29 -> 290 s
+    assert re.search(r"\| stage 11/40 plain ep, ETA 4m50s$", capsys.readouterr().out.strip().splitlines()[-1])
