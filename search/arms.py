@@ -4,7 +4,7 @@ per-epoch cost), resolved against the sweep's winner, and the space one arm x se
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +125,25 @@ def arms_for(cfg: SpaceConfig, winner: dict | None, augmented: dict | None = Non
                      else " (r, s, alpha of the space's netaug section)")
             arms.append(Arm("netaug_fixed", "netaug", f"netaug, every layer at r={common['r']:.3g}{whose}", **common))
     return arms
+
+
+NOT_TRAINING = ("name", "description", "cost_width", "cost_min_w")  # Arm fields that do not change what trains
+
+
+def without_twins(arms: list[Arm]) -> tuple[list[Arm], list[str]]:
+    """The arms less those that would train exactly what another arm trains (a winner that is plain training
+    for as many epochs as baseline_equal, say), each with a line saying so. The winner is the one left out, so
+    the reference arms the answers name stay."""
+    def what(a: Arm) -> str:
+        return json.dumps({k: v for k, v in asdict(a).items() if k not in NOT_TRAINING}, sort_keys=True)
+
+    first: dict[str, str] = {}
+    for a in sorted(arms, key=lambda a: a.name == "winner"):
+        first.setdefault(what(a), a.name)
+    kept = [a for a in arms if first[what(a)] == a.name]
+    notes = [f"final: {a.name} ({a.description}, {a.epochs} epochs) trains exactly what {first[what(a)]} trains; "
+             "not trained twice" for a in arms if first[what(a)] != a.name]
+    return kept, notes
 
 
 def final_epochs(cfg: SpaceConfig) -> int:

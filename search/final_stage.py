@@ -41,7 +41,18 @@ from netaug.records import (
     current_names,
     log_epoch,
 )
-from search.arms import NO_SWEEP_ARMS, PLAIN_ARMS, Arm, _num, arm_space, arms_for, augmented_of, final_epochs, winner_of  # noqa: F401 (re-exported)
+from search.arms import (  # noqa: F401 (re-exported)
+    NO_SWEEP_ARMS,
+    PLAIN_ARMS,
+    Arm,
+    _num,
+    arm_space,
+    arms_for,
+    augmented_of,
+    final_epochs,
+    winner_of,
+    without_twins,
+)
 from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
@@ -232,7 +243,8 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
         arms = [a for a in arms if a.name != "baseline_equal"]
     calibration = measure(cfg, arms, run_dir)
     arms, budget = plan_arms(cfg, arms, calibration)
-    print("\n".join(calibration_lines(cfg, arms, calibration, budget)), flush=True)
+    arms, twins = without_twins(arms)
+    print("\n".join([*calibration_lines(cfg, arms, calibration, budget), *twins]), flush=True)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / ARMS_FILE) as tmp:
         tmp.write_text(json.dumps([asdict(a) for a in arms], indent=2) + "\n")

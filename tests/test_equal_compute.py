@@ -294,6 +294,34 @@ def test_baseline_matched_becomes_one_plain_arm_per_method_epoch_count():
     assert "baseline_matched" not in by and "winner, netaug_fixed" in matched[0].description
 
 
+def test_a_winner_that_trains_what_a_plain_arm_trains_is_not_trained_twice():
+    """The sweep found plain training best: at final.budget the winner is plain training for the budget, which is
+    baseline_equal. It is left out (the answers name baseline_equal); a reparam winner at another k is kept."""
+    from search.arms import Arm, without_twins
+    from search.equal_compute import plan_arms
+
+    cfg = load_space(None, ["final.epochs=6", "final.budget=30", "reparam.k=1",
+                            "final.arms=[winner,baseline,reparam,baseline_equal,baseline_matched]"])
+    step = {"seconds": 0.1, "flops": 1.0}
+    calibration = {"unit": "seconds", "costs": {"reparam": {"width": step, "min_w": step,
+                                                            "cost": {"width": 5.0, "min_w": 5.0}}}}
+    plain = [Arm("winner", "baseline", "baseline: the sweep found plain training best"),
+             Arm("baseline", "baseline", "b"), Arm("reparam", "reparam", "r", reparam_k=1),
+             Arm("baseline_equal", "baseline", "be"), Arm("baseline_matched", "baseline", "bm")]
+    planned, _ = plan_arms(cfg, plain, calibration)
+    assert {a.name: a.epochs for a in planned}["winner"] == 30  # plain training: 30 epochs for 30 plain epochs
+    kept, notes = without_twins(planned)
+    assert [a.name for a in kept] == [a.name for a in planned if a.name != "winner"]
+    assert notes == ["final: winner (baseline: the sweep found plain training best, 30 epochs) trains exactly what "
+                     "baseline_equal trains; not trained twice"]
+    # a reparam winner with the reparam arm's k and epochs is the reparam arm; at another k it is not
+    twin = [Arm("winner", "reparam", "w", reparam_k=1, epochs=6), Arm("reparam", "reparam", "r", reparam_k=1, epochs=6),
+            Arm("baseline", "baseline", "b", epochs=6)]
+    assert [a.name for a in without_twins(twin)[0]] == ["reparam", "baseline"]
+    other = [Arm("winner", "reparam", "w", reparam_k=2, epochs=6), *twin[1:]]
+    assert without_twins(other) == (other, [])
+
+
 def test_a_saved_calibration_is_reused(tmp_path):
     from search.arms import Arm
     from search.equal_compute import CALIBRATION_FILE, measure, plan_arms
