@@ -402,6 +402,10 @@ class SweepConfig(TrialPlacement):
     def modes(self) -> list[str]:
         return list(dict.fromkeys(self.mode)) if self.mode else ["netaug_rkd"]
 
+    def searches_largest(self) -> bool:
+        """Whether trials search their a* on the supernet: `largest: searched` and a swept mode that augments."""
+        return self.largest == "searched" and any(m not in PLAIN_MODES for m in self.modes())
+
     def n_startup_trials(self) -> int:
         """Random trials before TPE or GP starts modelling (sweep.startup_trials, or its default)."""
         return self.startup_trials if self.startup_trials is not None else max(2, min(10, self.trials // 3))

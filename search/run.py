@@ -38,8 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--space", required=True, help="space file (YAML), e.g. spaces/mbv2.yaml")
     p.add_argument("--stage", choices=(*STAGES, "all"), default="all",
                    help="one stage, or all of them in order (supernet and search are skipped with "
-                        "sweep.largest: fixed); final needs a run directory whose sweep has finished "
-                        "(default: all)")
+                        "sweep.largest: fixed, or when sweep.mode holds plain modes only); final needs a run "
+                        "directory whose sweep has finished (default: all)")
     p.add_argument("--out", default=None, help="run directory, also Ray Tune's storage path (default: runs/<time>)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a space key, e.g. --set sweep.trials=4 (repeatable)")
@@ -54,7 +54,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def stages_of(args: argparse.Namespace, cfg: SpaceConfig) -> tuple[str, ...]:
     if args.stage != "all":
         return (args.stage,)
-    return STAGES if cfg.sweep.largest == "searched" else ("sweep", "final")
+    return STAGES if cfg.sweep.searches_largest() else ("sweep", "final")  # plain modes only: no a* to search
 
 
 
@@ -73,7 +73,7 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
         raise UserError(f"--out: {run_dir} exists and is not a folder")
     if args.resume and not run_dir.is_dir():
         raise UserError(f"--out: no run to resume at {run_dir}")
-    needs_supernet = args.stage == "search" or (args.stage == "sweep" and cfg.sweep.largest == "searched")
+    needs_supernet = args.stage == "search" or (args.stage == "sweep" and cfg.sweep.searches_largest())
     if needs_supernet and not (run_dir / "supernet").is_dir():
         raise UserError(f"--out: no supernet run under {run_dir}; run --stage supernet first")
     from search.arms import NO_SWEEP_ARMS
@@ -204,11 +204,18 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
     if "sweep" in stages:
         from netaug.study import load_study, most_important_line
         from search.results import summary_lines, write_results
-        from search.sweep_stage import finalize_stopped, metric_mode, record_study, run_sweep, study_path
+        from search.sweep_stage import (
+            exhausted_path,
+            finalize_stopped,
+            metric_mode,
+            record_study,
+            run_sweep,
+            study_path,
+        )
 
         grid = run_sweep(cfg, run_dir, resume=args.resume)
         finished = grid.num_terminated + grid.num_errors
-        if finished < len(grid) or len(grid) < cfg.sweep.trials:
+        if finished < len(grid) or (len(grid) < cfg.sweep.trials and not exhausted_path(run_dir).is_file()):
             raise StageIncomplete(f"sweep: {finished} of {cfg.sweep.trials} trials finished")
         late = finalize_stopped(grid, cfg)
         if late:

@@ -50,32 +50,51 @@ def params_key(params: dict) -> str:
 class SweepSearch(OptunaSearch):
     """OptunaSearch whose Tune trials never repeat a configuration (see the module's docstring)."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, exhausted_file: str | None = None, **kwargs):
+        """`exhausted_file`: written (JSON) when the space has no configuration left that no trial ran, so the
+        driver can tell a sweep that ended early for that reason from one that was interrupted."""
         super().__init__(*args, **kwargs)
         self._key_of: dict[str, str] = {}  # Tune trial id -> its parameters' key
         self._result_of: dict[str, float | None] = {}  # key -> the metric its trial finished with (None: no result)
         self._waiting: dict[str, list] = {}  # key -> repeats drawn while its trial runs (Optuna trials, still open)
         self.repeats = 0
+        self.exhausted_file = exhausted_file
 
     def suggest(self, trial_id: str) -> dict | str | None:
+        drawn: list[str] = []
         for _ in range(MAX_REPEATS):
             params = super().suggest(trial_id)
             key = params_key(params)
             if key not in self._key_of.values():
                 self._key_of[trial_id] = key
+                self._say(drawn, "drawing again")
                 return params
             repeat = self._ot_trials.pop(trial_id)
             self.repeats += 1
+            drawn.append(self._shown(params))
             if key in self._result_of:
                 self._tell(repeat, self._result_of[key])
-                told = "told its result"
             else:
-                self._waiting.setdefault(key, []).append(repeat)
-                told = "it is told that trial's result when it finishes"
-            print(f"[sweep] Optuna drew {key} again, which a trial already ran: {told}; drawing again", flush=True)
-        print(f"[sweep] {MAX_REPEATS} draws in a row repeated configurations already run: the space is exhausted",
-              flush=True)
+                self._waiting.setdefault(key, []).append(repeat)  # told when that trial finishes
+        self._say(drawn, f"{MAX_REPEATS} in a row: the space has no configuration left that no trial ran; the sweep "
+                         f"ends with {len(self._key_of)} trial(s)")
+        if self.exhausted_file:
+            from netaug.io import atomic_path
+
+            with atomic_path(self.exhausted_file) as tmp:
+                tmp.write_text(json.dumps({"trials": len(self._key_of), "repeats": self.repeats}) + "\n")
         return Searcher.FINISHED
+
+    def _shown(self, params: dict) -> str:
+        modes = getattr(self._space, "modes", None)
+        return params_key({"mode": modes[0], **params} if modes and "mode" not in params else params)
+
+    @staticmethod
+    def _say(drawn: list[str], then: str) -> None:
+        if drawn:
+            kinds = ", ".join(dict.fromkeys(drawn))
+            print(f"[sweep] Optuna drew {len(drawn)} configuration(s) that trials already ran ({kinds}): each is "
+                  f"told its trial's result, not trained again; {then}", flush=True)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         super().on_trial_complete(trial_id, result=result, error=error)

@@ -32,6 +32,7 @@ from search.progress import LineReporter
 COMPUTE_KEY = "compute"  # reported each epoch: plain-training epochs spent so far, by compute.unit (ASHA's time)
 
 EXPERIMENT = "sweep"
+EXHAUSTED_FILE = "space_exhausted.json"
 FAULT_ENV = "NETAUG_FAULT_TRIALS"  # tests: comma-separated trial numbers (0-based, by start order) that raise
 
 
@@ -332,6 +333,11 @@ def make_sampler(cfg: SpaceConfig):
         return optuna.samplers.RandomSampler(seed=sw.seed)
 
 
+def exhausted_path(run_dir: Path) -> Path:
+    """Written by the searcher when the sweep's space has no configuration left that no trial ran."""
+    return run_dir / EXPERIMENT / EXHAUSTED_FILE
+
+
 def make_searcher(cfg: SpaceConfig, run_dir: Path):
     """The sweep's searcher on its conditional space, asking and telling through the run's journal file."""
     import optuna
@@ -341,10 +347,11 @@ def make_searcher(cfg: SpaceConfig, run_dir: Path):
 
     metric, mode = metric_mode(cfg)
     study_path(run_dir).unlink(missing_ok=True)  # a fresh sweep: nothing from an attempt Tune never recorded
+    exhausted_path(run_dir).unlink(missing_ok=True)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     searcher = SweepSearch(space=ConditionalSpace(distributions(cfg), cfg.sweep.modes()), metric=metric, mode=mode,
                            sampler=make_sampler(cfg), storage=journal_storage(study_path(run_dir)),
-                           study_name=STUDY_NAME)
+                           study_name=STUDY_NAME, exhausted_file=str(exhausted_path(run_dir)))
     return ConcurrencyLimiter(searcher, max_concurrent=cfg.sweep.concurrency)
 
 
@@ -412,7 +419,7 @@ def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.Res
         tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
         return tuner.fit()
     checkpoint = None
-    if cfg.sweep.largest == "searched":
+    if cfg.sweep.searches_largest():
         from search.supernet_stage import latest_checkpoint
 
         checkpoint = latest_checkpoint(run_dir)[0].path

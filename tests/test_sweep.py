@@ -188,14 +188,16 @@ def test_the_sweep_never_trains_a_configuration_twice(ray_local, tmp_path, capfd
     """Plain training and reparam at one k are two configurations in all: of 5 trials asked for, Tune trains
     each once, the repeats Optuna drew are told their first trial's result, and the sweep ends early."""
     from netaug.study import load_study
-    from search.sweep_stage import record_study, study_path
+    from search.sweep_stage import exhausted_path, record_study, study_path
 
     cfg = load_space(None, TINY + ["sweep.trials=5", "sweep.epochs=1", "sweep.largest=fixed", "compute.unit=epochs",
                                    "sweep.mode=[baseline, reparam]", "sweep.reparam_k={choices: [1]}"])
     grid = run_sweep(cfg, tmp_path)
     configs = sorted((r.config["mode"], r.config.get("reparam_k")) for r in grid)
     assert configs == [("baseline", None), ("reparam", 1)] and all(r.error is None for r in grid)
-    assert "which a trial already ran" in capfd.readouterr().out
+    out = capfd.readouterr().out
+    assert "configuration(s) that trials already ran" in out and "the sweep ends with 2 trial(s)" in out
+    assert json.loads(exhausted_path(tmp_path).read_text())["trials"] == 2  # run.py: the sweep is complete
     live = load_study(study_path(tmp_path))  # as Tune's searcher left it: the repeats too, each told a value
     value = {r.config["mode"]: r.metrics["val_top1"] for r in grid}
     assert len(live.trials) > 2 and all(t.value == value[t.params["mode"]] for t in live.trials)

@@ -13,7 +13,14 @@ from ray.tune.search import Searcher
 from netaug.config import SWEPT_PARAMS, load_space, params_of_mode
 from netaug.study import load_study
 from search.sweep_search import MAX_REPEATS, SweepSearch
-from search.sweep_stage import distributions, make_sampler, make_searcher, study_path, trial_space
+from search.sweep_stage import (
+    distributions,
+    exhausted_path,
+    make_sampler,
+    make_searcher,
+    study_path,
+    trial_space,
+)
 
 MODES = "sweep.mode=[baseline, netaug, netaug_rkd, reparam]"
 FULL = [MODES, "sweep.reparam_k={choices: [0, 1]}", "sweep.aug_every={choices: [1, 2]}",
@@ -86,11 +93,23 @@ def test_a_repeat_drawn_while_its_trial_runs_gets_that_result_later(tmp_path):
     searcher = make_searcher(cfg, tmp_path).searcher
     assert searcher.suggest("a") == {}  # nothing to sample: sweep.mode names one mode, which reads nothing
     assert searcher.suggest("b") == Searcher.FINISHED
+    assert json.loads(exhausted_path(tmp_path).read_text()) == {"trials": 1, "repeats": MAX_REPEATS}
     study = load_study(study_path(tmp_path))
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING] * (1 + MAX_REPEATS)
     searcher.on_trial_complete("a", {"val_top1": 0.81})
     study = load_study(study_path(tmp_path))
     assert [t.value for t in study.trials] == [0.81] * (1 + MAX_REPEATS)
+
+
+def test_repeats_are_said_in_one_line_per_suggestion(tmp_path, capsys):
+    cfg = load_space(None, ["sweep.mode=[baseline, reparam]", "sweep.reparam_k={choices: [1]}", "sweep.trials=4",
+                            "sweep.sampler=random"])
+    searcher = make_searcher(cfg, tmp_path).searcher
+    drive(searcher, 4)
+    lines = [x for x in capsys.readouterr().out.splitlines() if x.startswith("[sweep]")]
+    assert len(lines) == 1 and lines[0].startswith("[sweep] Optuna drew 25 configuration(s) that trials already ran")
+    assert '{"mode": "baseline"}' in lines[0] and lines[0].endswith("the sweep ends with 2 trial(s)")
+    assert json.loads(exhausted_path(tmp_path).read_text())["trials"] == 2
 
 
 def test_a_repeat_of_a_failed_trial_is_told_it_failed(tmp_path):
