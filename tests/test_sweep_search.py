@@ -185,3 +185,17 @@ def test_netaug_fixed_takes_the_best_netaug_trial_when_plain_training_wins(tmp_p
     # a NetAug winner keeps its own parameters, as before
     fixed = {a.name: a for a in arms_for(cfg, rows[1], augmented)}["netaug_fixed"]
     assert (fixed.r, fixed.s, fixed.share_fraction, fixed.description) == (2.5, 3, 0.2, "netaug, every layer at r=2.5")
+
+
+@pytest.mark.parametrize(("over", "stages"), [
+    (["sweep.mode=[baseline, reparam]"], ("sweep", "final")),  # nothing augments: no a* to search
+    (["sweep.mode=[baseline, netaug]"], ("supernet", "search", "sweep", "final")),
+    (["sweep.mode=[baseline, netaug]", "sweep.largest=fixed"], ("sweep", "final"))])
+def test_the_supernet_runs_only_when_a_swept_mode_searches_its_a_star(over, stages):
+    import argparse
+
+    from search.run import stages_of
+
+    cfg = load_space(None, over)
+    assert cfg.sweep.searches_largest() == ("supernet" in stages)
+    assert stages_of(argparse.Namespace(stage="all"), cfg) == stages
