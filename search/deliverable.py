@@ -60,11 +60,12 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
     exported_test = evaluate(model, data.test, batcher, 512, 1)
     means = {a: float(np.mean([r["val_top1"] for r in rows if r["arm"] == a])) for a in dict.fromkeys(
         r["arm"] for r in rows)}
+    methods = list(dict.fromkeys(r["arm"] for r in rows if r["mode"] != "baseline"))  # NetAug, reparam
     info = {
         "arm": arm, "seed": row["seed"], "mode": row["mode"], "description": row.get("description"),
         "chosen_by": "best mean val top-1 over seeds among all arms (baseline_equal included), then the best seed's "
                      "val top-1 (test plays no part)",
-        "why": why_line(arm, row, means),
+        "why": why_line(arm, row, means, methods),
         "compute": {k: row.get(k) for k in ("unit", "compute", "train_s", "train_flops", "epochs")},
         "mean_val_top1_by_arm": means,
         "hyperparameters": {k: row.get(k) for k in ("r", "s", "aug_loss_weight", "lambda_kd", "share_fraction")},
@@ -101,16 +102,19 @@ def deliver(cfg: SpaceConfig, run_dir: Path, rows: list[dict]) -> list[str]:
              + ("" if info["onnx"]["passed"] else "  ** ONNX PARITY FAILED **")]
     if "int8" in info:
         lines += int8_lines(info["int8"], info["memory"], facts, info.get("tflm"))
-    lines.insert(1, "  " + why_line(arm, row, means))
+    lines.insert(1, "  " + info["why"])
     return lines
 
 
-def why_line(arm: str, row: dict, means: dict[str, float]) -> str:
-    """Why this arm was delivered, in plain words: the best mean val top-1 of all arms, at what cost."""
+def why_line(arm: str, row: dict, means: dict[str, float], methods: list[str]) -> str:
+    """Why this arm was delivered, in plain words: the best mean val top-1 of all arms, at what cost. `methods`:
+    the arms that train with extra capacity (NetAug, reparam)."""
     ranked = ", ".join(f"{a} {v:.4f}" for a, v in sorted(means.items(), key=lambda kv: -kv[1]))
     if arm == "baseline_equal":
-        return (f"why: plain training at NetAug's compute ({row['epochs']} epochs) had the best mean val top-1 "
-                f"({ranked}): NetAug was not worth its cost here, so you get the plain model")
+        verdict = (f": {', '.join(methods)} did not pay for {'its' if len(methods) == 1 else 'their'} extra cost "
+                   "here" if methods else "")
+        return (f"why: plain training at equal compute ({row['epochs']} epochs) had the best mean val top-1 "
+                f"({ranked}){verdict}, so you get the plain model")
     if arm == "baseline":
         return (f"why: plain training had the best mean val top-1 ({ranked}), so the delivered model is plain "
                 "training's")

@@ -371,3 +371,14 @@ def test_the_cost_benchmark_runs_on_a_users_module_with_counted_flops(capsys):
     assert full > float(rows[("baseline", "width")][4])
     for knob in ("aug_every=4", "aug_fraction=0.25"):
         assert float(rows[(knob, "width")][4]) < full  # FLOPs: counted, so this holds on any machine
+
+
+def test_the_delivered_plain_model_says_which_recipes_did_not_pay_for_their_cost():
+    from search.deliverable import why_line
+
+    means = {"baseline_equal": 0.99, "reparam": 0.96, "baseline": 0.95}
+    assert why_line("baseline_equal", {"epochs": 30}, means, ["reparam"]) == (
+        "why: plain training at equal compute (30 epochs) had the best mean val top-1 (baseline_equal 0.9900, "
+        "reparam 0.9600, baseline 0.9500): reparam did not pay for its extra cost here, so you get the plain model")
+    assert why_line("baseline_equal", {"epochs": 8}, {"baseline_equal": 0.99}, []).endswith(
+        "(baseline_equal 0.9900), so you get the plain model")
