@@ -131,19 +131,17 @@ NOT_TRAINING = ("name", "description", "cost_width", "cost_min_w")  # Arm fields
 
 
 def without_twins(arms: list[Arm]) -> tuple[list[Arm], list[str]]:
-    """The arms less those that would train exactly what another arm trains (a winner that is plain training
-    for as many epochs as baseline_equal, say), each with a line saying so. The winner is the one left out, so
-    the reference arms the answers name stay."""
+    """The arms less a winner that would train exactly what another arm trains (plain training for as many
+    epochs as baseline_equal, say), with a line saying so. Only the winner is left out: the other arms are the
+    references and methods the answers name (baseline and baseline_equal may coincide, as two questions)."""
     def what(a: Arm) -> str:
         return json.dumps({k: v for k, v in asdict(a).items() if k not in NOT_TRAINING}, sort_keys=True)
 
-    first: dict[str, str] = {}
-    for a in sorted(arms, key=lambda a: a.name == "winner"):
-        first.setdefault(what(a), a.name)
-    kept = [a for a in arms if first[what(a)] == a.name]
-    notes = [f"final: {a.name} ({a.description}, {a.epochs} epochs) trains exactly what {first[what(a)]} trains; "
-             "not trained twice" for a in arms if first[what(a)] != a.name]
-    return kept, notes
+    others = {what(a): a.name for a in reversed(arms) if a.name != "winner"}  # the first of equal arms
+    twin = {a.name: others[what(a)] for a in arms if a.name == "winner" and what(a) in others}
+    notes = [f"final: {a.name} ({a.description}, {a.epochs} epochs) trains exactly what {twin[a.name]} trains; "
+             "not trained twice" for a in arms if a.name in twin]
+    return [a for a in arms if a.name not in twin], notes
 
 
 def final_epochs(cfg: SpaceConfig) -> int:

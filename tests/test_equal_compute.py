@@ -320,6 +320,9 @@ def test_a_winner_that_trains_what_a_plain_arm_trains_is_not_trained_twice():
     assert [a.name for a in without_twins(twin)[0]] == ["reparam", "baseline"]
     other = [Arm("winner", "reparam", "w", reparam_k=2, epochs=6), *twin[1:]]
     assert without_twins(other) == (other, [])
+    # baseline and baseline_equal at the same epochs answer two questions: both stay
+    refs = [Arm("baseline", "baseline", "b", epochs=6), Arm("baseline_equal", "baseline", "be", epochs=6)]
+    assert without_twins(refs) == (refs, [])
 
 
 def test_a_saved_calibration_is_reused(tmp_path):
