@@ -19,7 +19,15 @@ import pyarrow.parquet as pq
 
 from netaug.config import SWEPT_PARAMS
 from netaug.errors import UserError
-from netaug.records import EPOCH_METRICS, EPOCHS_SCHEMA, FINAL_SCHEMA, RENAMED, TRIALS_SCHEMA, current_names
+from netaug.records import (
+    EPOCH_METRICS,
+    EPOCHS_SCHEMA,
+    FINAL_SCHEMA,
+    RENAMED,
+    TRIALS_SCHEMA,
+    best_trial,
+    current_names,
+)
 
 
 @dataclass
@@ -39,14 +47,13 @@ class Run:
         return [c for c in SWEPT_PARAMS if c in self.trials and self.trials[c].nunique(dropna=True) > 1]
 
     def best_trial(self) -> pd.Series | None:
+        """The sweep's best trial by the one rule the final stage picks its winner by (records.best_trial)."""
         metric = self.space.get("sweep", {}).get("metric", "val_top1")
-        done = self.trials.dropna(subset=[metric]) if metric in self.trials else self.trials.iloc[0:0]
-        if "status" in done:
-            done = done[done["status"] != "ERROR"]
-        if done.empty:
+        if metric not in self.trials:
             return None
-        idx = done[metric].idxmin() if metric == "val_loss" else done[metric].idxmax()
-        return done.loc[idx]
+        rows = self.trials.to_dict("records")
+        best = best_trial([{**r, "_row": i} for i, r in enumerate(rows)], metric)
+        return None if best is None else self.trials.iloc[best["_row"]]
 
 
 def read_parquet(path: Path) -> pd.DataFrame:

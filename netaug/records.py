@@ -7,6 +7,10 @@ per-epoch report to Tune carries these names too, which is how analysis/ rebuild
 
 from __future__ import annotations
 
+import math
+import numbers
+from collections.abc import Iterable
+
 import pyarrow as pa
 
 KS = (1, 3, 5)
@@ -69,6 +73,21 @@ FINAL_SCHEMA = pa.schema(
 INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
                 "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
                 "qat_test_top1", "int8_file")
+
+
+def best_trial(rows: Iterable[dict], metric: str) -> dict | None:
+    """The sweep's best trial: the highest `metric` (the lowest for val_loss) among trials that did not error,
+    ties to the lowest trial_id. One rule for the final stage's winner, the run's summary and the report, so that
+    all three name the same trial when two trials tie (a small val set makes ties common). None: no result."""
+    done = [r for r in rows if r.get("status") != "ERROR" and _number(r.get(metric))]
+    if not done:
+        return None
+    sign = 1.0 if metric == "val_loss" else -1.0
+    return min(done, key=lambda r: (sign * r[metric], str(r["trial_id"])))
+
+
+def _number(value) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and not math.isnan(value)
 
 
 def current_names(report: dict) -> dict:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 
 from netaug.config import PLAIN_MODES, SpaceConfig, from_dict
 from netaug.errors import UserError
+from netaug.records import best_trial
 
 PLAIN_ARMS = ("baseline", "baseline_equal")  # plain training
 NO_SWEEP_ARMS = (*PLAIN_ARMS, "reparam", "baseline_matched")  # arms that need no sweep
@@ -59,20 +60,15 @@ def _finished(run_dir: Path, cfg: SpaceConfig) -> list[dict]:
     return rows
 
 
-def _best(rows: list[dict], metric: str) -> dict:
-    key = (lambda t: -t[metric]) if metric == "val_top1" else (lambda t: t[metric])
-    return min(rows, key=lambda t: (key(t), t["trial_id"]))
-
-
 def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
     """The best finished sweep trial by sweep.metric, from trials.parquet."""
-    return _best(_finished(run_dir, cfg), cfg.sweep.metric)
+    return best_trial(_finished(run_dir, cfg), cfg.sweep.metric)
 
 
 def augmented_of(run_dir: Path, cfg: SpaceConfig) -> dict | None:
     """The best finished sweep trial that sampled NetAug's r, s and alpha (None: no such trial)."""
     rows = [t for t in _finished(run_dir, cfg) if _num(t.get("r")) is not None]
-    return _best(rows, cfg.sweep.metric) if rows else None
+    return best_trial(rows, cfg.sweep.metric)
 
 
 def arms_for(cfg: SpaceConfig, winner: dict | None, augmented: dict | None = None) -> list[Arm]:

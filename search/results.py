@@ -22,6 +22,7 @@ from netaug.records import (
     PREDICTIONS_SCHEMA,
     TEST_METRICS,
     TRIALS_SCHEMA,
+    best_trial,
     current_names,
 )
 from search.archs import ARCHS_FILE
@@ -127,15 +128,15 @@ def write_results(grid, run_dir: Path, epochs: int, default_mode: str, extra: di
     return paths, trials
 
 
-def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
-    """The end-of-run summary: best trial, its parameters and test metrics."""
-    done = [t for t in trials if t["status"] != "ERROR" and t.get(metric) is not None]
+def summary_lines(trials: list[dict], metric: str) -> list[str]:
+    """The end-of-run summary: the best trial (records.best_trial, the final stage's winner), its parameters and
+    test metrics."""
     errored = sum(t["status"] == "ERROR" for t in trials)
     lines = [f"trials: {len(trials)} ({sum(t['status'] == 'TERMINATED' for t in trials)} finished, "
              f"{sum(t['status'] == 'STOPPED' for t in trials)} stopped early, {errored} errored)"]
-    if not done:
+    best = best_trial(trials, metric)
+    if best is None:
         return lines + ["no trial produced a result"]
-    best = (max if mode == "max" else min)(done, key=lambda t: t[metric])
     params = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
                        for k in SWEPT_PARAMS if best.get(k) is not None)
     lines.append(f"best trial {best['trial_id']} ({best['status']}): {params}")
@@ -150,7 +151,7 @@ def summary_lines(trials: list[dict], metric: str, mode: str) -> list[str]:
         val.append(f"val loss {best['val_loss']:.4f}")
     if best.get("test_top1") is not None:
         val.append(f"test top-1 {best['test_top1']:.4f}")
-    lines.append(f"  {' | '.join(val)} (ranked by {metric}, {mode})")
+    lines.append(f"  {' | '.join(val)} (ranked by {metric}, {'min' if metric == 'val_loss' else 'max'})")
     if best.get("test_top1") is not None:
         header = "  k  precision@k  recall@k  F1@k  (macro, test)"
         lines.append(header)

@@ -207,7 +207,6 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
         from search.sweep_stage import (
             exhausted_path,
             finalize_stopped,
-            metric_mode,
             record_study,
             run_sweep,
             study_path,
@@ -222,7 +221,7 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
             print(f"evaluated {len(late)} trial(s) stopped early on test, from their last checkpoints", flush=True)
         paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
         record_study(grid, cfg, run_dir)
-        print("\n" + "\n".join(summary_lines(trials, *metric_mode(cfg))))
+        print("\n" + "\n".join(summary_lines(trials, cfg.sweep.metric)))
         print(most_important_line(load_study(study_path(run_dir)), cfg.sweep.metric))
         print("results: " + ", ".join(str(p) for p in paths.values() if p.exists()))
         print(f"study: optuna-dashboard {study_path(run_dir)}")

@@ -161,11 +161,11 @@ def test_summary_ranks_and_prints_by_the_sweep_metric():
     trials = [{**base, "trial_id": "a", "val_top1": 0.90, "val_loss": 0.40},
               {**base, "trial_id": "b", "val_top1": 0.85, "val_loss": 0.30},
               {**base, "trial_id": "c", "status": "ERROR", "val_top1": None, "val_loss": None}]
-    by_loss = summary_lines(trials, "val_loss", "min")
+    by_loss = summary_lines(trials, "val_loss")
     assert by_loss[0] == "trials: 3 (2 finished, 0 stopped early, 1 errored)"
     assert by_loss[1].startswith("best trial b (TERMINATED)")
     assert by_loss[3] == "  val top-1 0.8500 | val loss 0.3000 (ranked by val_loss, min)"
-    by_top1 = summary_lines(trials, "val_top1", "max")
+    by_top1 = summary_lines(trials, "val_top1")
     assert by_top1[1].startswith("best trial a (TERMINATED)")
     assert by_top1[3] == "  val top-1 0.9000 | val loss 0.4000 (ranked by val_top1, max)"
 

@@ -187,6 +187,37 @@ def test_netaug_fixed_takes_the_best_netaug_trial_when_plain_training_wins(tmp_p
     assert (fixed.r, fixed.s, fixed.share_fraction, fixed.description) == (2.5, 3, 0.2, "netaug, every layer at r=2.5")
 
 
+def test_the_winner_summary_and_report_name_one_best_trial_when_trials_tie(tmp_path):
+    """Two trials with the same val top-1 (common on a small val set): the final stage's winner, the run's summary
+    and the report's best trial are all the lower trial_id, whatever order trials.parquet lists them in; an errored
+    trial and a trial with no result yet (NaN) never win."""
+    import math
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from analysis.load import load_run
+    from netaug.records import best_trial
+    from search.arms import winner_of
+    from search.results import summary_lines
+
+    cfg = load_space(None, [MODES])
+    nothing = {"r": None, "s": None, "aug_loss_weight": None, "share_fraction": None, "reparam_k": None}
+    rows = [{"trial_id": "t_00002", "status": "TERMINATED", "val_top1": 0.9, "val_loss": 0.30, "mode": "baseline"},
+            {"trial_id": "t_00000", "status": "ERROR", "val_top1": 0.95, "val_loss": 0.10, "mode": "netaug"},
+            {"trial_id": "t_00003", "status": "RUNNING", "val_top1": math.nan, "val_loss": math.nan, "mode": "netaug"},
+            {"trial_id": "t_00001", "status": "STOPPED", "val_top1": 0.9, "val_loss": 0.30, "mode": "reparam"},
+            {"trial_id": "t_00004", "status": "TERMINATED", "val_top1": 0.8, "val_loss": 0.30, "mode": "netaug"}]
+    rows = [{**nothing, **r} for r in rows]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trials.parquet")
+    assert winner_of(tmp_path, cfg)["trial_id"] == "t_00001"
+    assert summary_lines(rows, "val_top1")[1].startswith("best trial t_00001 (STOPPED)")
+    assert load_run(tmp_path).best_trial()["trial_id"] == "t_00001"
+    # by val loss the three-way tie at 0.30 goes to the lowest id too; nothing to rank gives None
+    assert best_trial(rows, "val_loss")["trial_id"] == "t_00001"
+    assert best_trial(rows[1:3], "val_top1") is None and best_trial([], "val_loss") is None
+
+
 @pytest.mark.parametrize(("over", "stages"), [
     (["sweep.mode=[baseline, reparam]"], ("sweep", "final")),  # nothing augments: no a* to search
     (["sweep.mode=[baseline, netaug]"], ("supernet", "search", "sweep", "final")),
