@@ -76,14 +76,16 @@ INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_
 
 
 def best_trial(rows: Iterable[dict], metric: str) -> dict | None:
-    """The sweep's best trial: the highest `metric` (the lowest for val_loss) among trials that did not error,
-    ties to the lowest trial_id. One rule for the final stage's winner, the run's summary and the report, so that
-    all three name the same trial when two trials tie (a small val set makes ties common). None: no result."""
+    """The sweep's best trial: the highest `metric` (the lowest for val_loss) among trials that did not error; a
+    tie goes to the trial that started first (`started_at`, then trial_id). One rule for the final stage's winner,
+    the run's summary and the report, so that all three name the same trial when two trials tie (a small val set
+    makes ties common), whatever order their rows come in. None: no trial has a result."""
     done = [r for r in rows if r.get("status") != "ERROR" and _number(r.get(metric))]
     if not done:
         return None
     sign = 1.0 if metric == "val_loss" else -1.0
-    return min(done, key=lambda r: (sign * r[metric], str(r["trial_id"])))
+    return min(done, key=lambda r: (sign * r[metric], not _number(r.get("started_at")),
+                                     r["started_at"] if _number(r.get("started_at")) else 0.0, str(r["trial_id"])))
 
 
 def _number(value) -> bool:

@@ -84,7 +84,7 @@ def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     assert ("Hyperparameter importance: needs at least 4 finished trials; 3 finished (from the run's study "
             "sweep/optuna.journal).") in text
     trials = pd.read_parquet(tiny_run / "trials.parquet")
-    best = trials.sort_values(["val_top1", "trial_id"], ascending=[False, True]).iloc[0]["trial_id"]
+    best = trials.sort_values(["val_top1", "started_at", "trial_id"], ascending=[False, True, True]).iloc[0]["trial_id"]
     assert f"**Best trial: {best}**" in text and f"best trial {best}" in capsys.readouterr().out
     assert all(f"({name})" in text for name in expected)
     assert "## Modes compared" in text and "netaug_rkd" in text and "| netaug |" in text

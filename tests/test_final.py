@@ -39,7 +39,8 @@ def test_final_parquet_has_every_arm_and_seed_once_with_the_columns(final_run):
     assert (final["status"] == "TERMINATED").all() and (final[final.arm != "baseline_equal"]["epochs"] == 2).all()
     assert final[["train_top1", "val_top1", "test_top1", "base_macs", "wall_s", "step_s"]].notna().all().all()
     trials = pd.read_parquet(run_dir / "trials.parquet")
-    best = trials.sort_values(["val_top1", "trial_id"], ascending=[False, True]).iloc[0]  # ties: lowest id
+    # the winner: the best val top-1, a tie to the trial that started first (records.best_trial)
+    best = trials.sort_values(["val_top1", "started_at", "trial_id"], ascending=[False, True, True]).iloc[0]
     winner = final[final.arm == "winner"].iloc[0]
     assert winner["mode"] == best["mode"] and winner["r"] == pytest.approx(best["r"])
     assert json.loads(winner["largest"]) == json.loads(best["arch"])  # the winner trains with its a*

@@ -189,8 +189,8 @@ def test_netaug_fixed_takes_the_best_netaug_trial_when_plain_training_wins(tmp_p
 
 def test_the_winner_summary_and_report_name_one_best_trial_when_trials_tie(tmp_path):
     """Two trials with the same val top-1 (common on a small val set): the final stage's winner, the run's summary
-    and the report's best trial are all the lower trial_id, whatever order trials.parquet lists them in; an errored
-    trial and a trial with no result yet (NaN) never win."""
+    and the report's best trial are all the one that started first, whatever order the rows come in and whatever
+    Tune's random ids say; an errored trial and a trial with no result yet (NaN) never win."""
     import math
 
     import pyarrow as pa
@@ -203,18 +203,21 @@ def test_the_winner_summary_and_report_name_one_best_trial_when_trials_tie(tmp_p
 
     cfg = load_space(None, [MODES])
     nothing = {"r": None, "s": None, "aug_loss_weight": None, "share_fraction": None, "reparam_k": None}
-    rows = [{"trial_id": "t_00002", "status": "TERMINATED", "val_top1": 0.9, "val_loss": 0.30, "mode": "baseline"},
-            {"trial_id": "t_00000", "status": "ERROR", "val_top1": 0.95, "val_loss": 0.10, "mode": "netaug"},
-            {"trial_id": "t_00003", "status": "RUNNING", "val_top1": math.nan, "val_loss": math.nan, "mode": "netaug"},
-            {"trial_id": "t_00001", "status": "STOPPED", "val_top1": 0.9, "val_loss": 0.30, "mode": "reparam"},
-            {"trial_id": "t_00004", "status": "TERMINATED", "val_top1": 0.8, "val_loss": 0.30, "mode": "netaug"}]
-    rows = [{**nothing, **r} for r in rows]
+    rows = [{"trial_id": "1a", "started_at": 30.0, "status": "TERMINATED", "val_top1": 0.9, "val_loss": 0.3},
+            {"trial_id": "0b", "started_at": 5.0, "status": "ERROR", "val_top1": 0.95, "val_loss": 0.1},
+            {"trial_id": "0c", "started_at": 1.0, "status": "RUNNING", "val_top1": math.nan, "val_loss": math.nan},
+            {"trial_id": "ff", "started_at": 20.0, "status": "STOPPED", "val_top1": 0.9, "val_loss": 0.3},
+            {"trial_id": "00", "started_at": 10.0, "status": "TERMINATED", "val_top1": 0.8, "val_loss": 0.3}]
+    rows = [{**nothing, "mode": "baseline", **r} for r in rows]
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "trials.parquet")
-    assert winner_of(tmp_path, cfg)["trial_id"] == "t_00001"
-    assert summary_lines(rows, "val_top1")[1].startswith("best trial t_00001 (STOPPED)")
-    assert load_run(tmp_path).best_trial()["trial_id"] == "t_00001"
-    # by val loss the three-way tie at 0.30 goes to the lowest id too; nothing to rank gives None
-    assert best_trial(rows, "val_loss")["trial_id"] == "t_00001"
+    assert winner_of(tmp_path, cfg)["trial_id"] == "ff"
+    assert summary_lines(rows, "val_top1")[1].startswith("best trial ff (STOPPED)")
+    assert load_run(tmp_path).best_trial()["trial_id"] == "ff"
+    # by val loss the three-way tie at 0.3 goes to the first started of the three; no start time: the lowest id
+    assert best_trial(rows, "val_loss")["trial_id"] == "00"
+    unstarted = [{**r, "started_at": None} for r in rows]
+    assert best_trial(unstarted, "val_top1")["trial_id"] == "1a"
+    assert best_trial(unstarted, "val_loss")["trial_id"] == "00"
     assert best_trial(rows[1:3], "val_top1") is None and best_trial([], "val_loss") is None
 
 
