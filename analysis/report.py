@@ -526,8 +526,12 @@ def write_report(run: Run) -> Path:
         if name is not None:
             lines += [f"![{caption}]({name})", "", f"*{caption}*", ""]
     path = out / "report.md"
+    text = "\n".join(lines) + "\n"
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(lines) + "\n")
+        tmp.write_text(text)
+    for png in out.glob("*.png"):  # a plot of an earlier report that this one no longer draws would mislead
+        if f"]({png.name})" not in text:
+            png.unlink()
     return path
 
 

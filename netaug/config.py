@@ -40,6 +40,17 @@ def params_of_mode(mode: str) -> tuple[str, ...]:
     return AUG_PARAMS + (("lambda_kd",) if mode in TEACHER_MODES else ())
 
 
+def read_params(params: dict, mode: str | None) -> dict:
+    """`params` (swept name -> value) with the ones that training in `mode` does not read set to None: what the
+    trial trained with. A sweep started before the space was conditional on mode drew every parameter for every
+    mode (a baseline trial with an r, a NetAug trial with a lambda_kd): trials.parquet, the study and the report
+    record only what was read. `mode` None: nothing is known, `params` as they are."""
+    if mode is None:
+        return dict(params)
+    reads = set(params_of_mode(mode)) | {"mode"}
+    return {k: (v if k in reads else None) for k, v in params.items()}
+
+
 COMPUTE_UNITS = ("seconds", "flops", "epochs")
 FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 

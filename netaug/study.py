@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from netaug.config import read_params
 from netaug.io import atomic_path
 
 STUDY_FILE = "optuna.journal"
@@ -80,10 +81,26 @@ def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: 
 def shared_params(done: Sequence, min_trials: int) -> tuple[list[str], int] | None:
     """The largest parameter set that at least `min_trials` of the finished trials all sample, and how many
     do (a sweep's space is conditional on mode: plain training samples none of NetAug's parameters)."""
-    counts = {names: sum(names <= set(t.params) for t in done) for names in {frozenset(t.params) for t in done}}
+    own = {frozenset(t.params) for t in done}
+    candidates, frontier = set(own), set(own)
+    while frontier:  # every set that some trials' parameters have in common, not only each trial's own
+        frontier = {a & b for a in frontier for b in own} - candidates
+        candidates |= frontier
+    counts = {names: sum(names <= set(t.params) for t in done) for names in candidates}
     ranked = sorted(((len(names), n, sorted(names)) for names, n in counts.items() if n >= min_trials and names),
                     key=lambda x: (-x[0], -x[1], x[2]))
     return (ranked[0][2], ranked[0][1]) if ranked else None
+
+
+def _as_read(trial):
+    """A finished trial with only the parameters its mode reads (netaug.config.read_params): a study that a flat
+    searcher wrote holds a lambda_kd for every NetAug trial and an r for every plain one."""
+    import optuna
+
+    params = {k: v for k, v in read_params(trial.params, trial.params.get("mode")).items() if v is not None}
+    return optuna.trial.create_trial(state=trial.state, value=trial.value, params=params,
+                                     distributions={k: trial.distributions[k] for k in params},
+                                     user_attrs=trial.user_attrs)
 
 
 def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[str, float] | None, str]:
@@ -92,16 +109,21 @@ def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[st
     import optuna
     from optuna.trial import TrialState
 
-    done = [t for t in study.trials if t.state == TrialState.COMPLETE] if study is not None else []
+    done = [_as_read(t) for t in study.trials if t.state == TrialState.COMPLETE] if study is not None else []
     if len(done) < min_trials:
         return None, f"needs at least {min_trials} finished trials; {len(done)} finished"
     shared = shared_params(done, min_trials)
     if shared is None:
         return None, f"no parameter is sampled by {min_trials} or more of the {len(done)} finished trials"
     names, n = shared
+    if len(names) == 1:
+        return None, (f"the {n} finished trials that share the most parameters share only {names[0]}: "
+                      "fANOVA has nothing to rank it against")
     try:
+        read = optuna.create_study(direction=study.direction)  # the finished trials, each with what it read
+        read.add_trials(done)
         found = optuna.importance.get_param_importances(
-            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names)
+            read, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names)
     except (RuntimeError, ValueError) as exc:
         return None, f"could not be computed: {exc}"
     if not found:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
-from netaug.config import PLAIN_MODES, SpaceConfig, from_dict
+from netaug.config import PLAIN_MODES, SpaceConfig, from_dict, params_of_mode
 from netaug.errors import UserError
 from netaug.records import best_trial
 
@@ -60,6 +60,12 @@ def _finished(run_dir: Path, cfg: SpaceConfig) -> list[dict]:
     return rows
 
 
+def _samples_r(trial: dict) -> bool:
+    """Whether the trial trained with a sampled r: its mode reads r (a sweep started before the space was
+    conditional on mode gave plain trials an r too) and the sweep drew one."""
+    return "r" in params_of_mode(trial.get("mode") or "netaug") and _num(trial.get("r")) is not None
+
+
 def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
     """The best finished sweep trial by sweep.metric, from trials.parquet."""
     return best_trial(_finished(run_dir, cfg), cfg.sweep.metric)
@@ -67,7 +73,7 @@ def winner_of(run_dir: Path, cfg: SpaceConfig) -> dict:
 
 def augmented_of(run_dir: Path, cfg: SpaceConfig) -> dict | None:
     """The best finished sweep trial that sampled NetAug's r, s and alpha (None: no such trial)."""
-    rows = [t for t in _finished(run_dir, cfg) if _num(t.get("r")) is not None]
+    rows = [t for t in _finished(run_dir, cfg) if _samples_r(t)]
     return best_trial(rows, cfg.sweep.metric)
 
 
@@ -93,7 +99,7 @@ def arms_for(cfg: SpaceConfig, winner: dict | None, augmented: dict | None = Non
             continue
         if winner is None:
             raise UserError(f"final.arms: '{name}' needs a finished sweep (trials.parquet)")
-        source = winner if _num(winner.get("r")) is not None else augmented
+        source = winner if _samples_r(winner) else augmented
         common = ({"r": float(source["r"]), "s": int(source["s"]), "aug_loss_weight": float(source["aug_loss_weight"]),
                    "share_fraction": _num(source.get("share_fraction"))} if source is not None else
                   {"r": cfg.netaug.r, "s": cfg.netaug.s, "aug_loss_weight": cfg.netaug.aug_loss_weight,

@@ -12,7 +12,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netaug.config import SWEPT_PARAMS
+from netaug.config import SWEPT_PARAMS, read_params
 from netaug.io import write_parquet
 from netaug.records import (
     COST_KEYS,
@@ -82,6 +82,7 @@ def trial_rows(grid, epochs: int, default_mode: str, extra: dict[str, dict] | No
                "aug_test_top1": m.get("aug_test_top1"), "search_s": m.get("search_s"),
                "step_s": m.get("step_s"), "wall_s": m.get("time_total_s"), **cost_of(m)}
         row["mode"] = row["mode"] or m.get("mode") or default_mode
+        row.update(read_params({k: row[k] for k in SWEPT_PARAMS}, row["mode"]))  # what the trial trained with
         if row["arch"] == "null":
             row["arch"] = None
         df = result.metrics_dataframe

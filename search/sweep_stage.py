@@ -18,7 +18,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from ray import tune
 
-from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict, params_of_mode
+from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict, params_of_mode, read_params
 from netaug.io import write_parquet
 from netaug.records import log_epoch
 from netaug.study import STUDY_FILE, STUDY_NAME, TrialRecord, journal_storage, write_study
@@ -372,7 +372,8 @@ def record_study(grid, cfg: SpaceConfig, run_dir: Path) -> int:
         value = m.get(metric)
         state = ("FAIL" if result.error is not None or value is None
                  else "COMPLETE" if m.get("epoch", 0) >= planned_epochs(m, cfg) else "PRUNED")
-        records.append(TrialRecord(trial_id_of(result), swept_params(result.config),
+        params = read_params(swept_params(result.config), result.config.get("mode", cfg.sweep.modes()[0]))
+        records.append(TrialRecord(trial_id_of(result), {k: v for k, v in params.items() if v is not None},
                                    None if value is None else float(value), steps, state))
     return write_study(study_path(run_dir), records, distributions(cfg), "maximize" if mode == "max" else "minimize")
 

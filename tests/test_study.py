@@ -81,6 +81,52 @@ def test_importances_of_a_conditional_space_use_the_trials_that_share_the_most_p
         only, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))))
 
 
+def test_a_flat_studys_importances_use_only_what_each_trials_mode_read(tmp_path):
+    """A study that a flat searcher wrote (before the space was conditional on mode) gives every trial every
+    parameter: plain trials an r, NetAug trials a lambda_kd. Importances count only what each mode read, so the
+    same trials give the same importances as the conditional study of them, and lambda_kd, which only the
+    NetAug+RKD trials read, is not among them."""
+    path, cond_path = tmp_path / "optuna.journal", tmp_path / "conditional.journal"
+    dists = {**DISTS, "lambda_kd": optuna.distributions.FloatDistribution(0.25, 4.0, log=True),
+             "mode": optuna.distributions.CategoricalDistribution(["baseline", "netaug", "netaug_rkd"])}
+    rng = np.random.default_rng(1)
+    flat, conditional = [], []
+    for i, r in enumerate(records(10) + records(3, seed=2)):
+        mode = "baseline" if i >= 10 else "netaug_rkd" if i % 4 == 0 else "netaug"
+        value = r.value + 0.3 * rng.uniform()  # noise that lambda_kd, drawn for all, could appear to explain
+        params = {**r.params, "lambda_kd": float(np.exp(rng.uniform(np.log(0.25), np.log(4.0)))), "mode": mode}
+        flat.append(TrialRecord(r.tune_trial_id, params, value, {1: value}, "COMPLETE"))
+        reads = {"baseline": ("mode",), "netaug": ("mode", "r", "s", "aug_loss_weight"), "netaug_rkd": tuple(params)}
+        read = {k: v for k, v in params.items() if k in reads[mode]}
+        conditional.append(TrialRecord(r.tune_trial_id, read, value, {1: value}, "COMPLETE"))
+    write_study(path, flat, dists, "maximize")
+    write_study(cond_path, conditional, dists, "maximize")
+    assert all(set(t.params) == set(dists) for t in load_study(path).trials)  # flat: all five everywhere
+    found, note = importances(load_study(path))
+    assert (found, note) == importances(load_study(cond_path))
+    assert note == "fANOVA on the 10 of 13 finished trials that sample aug_loss_weight, mode, r, s"
+    assert "lambda_kd" not in found and set(found) == {"aug_loss_weight", "mode", "r", "s"}
+
+
+def test_trials_that_share_only_mode_give_no_importances_and_say_why(tmp_path):
+    """Cell B's finished trials: three NetAug ones and one reparam. No trial reads only `mode`, yet it is all
+    four share; one parameter has nothing to be ranked against, so no importances (one more plain trial would
+    not change that; three more NetAug ones would)."""
+    path = tmp_path / "optuna.journal"
+    dists = {**DISTS, "reparam_k": optuna.distributions.IntDistribution(0, 2),
+             "mode": optuna.distributions.CategoricalDistribution(["netaug", "reparam"])}
+    netaug = [TrialRecord(r.tune_trial_id, {**r.params, "mode": "netaug"}, r.value, r.intermediate, r.state)
+              for r in records(3)]
+    write_study(path, netaug + [TrialRecord("k", {"mode": "reparam", "reparam_k": 1}, 0.8, {1: 0.8}, "COMPLETE")],
+                dists, "maximize")
+    assert importances(load_study(path)) == (None, "the 4 finished trials that share the most parameters share "
+                                                   "only mode: fANOVA has nothing to rank it against")
+    write_study(path, netaug + [TrialRecord(r.tune_trial_id + "n", {**r.params, "mode": "netaug"}, r.value,
+                                            r.intermediate, r.state) for r in records(3, seed=5)], dists, "maximize")
+    found, note = importances(load_study(path))
+    assert note == "fANOVA on 6 finished trials" and next(iter(found)) == "r"
+
+
 def test_a_study_rebuilt_from_trials_parquet_keeps_each_trials_own_parameters(tmp_path):
     """analysis/report.py rebuilds a study from trials.parquet (a metric other than the sweep's, or a run
     without a study file); a plain trial of a conditional space has no r: it is kept, holding only its mode."""

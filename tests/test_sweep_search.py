@@ -221,6 +221,47 @@ def test_the_winner_summary_and_report_name_one_best_trial_when_trials_tie(tmp_p
     assert best_trial(rows[1:3], "val_top1") is None and best_trial([], "val_loss") is None
 
 
+def test_a_flat_sweeps_trials_record_only_what_their_mode_read(tmp_path):
+    """A sweep started before the space was conditional on mode drew every parameter for every trial (cell A's):
+    trials.parquet, the study file and the final arms keep only what each trial's mode read, so a plain trial's
+    r never becomes netaug_fixed's r and lambda_kd is no importance of a NetAug trial."""
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from search.arms import arms_for, augmented_of, winner_of
+    from search.results import write_results
+    from search.sweep_stage import distributions, record_study, study_path
+
+    cfg = load_space(None, [MODES, "final.arms=[winner, netaug_fixed]", "compute.unit=epochs", "sweep.epochs=2"])
+    flat = {"r": 2.0, "s": 2, "aug_loss_weight": 0.5, "lambda_kd": 1.5, "share_fraction": 0.25, "aug_every": 2,
+            "aug_fraction": 0.5, "reparam_k": 1}
+    drawn = [("baseline", 0.91, 2.5), ("netaug", 0.90, 1.9), ("netaug_rkd", 0.89, 2.1), ("reparam", 0.85, 2.2)]
+    grid = []
+    for i, (mode, val, r) in enumerate(drawn):
+        frame = pd.DataFrame({"epoch": [1, 2], "val_top1": [val - 0.1, val], "started_at": [100.0 + i, 100.0 + i]})
+        grid.append(SimpleNamespace(
+            config={**flat, "r": r, "mode": mode}, error=None, metrics_dataframe=frame,
+            metrics={"trial_id": f"t{i}", "epoch": 2, "epochs_planned": 2, "val_top1": val, "mode": mode},
+            path=str(tmp_path / "sweep" / f"sweep_trial_t{i}_{i + 1}_mode={mode}")))
+    _, trials = write_results(grid, tmp_path, 2, "netaug")
+    got = {t["mode"]: {k: t[k] for k in SWEPT_PARAMS if k != "mode" and t[k] is not None} for t in trials}
+    assert got == {"baseline": {}, "reparam": {"reparam_k": 1},
+                   "netaug": {**{k: v for k, v in flat.items() if k not in ("lambda_kd", "reparam_k")}, "r": 1.9},
+                   "netaug_rkd": {**{k: v for k, v in flat.items() if k != "reparam_k"}, "r": 2.1}}
+    assert all(set(v) <= set(params_of_mode(m)) for m, v in got.items())
+    winner, augmented = winner_of(tmp_path, cfg), augmented_of(tmp_path, cfg)
+    assert winner["mode"] == "baseline" and augmented["mode"] == "netaug" and augmented["r"] == 1.9
+    fixed = {a.name: a for a in arms_for(cfg, winner, augmented)}["netaug_fixed"]
+    assert (fixed.r, fixed.s, fixed.aug_loss_weight) == (1.9, 2, 0.5)
+    # the study: one Optuna trial per Tune trial, each with the parameters its mode read and nothing else
+    assert record_study(grid, cfg, tmp_path) == 4
+    study = {t.params["mode"]: set(t.params) for t in load_study(study_path(tmp_path)).trials}
+    swept = set(distributions(cfg))  # the study holds what the space sweeps
+    assert study == {m: (set(params_of_mode(m)) | {"mode"}) & swept for m, _, _ in drawn}
+    assert study["netaug"] == {"mode", "r", "s", "aug_loss_weight"} and study["reparam"] == {"mode"}
+
+
 @pytest.mark.parametrize(("over", "stages"), [
     (["sweep.mode=[baseline, reparam]"], ("sweep", "final")),  # nothing augments: no a* to search
     (["sweep.mode=[baseline, netaug]"], ("supernet", "search", "sweep", "final")),
