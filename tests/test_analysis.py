@@ -117,7 +117,8 @@ def test_report_and_compare_name_the_most_important_hyperparameter_of_the_study(
         params = {name: (float(d.low + (d.high - d.low) * rng.random()) if isinstance(d, FloatDistribution)
                          else int(rng.integers(d.low, d.high + 1)) if isinstance(d, IntDistribution)
                          else d.choices[i % len(d.choices)])
-                  for name, d in dists.items()}
+                  for name, d in dists.items() if name != "lambda_kd"}  # all NetAug trials: no teacher
+        params["mode"] = "netaug"
         records.append(TrialRecord(f"x{i}", params, 0.5 + 0.1 * params["r"], {}, "COMPLETE"))
     write_study(run / "sweep" / STUDY_FILE, records, dists, "maximize")
     assert report_cli.main([str(run)]) == 0
