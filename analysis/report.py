@@ -29,7 +29,7 @@ from analysis.topk import num_classes_of, topk_table  # noqa: E402
 from netaug.config import SWEPT_PARAMS  # noqa: E402
 from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
-from netaug.study import STUDY_FILE, importances, load_study  # noqa: E402
+from netaug.study import STUDY_FILE, importances, load_study, revalued  # noqa: E402
 
 FLOAT_PARAMS = ("r", "aug_loss_weight", "lambda_kd", "share_fraction")
 
@@ -163,19 +163,63 @@ def sweep_study(run: Run, metric: str):
     return rebuild_study(run, metric), "a study rebuilt from trials.parquet"
 
 
-def plot_importance(run: Run, metric: str, out: Path) -> tuple[str | None, str]:
-    """The sweep's hyperparameter importances (Optuna's fANOVA evaluator) as a bar chart."""
-    study, source = sweep_study(run, metric)
-    importance, note = importances(study)
-    if importance is None:
-        return None, f"{note} (from {source})"
+def first_rung(run: Run, metric: str) -> tuple[dict[str, float], str] | None:
+    """(each sweep trial's `metric` at ASHA's first rung, what the rung is): the first epoch at which a trial had
+    spent `sweep.grace_period` (plain epochs of compute, or epochs under `compute.unit: epochs`), the value ASHA
+    compared it on. Every trial that got that far has one, stopped ones too. None: no ASHA, or no epochs."""
+    sweep, unit = run.space.get("sweep", {}), run.space.get("compute", {}).get("unit", "epochs")
+    key = "epoch" if unit == "epochs" else "compute"
+    if sweep.get("scheduler", "asha") != "asha" or run.epochs.empty or key not in run.epochs:
+        return None
+    limit = sweep.get("budget") if key == "compute" else sweep.get("epochs")
+    rung = min(float(sweep.get("grace_period", 1)), float(limit or np.inf))
+    epochs = run.epochs[run.epochs["stage"] == "sweep"] if "stage" in run.epochs else run.epochs
+    epochs = epochs.dropna(subset=[key, metric])
+    values = {}
+    for tid, rows in epochs.groupby("trial_id"):
+        reached = rows[rows[key] >= rung - 1e-9].sort_values("epoch")
+        if not reached.empty:
+            values[str(tid)] = float(reached[metric].iloc[0])
+    what = f"{rung:g} plain epochs of compute" if key == "compute" else f"epoch {rung:g}"
+    return (values, what) if values else None
+
+
+def _bars(importance: dict[str, float], title: str, path: Path) -> str:
     fig, ax = plt.subplots(figsize=(6, 0.5 + 0.5 * len(importance)))
     names = list(importance)[::-1]
     ax.barh(names, [importance[k] for k in names], color="tab:green")
-    ax.set(xlabel="importance (fANOVA)", title=f"Optuna hyperparameter importance for {metric}")
+    ax.set(xlabel="importance (fANOVA)", title=title)
+    return _save(fig, path)
+
+
+def plot_importance(run: Run, metric: str, out: Path) -> list[tuple[str | None, str]]:
+    """The sweep's hyperparameter importances (Optuna's fANOVA evaluator) as bar charts, each with its note: over
+    the trials that ran their whole budget, and over every trial at ASHA's first rung (the study file's trials,
+    valued at the rung: only a finished sweep's study names its Tune trials)."""
+    study, source = sweep_study(run, metric)
+    importance, note = importances(study)
+    if importance is None:
+        found = [(None, f"{note} (from {source})")]
+    else:
+        top = next(iter(importance))
+        found = [(_bars(importance, f"Optuna hyperparameter importance for {metric}", out / "param_importance.png"),
+                  f"{note}, from {source}; most important: {top} ({importance[top]:.2f})")]
+    rung = first_rung(run, metric) if study is not None else None
+    if rung is None:
+        return found
+    values, what = rung
+    at_rung = revalued(study, values)
+    if not at_rung.trials:
+        return found + [(None, f"at ASHA's first rung ({what}): not estimated (the study file names no Tune "
+                         "trials until the sweep has finished)")]
+    importance, note = importances(at_rung, noun="trials")
+    if importance is None:
+        return found + [(None, f"at ASHA's first rung ({what}): not estimated ({note})")]
     top = next(iter(importance))
-    return _save(fig, out / "param_importance.png"), (f"{note}, from {source}; most important: {top} "
-                                                      f"({importance[top]:.2f})")
+    title = f"Optuna hyperparameter importance for {metric}\nat ASHA's first rung ({what})"
+    return found + [(_bars(importance, title, out / "param_importance_rung.png"),
+                     f"at ASHA's first rung ({what}), where every trial was compared at equal compute: {note}; "
+                     f"most important: {top} ({importance[top]:.2f})")]
 
 
 def plot_spos(run: Run, out: Path) -> str | None:
@@ -502,9 +546,12 @@ def write_report(run: Run) -> Path:
     figures.append((plot_best_so_far(run, metric, out), f"Each trial's {metric} in start order, and the best so far."))
     figures.append((plot_params(run, metric, out), f"Each swept parameter against the last reported {metric}; "
                     "colour is the epochs a trial ran (ASHA stops weak trials early, so compare like with like)."))
-    name, note = plot_importance(run, metric, out)
+    (name, note), *rungs = plot_importance(run, metric, out)
     figures.append((name, f"Optuna hyperparameter importance ({note})."))
     lines += [f"Hyperparameter importance: {note}.", ""]
+    for name, note in rungs:
+        figures.append((name, f"Optuna hyperparameter importance {note}."))
+        lines += [f"Hyperparameter importance {note}.", ""]
     figures.append((plot_spos(run, out), "SPOS candidates: MACs against inherited val top-1 after BN "
                     "recalibration; stars are the a* each search chose."))
     if best is not None:

@@ -103,7 +103,8 @@ def _as_read(trial):
                                      user_attrs=trial.user_attrs)
 
 
-def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[str, float] | None, str]:
+def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS, noun: str = "finished trials"
+                ) -> tuple[dict[str, float] | None, str]:
     """(parameter -> importance, most important first, or None; a note saying on what, or why not).
     fANOVA runs on the largest parameter set that `min_trials` finished trials share, on those trials."""
     import optuna
@@ -111,13 +112,14 @@ def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[st
 
     done = [_as_read(t) for t in study.trials if t.state == TrialState.COMPLETE] if study is not None else []
     if len(done) < min_trials:
-        return None, f"needs at least {min_trials} finished trials; {len(done)} finished"
+        return None, f"needs at least {min_trials} {noun}; {len(done)} " + (
+            "finished" if noun == "finished trials" else "here")
     shared = shared_params(done, min_trials)
     if shared is None:
-        return None, f"no parameter is sampled by {min_trials} or more of the {len(done)} finished trials"
+        return None, f"no parameter is sampled by {min_trials} or more of the {len(done)} {noun}"
     names, n = shared
     if len(names) == 1:
-        return None, (f"the {n} finished trials that share the most parameters share only {names[0]}: "
+        return None, (f"the {n} {noun} that share the most parameters share only {names[0]}: "
                       "fANOVA has nothing to rank it against")
     try:
         read = optuna.create_study(direction=study.direction)  # the finished trials, each with what it read
@@ -129,8 +131,22 @@ def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS) -> tuple[dict[st
     if not found:
         return None, "no parameter varied"
     if n == len(done):
-        return dict(found), f"fANOVA on {n} finished trials"
-    return dict(found), f"fANOVA on the {n} of {len(done)} finished trials that sample {', '.join(names)}"
+        return dict(found), f"fANOVA on {n} {noun}"
+    return dict(found), f"fANOVA on the {n} of {len(done)} {noun} that sample {', '.join(names)}"
+
+
+def revalued(study, values: dict[str, float]):
+    """An in-memory study of `study`'s trials that have a value in `values` (by Tune trial id, the user attribute
+    write_study gives each), each COMPLETE with that value: e.g. every trial, stopped ones too, at ASHA's first
+    rung, where the scheduler compared them all at equal compute."""
+    import optuna
+    from optuna.trial import TrialState
+
+    out = optuna.create_study(direction=study.direction)
+    out.add_trials([optuna.trial.create_trial(state=TrialState.COMPLETE, value=float(values[tid]), params=t.params,
+                                              distributions=t.distributions, user_attrs=t.user_attrs)
+                    for t in study.trials if (tid := t.user_attrs.get("tune_trial_id")) in values])
+    return out
 
 
 def most_important_line(study, metric: str) -> str:

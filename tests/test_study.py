@@ -149,3 +149,47 @@ def test_a_study_rebuilt_from_trials_parquet_keeps_each_trials_own_parameters(tm
     assert [t.value for t in study.trials] == pytest.approx([1.0, 0.9, 0.8, 0.7, 0.6, 0.2])
     found, note = importances(study)
     assert note == "fANOVA on the 5 of 6 finished trials that sample mode, r, s" and next(iter(found)) == "r"
+
+
+def test_importances_at_the_first_rung_value_every_trial_where_asha_compared_it(tmp_path):
+    """A sweep whose finished trials are too few for fANOVA still has every trial's value at ASHA's first rung
+    (the first epoch with `sweep.grace_period` plain epochs of compute spent, stopped trials too): the report's
+    second importance is fANOVA on those values, the same as Optuna's evaluator on a study built by hand."""
+    import pandas as pd
+
+    from analysis.load import Run
+    from analysis.report import first_rung, plot_importance
+
+    rng = np.random.default_rng(3)
+    records_, epochs, at_rung = [], [], {}
+    for i in range(9):
+        r, s = float(rng.uniform(1, 3)), int(rng.integers(1, 4))
+        cost = 1.0 + r  # plain epochs per epoch: a wider NetAug costs more, so it reaches the rung in fewer epochs
+        stopped = i >= 3  # ASHA stopped six of them at the rung: they never finished
+        last = int(np.ceil(10.0 / cost)) if stopped else int(np.ceil(40.0 / cost))
+        curve = [0.5 + 0.1 * r * (e * cost / 40.0) for e in range(1, last + 1)]
+        epochs += [{"trial_id": f"t{i}", "stage": "sweep", "epoch": e, "compute": e * cost, "val_top1": v}
+                   for e, v in enumerate(curve, start=1)]
+        at_rung[f"t{i}"] = curve[int(np.ceil(10.0 / cost)) - 1]  # the first epoch at or past 10 plain epochs
+        records_.append(TrialRecord(f"t{i}", {"r": r, "s": s, "aug_loss_weight": float(rng.uniform(0.25, 2.0))},
+                                    curve[-1], dict(enumerate(curve, start=1)), "PRUNED" if stopped else "COMPLETE"))
+    (tmp_path / "sweep").mkdir()
+    write_study(tmp_path / "sweep" / "optuna.journal", records_, DISTS, "maximize")
+    space = {"sweep": {"metric": "val_top1", "scheduler": "asha", "grace_period": 10, "budget": 40},
+             "compute": {"unit": "seconds"}}
+    empty = pd.DataFrame()
+    run = Run(tmp_path, pd.DataFrame(), pd.DataFrame(epochs), empty, empty, space, True, empty)
+    values, what = first_rung(run, "val_top1")
+    assert values == pytest.approx(at_rung) and what == "10 plain epochs of compute"
+    (name, note), (rung_name, rung_note) = plot_importance(run, "val_top1", tmp_path)
+    assert name is None and note.startswith("needs at least 4 finished trials; 3 finished")
+    by_hand = optuna.create_study(direction="maximize")
+    for rec in records_:
+        by_hand.add_trial(optuna.trial.create_trial(value=at_rung[rec.tune_trial_id], params=rec.params,
+                                                    distributions=DISTS))
+    expected = optuna.importance.get_param_importances(
+        by_hand, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=["aug_loss_weight", "r", "s"])
+    top = next(iter(expected))
+    assert top == "r" and rung_name == "param_importance_rung.png" and (tmp_path / rung_name).stat().st_size > 0
+    assert rung_note == (f"at ASHA's first rung (10 plain epochs of compute), where every trial was compared at "
+                         f"equal compute: fANOVA on 9 trials; most important: r ({expected['r']:.2f})")
