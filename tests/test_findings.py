@@ -158,3 +158,35 @@ def test_the_checker_catches_a_wrong_figure():
     assert any("mean" in e for e in check_quote(final, doctored))
     swapped = [line.replace("vs baseline_e20", "vs baseline_e10") for line in lines]
     assert any("different epochs" in e for e in check_quote(final, swapped))
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if (STUDY / c / "sweep" / "optuna.journal").is_file()])
+def test_the_quoted_importances_at_the_first_rung_are_the_committed_studys(cell):
+    """The page's importances at ASHA's first rung, recomputed by hand: each trial's val top-1 at the first epoch
+    with `sweep.grace_period` plain epochs of compute spent (epochs.parquet), its parameters from the committed
+    study, only the NetAug trials (they share the most parameters), and Optuna's fANOVA evaluator."""
+    import json
+
+    import optuna
+
+    from netaug.study import load_study
+
+    space = json.loads((STUDY / cell / "space.json").read_text())
+    epochs = pd.read_parquet(STUDY / cell / "epochs.parquet")
+    epochs = epochs[epochs["stage"] == "sweep"].dropna(subset=["compute", "val_top1"])
+    rung = float(space["sweep"]["grace_period"])
+    at_rung = {tid: rows[rows["compute"] >= rung].sort_values("epoch")["val_top1"].iloc[0]
+               for tid, rows in epochs.groupby("trial_id") if (rows["compute"] >= rung).any()}
+    trials = [t for t in load_study(STUDY / cell / "sweep" / "optuna.journal").trials
+              if t.params["mode"] in ("netaug", "netaug_kd", "netaug_rkd") and t.user_attrs["tune_trial_id"] in at_rung]
+    # what every NetAug trial reads: all it was given but a teacher's lambda_kd and reparam's k
+    names = sorted(set.intersection(*(set(t.params) - {"lambda_kd", "reparam_k"} for t in trials)))
+    by_hand = optuna.create_study(direction="maximize")
+    for t in trials:
+        by_hand.add_trial(optuna.trial.create_trial(
+            value=float(at_rung[t.user_attrs["tune_trial_id"]]), params={k: t.params[k] for k in names},
+            distributions={k: t.distributions[k] for k in names}))
+    found = optuna.importance.get_param_importances(
+        by_hand, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names)
+    quoted = ", ".join(f"`{k}` {v:.3f}" for k, v in found.items())
+    assert quoted in " ".join(PAGE.read_text().split()), quoted
