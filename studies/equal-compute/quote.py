@@ -1,6 +1,7 @@
 """Print what docs/results/equal-compute.md quotes for one cell, from its committed final.parquet: the
-answer block (fp32 and int8, the lines tests/test_findings.py recomputes), the per-arm table, and
-precision/recall/F1 at 1 and 3 per arm.
+answer block (fp32 and int8, the lines tests/test_findings.py recomputes), the per-arm table,
+precision/recall/F1 at 1 and 3 per arm, and the sweep's importances (over the trials that ran their whole
+budget, and over every trial at ASHA's first rung; from the committed sweep/optuna.journal).
 
     python studies/equal-compute/quote.py studies/equal-compute/cell-b
 """
@@ -13,7 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from netaug.stats import answer_lines
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # this checkout's netaug and analysis
+
+from netaug.stats import answer_lines  # noqa: E402
 
 RANKED = [f"test_{m}_at_{k}" for k in (1, 3) for m in ("precision", "recall", "f1")]
 
@@ -50,6 +53,24 @@ def ranked_table(ok: pd.DataFrame) -> list[str]:
     return out + [f"| {arm} | " + " | ".join(f"{r[c]:.4f}" for c in RANKED) + " |" for arm, r in means.iterrows()]
 
 
+def importance_lines(cell: Path) -> list[str]:
+    from analysis.load import load_run
+    from analysis.report import first_rung, sweep_study
+    from netaug.study import importances, revalued
+
+    run = load_run(cell)
+    study, source = sweep_study(run, "val_top1")
+    found, note = importances(study)
+    lines = [f"Importances ({source}): " + (note if found is None else
+                                             f"{note}: " + ", ".join(f"`{k}` {v:.3f}" for k, v in found.items()))]
+    rung = first_rung(run, "val_top1") if study is not None else None
+    if rung is not None:
+        found, note = importances(revalued(study, rung[0]), noun="trials")
+        lines.append(f"At ASHA's first rung ({rung[1]}): " + (note if found is None else f"{note}: " + ", ".join(
+            f"`{k}` {v:.3f}" for k, v in found.items())))
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -63,7 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     if ok.empty:
         print(f"{path}: no finished final trial", file=sys.stderr)
         return 2
-    print("\n".join([*answer_block(ok, path.as_posix()), "", *arm_table(ok), "", *ranked_table(ok)]))
+    print("\n".join([*answer_block(ok, path.as_posix()), "", *arm_table(ok), "", *ranked_table(ok), "",
+                     *importance_lines(args.cell)]))
     return 0
 
 
