@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from netaug.config import PLAIN_MODES, SWEPT_PARAMS, SpaceConfig, from_dict, params_of_mode, read_params
-from netaug.io import write_parquet
+from netaug.io import atomic_path, write_parquet
 from netaug.records import log_epoch
 from netaug.study import STUDY_FILE, STUDY_NAME, TrialRecord, journal_storage, write_study
 from search.archs import ARCHS_FILE, archs_table
@@ -119,6 +119,39 @@ def search_for_trial(cfg: SpaceConfig, data, run_dir: Path, checkpoint_path: str
     return found.chosen.path
 
 
+def setup_path(run_dir: Path, trial_id: str) -> Path:
+    """A trial's a*, search time and plan (its measured cost and epochs), written before its first epoch: a trial
+    interrupted before its first checkpoint resumes with the same a* and the same epochs, without searching or
+    measuring again."""
+    return run_dir / EXPERIMENT / "setup" / f"{trial_id}.json"
+
+
+def write_setup(run_dir: Path, trial_id: str, setup: dict) -> None:
+    path = setup_path(run_dir, trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(setup, default=_plain_number))
+
+
+def _plain_number(value):
+    """numpy's scalars (a plan's measured numbers) as Python's, for JSON."""
+    if hasattr(value, "item") and not hasattr(value, "__len__"):
+        return value.item()
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
+def read_setup(run_dir: Path, trial_id: str) -> dict | None:
+    path = setup_path(run_dir, trial_id)
+    if not path.is_file():
+        return None
+    from netaug.spos.supernet import paths_from_json
+
+    setup = json.loads(path.read_text())
+    if setup.get("largest") is not None:
+        setup["largest"] = paths_from_json([setup["largest"]])[0]  # JSON lists back to the path's tuples
+    return setup
+
+
 def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
     """Fault injection for tests ($NETAUG_FAULT_TRIALS on the driver): the listed trials (0-based, in
     start order) raise on every attempt."""
@@ -168,21 +201,28 @@ def sweep_body(config: dict, session: Session) -> None:
     checkpoint = session.checkpoint()
     state = load_trainer_state(checkpoint) if checkpoint is not None else None
     search_s = state.get("search_s", 0.0) if state is not None else 0.0
+    saved = read_setup(run_dir, trial_id) if state is None and session.lead else None  # stopped before epoch 1
     if state is not None:
         largest = state.get("largest")
     elif space.sweep.largest == "searched" and cfg.training.mode not in PLAIN_MODES:
         t0 = time.perf_counter()
-        found = search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"], trial_id) if session.lead else None
+        found = None
+        if session.lead:
+            found = saved["largest"] if saved else search_for_trial(cfg, data, run_dir, config["supernet_checkpoint"],
+                                                                     trial_id)
         largest = session.from_lead(found)
-        search_s = time.perf_counter() - t0
+        search_s = saved["search_s"] if saved else time.perf_counter() - t0
     else:
         largest = None
     if state is not None and "plan" in state:
         plan = state["plan"]
+    elif saved is not None or not session.lead:
+        plan = session.from_lead(saved["plan"] if saved else None)
     else:
         t0 = time.perf_counter()
-        plan = session.from_lead(plan_trial(cfg, data, largest)[1] if session.lead else None)
+        plan = session.from_lead(plan_trial(cfg, data, largest)[1])
         plan["calibration_s"] = time.perf_counter() - t0
+        write_setup(run_dir, trial_id, {"largest": largest, "search_s": search_s, "plan": plan})
     cfg = with_epochs(cfg, plan["epochs_planned"])
     cost = PhaseCost(plan["cost_width"], plan["cost_min_w"])
     trainer = Trainer(cfg, data, largest=largest)

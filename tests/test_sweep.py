@@ -19,7 +19,7 @@ from netaug.train.calibrate import plan_epochs, with_epochs
 from netaug.train.cost import PhaseCost
 from search.archs import SCHEMA as ARCHS_SCHEMA
 from search.results import write_results
-from search.sweep_stage import FAULT_ENV, finalize_stopped, run_sweep, trial_space
+from search.sweep_stage import FAULT_ENV, finalize_stopped, read_setup, run_sweep, trial_space
 
 TINY = TINY_PIPELINE + ["sweep.concurrency=2", "sweep.sampler=random"]
 
@@ -76,6 +76,11 @@ def test_the_sweep_writes_four_parquet_files_that_agree(pipeline_run):
         assert np.allclose(own["r"], trial.r) and (own["s"] == trial.s).all()
         assert trial.base_macs < trial.aug_macs <= trial.macs_limit * trial.base_macs  # a* under its swept limit
         assert 2.0 <= trial.macs_limit <= 4.0
+        # what a resume before its first epoch reuses: the same a* and the same plan
+        setup = read_setup(run_dir, trial.trial_id)
+        assert json.loads(json.dumps(setup["largest"])) == json.loads(own[own["chosen"]]["arch"].iloc[0])
+        assert setup["plan"]["epochs_planned"] == trial.epochs_planned
+        assert (setup["plan"]["cost_width"], setup["search_s"]) == (trial.cost_width, trial.search_s)
         # the final val top-1 reported to Tune is the last epoch's
         last = (epochs.trial_id == trial.trial_id) & (epochs.epoch == trial.epochs_planned)
         assert trial.val_top1 == epochs[last]["val_top1"].item()

@@ -262,6 +262,26 @@ def test_a_flat_sweeps_trials_record_only_what_their_mode_read(tmp_path):
     assert study["netaug"] == {"mode", "r", "s", "aug_loss_weight"} and study["reparam"] == {"mode"}
 
 
+def test_a_trials_setup_round_trips_with_numpy_numbers_and_its_path(tmp_path):
+    """sweep/setup/<trial>.json: a* back as the path's tuples, the plan's numbers as JSON numbers (numpy ones
+    too: a plan holds what numpy computed), written to a temporary name and renamed; absent: None."""
+    import numpy as np
+
+    from search.sweep_stage import read_setup, setup_path, write_setup
+
+    path = ((1.0, 1.8, 2.6), (1.0, 2.2))
+    plan = {"unit": "seconds", "budget": 80.0, "cost_width": np.float64(1.25), "epochs_planned": np.int64(61)}
+    assert read_setup(tmp_path, "t1") is None
+    write_setup(tmp_path, "t1", {"largest": path, "search_s": 12.5, "plan": plan})
+    assert [p.name for p in setup_path(tmp_path, "t1").parent.iterdir()] == ["t1.json"]  # no temporary left
+    got = read_setup(tmp_path, "t1")
+    assert got["largest"] == path and got["search_s"] == 12.5
+    assert got["plan"] == {"unit": "seconds", "budget": 80.0, "cost_width": 1.25, "epochs_planned": 61}
+    assert type(got["plan"]["epochs_planned"]) is int
+    write_setup(tmp_path, "t2", {"largest": None, "search_s": 0.0, "plan": plan})  # plain training: no a*
+    assert read_setup(tmp_path, "t2")["largest"] is None
+
+
 @pytest.mark.parametrize(("over", "stages"), [
     (["sweep.mode=[baseline, reparam]"], ("sweep", "final")),  # nothing augments: no a* to search
     (["sweep.mode=[baseline, netaug]"], ("supernet", "search", "sweep", "final")),
