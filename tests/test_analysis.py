@@ -72,17 +72,21 @@ def _png_ok(path: Path) -> bool:
 
 
 def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
-    assert report_cli.main([str(tiny_run)]) == 0
     out = tiny_run / "report"
+    out.mkdir(exist_ok=True)  # an earlier report's importance plots, which this one does not draw: removed
+    for stale in ("param_importance.png", "param_importance_rung.png"):
+        (out / stale).write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(9000))
+    assert report_cli.main([str(tiny_run)]) == 0
     expected = ["val_top1_per_epoch.png", "best_so_far.png", "params_vs_metric.png",
                 "spos_macs_vs_accuracy.png", "precision_recall_at_k.png", "per_class_recall.png"]
     for name in expected:
         assert _png_ok(out / name), name
     text = (out / "report.md").read_text()
     # three trials are too few for importances, and the report says so (test below: enough trials)
-    assert not (out / "param_importance.png").exists()
+    assert not (out / "param_importance.png").exists() and not (out / "param_importance_rung.png").exists()
     assert ("Hyperparameter importance: needs at least 4 finished trials; 3 finished (from the run's study "
             "sweep/optuna.journal).") in text
+    assert "first rung" not in text  # sweep.scheduler: none, so no rung to value the trials at
     trials = pd.read_parquet(tiny_run / "trials.parquet")
     best = trials.sort_values(["val_top1", "started_at", "trial_id"], ascending=[False, True, True]).iloc[0]["trial_id"]
     assert f"**Best trial: {best}**" in text and f"best trial {best}" in capsys.readouterr().out
