@@ -29,7 +29,7 @@ from analysis.topk import num_classes_of, topk_table  # noqa: E402
 from netaug.config import SWEPT_PARAMS  # noqa: E402
 from netaug.errors import UserError, exit_on_user_error  # noqa: E402
 from netaug.io import atomic_path  # noqa: E402
-from netaug.study import STUDY_FILE, importances, load_study, revalued  # noqa: E402
+from netaug.study import STUDY_FILE, first_rung_of, importances, load_study, revalued, rung_values  # noqa: E402
 
 FLOAT_PARAMS = ("r", "aug_loss_weight", "lambda_kd", "share_fraction")
 
@@ -164,24 +164,14 @@ def sweep_study(run: Run, metric: str):
 
 
 def first_rung(run: Run, metric: str) -> tuple[dict[str, float], str] | None:
-    """(each sweep trial's `metric` at ASHA's first rung, what the rung is): the first epoch at which a trial had
-    spent `sweep.grace_period` (plain epochs of compute, or epochs under `compute.unit: epochs`), the value ASHA
-    compared it on. Every trial that got that far has one, stopped ones too. None: no ASHA, or no epochs."""
-    sweep, unit = run.space.get("sweep", {}), run.space.get("compute", {}).get("unit", "epochs")
-    key = "epoch" if unit == "epochs" else "compute"
-    if sweep.get("scheduler", "asha") != "asha" or run.epochs.empty or key not in run.epochs:
+    """(each sweep trial's `metric` at ASHA's first rung, what the rung is): the value ASHA compared it on
+    (netaug.study.rung_values), stopped trials too. None: no ASHA, or no epochs."""
+    rung = first_rung_of(run.space)
+    if rung is None or run.epochs.empty or rung[0] not in run.epochs:
         return None
-    limit = sweep.get("budget") if key == "compute" else sweep.get("epochs")
-    rung = min(float(sweep.get("grace_period", 1)), float(limit or np.inf))
     epochs = run.epochs[run.epochs["stage"] == "sweep"] if "stage" in run.epochs else run.epochs
-    epochs = epochs.dropna(subset=[key, metric])
-    values = {}
-    for tid, rows in epochs.groupby("trial_id"):
-        reached = rows[rows[key] >= rung - 1e-9].sort_values("epoch")
-        if not reached.empty:
-            values[str(tid)] = float(reached[metric].iloc[0])
-    what = f"{rung:g} plain epochs of compute" if key == "compute" else f"epoch {rung:g}"
-    return (values, what) if values else None
+    values = rung_values(epochs.to_dict("records"), rung[0], rung[1], metric)
+    return (values, rung[2]) if values else None
 
 
 def _bars(importance: dict[str, float], title: str, path: Path) -> str:

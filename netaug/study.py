@@ -12,7 +12,7 @@ mode).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,6 +147,41 @@ def revalued(study, values: dict[str, float]):
                                               distributions=t.distributions, user_attrs=t.user_attrs)
                     for t in study.trials if (tid := t.user_attrs.get("tune_trial_id")) in values])
     return out
+
+
+def first_rung_of(space: dict) -> tuple[str, float, str] | None:
+    """(the reported key ASHA's rungs are on, its first rung, in words) for a run's space (space.json's dict):
+    cumulative compute in plain epochs, or the epoch under `compute.unit: epochs`. None: no ASHA."""
+    sweep = space.get("sweep", {})
+    if sweep.get("scheduler", "asha") != "asha":
+        return None
+    epochs = space.get("compute", {}).get("unit", "epochs") == "epochs"
+    limit = sweep.get("epochs") if epochs else sweep.get("budget")
+    rung = min(float(sweep.get("grace_period", 1)), float(limit) if limit else float("inf"))
+    return ("epoch", rung, f"epoch {rung:g}") if epochs else ("compute", rung, f"{rung:g} plain epochs of compute")
+
+
+def rung_values(epochs: Iterable[dict], key: str, rung: float, metric: str) -> dict[str, float]:
+    """Each trial's `metric` at its first epoch whose `key` reached `rung`: the value ASHA compared it on there.
+    A trial that never got that far has none."""
+    values: dict[str, tuple[int, float]] = {}
+    for row in epochs:
+        k, v = row.get(key), row.get(metric)
+        if k is None or v is None or k != k or v != v or k < rung - 1e-9:
+            continue
+        tid, epoch = str(row["trial_id"]), int(row["epoch"])
+        if tid not in values or epoch < values[tid][0]:
+            values[tid] = (epoch, float(v))
+    return {tid: v for tid, (_, v) in values.items()}
+
+
+def rung_line(study, metric: str, values: dict[str, float], what: str) -> str:
+    """One line naming the most important hyperparameter at ASHA's first rung, over every trial that reached it."""
+    found, note = importances(revalued(study, values), noun="trials")
+    head = f"at ASHA's first rung ({what}), most important for {metric}"
+    if found is None:
+        return f"{head}: not estimated ({note})"
+    return f"{head}: {next(iter(found))} ({note}: " + ", ".join(f"{k} {v:.2f}" for k, v in found.items()) + ")"
 
 
 def most_important_line(study, metric: str) -> str:

@@ -202,7 +202,9 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
         else:
             print_outcome(run_search(cfg, run_dir))
     if "sweep" in stages:
-        from netaug.study import load_study, most_important_line
+        import pyarrow.parquet as pq
+
+        from netaug.study import first_rung_of, load_study, most_important_line, rung_line, rung_values
         from search.results import summary_lines, write_results
         from search.sweep_stage import (
             exhausted_path,
@@ -222,7 +224,11 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
         paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
         record_study(grid, cfg, run_dir)
         print("\n" + "\n".join(summary_lines(trials, cfg.sweep.metric)))
-        print(most_important_line(load_study(study_path(run_dir)), cfg.sweep.metric))
+        study = load_study(study_path(run_dir))
+        print(most_important_line(study, cfg.sweep.metric))
+        if (rung := first_rung_of(cfg.to_dict())) is not None and study is not None:
+            rows = pq.read_table(paths["epochs.parquet"]).to_pylist()  # the sweep's epochs, just written
+            print(rung_line(study, cfg.sweep.metric, rung_values(rows, *rung[:2], cfg.sweep.metric), rung[2]))
         print("results: " + ", ".join(str(p) for p in paths.values() if p.exists()))
         print(f"study: optuna-dashboard {study_path(run_dir)}")
     if "final" in stages:

@@ -7,7 +7,15 @@ import numpy as np
 import optuna
 import pytest
 
-from netaug.study import TrialRecord, importances, load_study, most_important_line, write_study
+from netaug.study import (
+    TrialRecord,
+    first_rung_of,
+    importances,
+    load_study,
+    most_important_line,
+    rung_line,
+    write_study,
+)
 
 DISTS = {"r": optuna.distributions.FloatDistribution(1.0, 3.0),
          "aug_loss_weight": optuna.distributions.FloatDistribution(0.25, 2.0, log=True),
@@ -193,3 +201,11 @@ def test_importances_at_the_first_rung_value_every_trial_where_asha_compared_it(
     assert top == "r" and rung_name == "param_importance_rung.png" and (tmp_path / rung_name).stat().st_size > 0
     assert rung_note == (f"at ASHA's first rung (10 plain epochs of compute), where every trial was compared at "
                          f"equal compute: fANOVA on 9 trials; most important: r ({expected['r']:.2f})")
+    # the run's summary line after the sweep (search/run.py) says the same
+    ranked = ", ".join(f"{k} {v:.2f}" for k, v in expected.items())
+    assert rung_line(load_study(tmp_path / "sweep" / "optuna.journal"), "val_top1", values, what) == (
+        f"at ASHA's first rung (10 plain epochs of compute), most important for val_top1: r (fANOVA on 9 trials: "
+        f"{ranked})")
+    assert first_rung_of({**space, "compute": {"unit": "epochs"}, "sweep": {**space["sweep"], "epochs": 5}}) == (
+        "epoch", 5.0, "epoch 5")  # grace_period 10 is past the 5 epochs: ASHA's first rung is the last epoch
+    assert first_rung_of({"sweep": {"scheduler": "none"}}) is None
