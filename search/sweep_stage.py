@@ -152,10 +152,15 @@ def read_setup(run_dir: Path, trial_id: str) -> dict | None:
     return setup
 
 
-def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
-    """Fault injection for tests ($NETAUG_FAULT_TRIALS on the driver): the listed trials (0-based, in
-    start order) raise on every attempt."""
-    wanted = {int(x) for x in spec.split(",") if x.strip()}
+def _maybe_fail(run_dir: Path, trial_id: str, spec: str, point: str = "start") -> None:
+    """Fault injection for tests ($NETAUG_FAULT_TRIALS on the driver, comma-separated trial numbers, 0-based in
+    start order): `N` raises on every attempt of trial N as it starts; `N@setup` raises once, on its first
+    attempt, right after its setup (a*, plan) is written, so that its retry resumes from the setup."""
+    wanted = {}
+    for item in (x.strip() for x in spec.split(",")):
+        if item:
+            number, _, where = item.partition("@")
+            wanted[int(number)] = where or "start"
     if not wanted:
         return
     order_file = run_dir / EXPERIMENT / "trial_order.txt"
@@ -165,8 +170,14 @@ def _maybe_fail(run_dir: Path, trial_id: str, spec: str) -> None:
         if trial_id not in seen:
             f.write(trial_id + "\n")
             seen.append(trial_id)
-    if seen.index(trial_id) in wanted:
-        raise RuntimeError(f"injected failure in trial {trial_id} ({FAULT_ENV})")
+    if wanted.get(seen.index(trial_id)) != point:
+        return
+    if point == "setup":
+        marker = setup_path(run_dir, trial_id).with_suffix(".failed")
+        if marker.exists():
+            return
+        marker.touch()
+    raise RuntimeError(f"injected failure in trial {trial_id} ({FAULT_ENV}, at {point})")
 
 
 def sweep_trial(config: dict) -> None:
@@ -223,6 +234,7 @@ def sweep_body(config: dict, session: Session) -> None:
         plan = session.from_lead(plan_trial(cfg, data, largest)[1])
         plan["calibration_s"] = time.perf_counter() - t0
         write_setup(run_dir, trial_id, {"largest": largest, "search_s": search_s, "plan": plan})
+        _maybe_fail(run_dir, trial_id, config.get("fault_trials", ""), "setup")
     cfg = with_epochs(cfg, plan["epochs_planned"])
     cost = PhaseCost(plan["cost_width"], plan["cost_min_w"])
     trainer = Trainer(cfg, data, largest=largest)

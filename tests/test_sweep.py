@@ -124,6 +124,28 @@ def test_a_failing_trial_is_recorded_as_errored_while_the_other_finishes(ray_loc
     assert set(pd.read_parquet(paths["predictions.parquet"])["trial_id"]) == set(ok["trial_id"])
 
 
+def test_a_trial_that_fails_after_its_setup_resumes_with_the_same_plan(ray_local, tmp_path, monkeypatch):
+    """A trial stopped between measuring its cost and its first checkpoint (here: an injected failure right after
+    sweep/setup/<trial>.json is written, and Tune's retry) resumes with the plan it measured: the same epochs and
+    the same calibration, not measured again."""
+    from search.sweep_stage import setup_path
+
+    monkeypatch.setenv(FAULT_ENV, "0@setup")
+    cfg = load_space(None, TINY + ["sweep.trials=1", "sweep.largest=fixed", "sweep.max_failures=1",
+                                   "sweep.mode=[netaug]", "compute.unit=seconds", "sweep.budget=3",
+                                   "compute.calibration_steps=2"])
+    grid = run_sweep(cfg, tmp_path)
+    (result,) = list(grid)
+    assert result.error is None
+    tid = result.metrics["trial_id"]
+    assert setup_path(tmp_path, tid).with_suffix(".failed").exists()  # the first attempt failed after its setup
+    setup = read_setup(tmp_path, tid)
+    assert setup["largest"] is None and setup["search_s"] == 0.0
+    for key in ("epochs_planned", "cost_width", "cost_min_w", "calibration_s", "plain_step_s"):
+        assert result.metrics[key] == setup["plan"][key], key  # measured once: a second measurement would differ
+    assert result.metrics["epoch"] == setup["plan"]["epochs_planned"]
+
+
 def test_a_sweep_over_reparam_trains_and_records_its_k(ray_local, tmp_path):
     """Mode reparam in the sweep, reparam.k swept: each trial trains the branched model (no a*, no augmented
     loss), reports its k, and a wider k costs more FLOPs per epoch than the same steps of plain training."""
