@@ -79,8 +79,10 @@ def write_study(path: str | Path, trials: Sequence[TrialRecord], distributions: 
 
 
 def shared_params(done: Sequence, min_trials: int) -> tuple[list[str], int] | None:
-    """The largest parameter set that at least `min_trials` of the finished trials all sample, and how many
-    do (a sweep's space is conditional on mode: plain training samples none of NetAug's parameters)."""
+    """The parameter set that the most finished trials (at least `min_trials`) all sample, and how many do; of
+    sets shared by as many trials, the largest. A set of one parameter comes last: fANOVA cannot rank it against
+    anything. (A sweep's space is conditional on mode: plain training samples none of NetAug's parameters, and
+    only NetAug+RKD samples lambda_kd; fANOVA on more trials is the firmer answer.)"""
     own = {frozenset(t.params) for t in done}
     candidates, frontier = set(own), set(own)
     while frontier:  # every set that some trials' parameters have in common, not only each trial's own
@@ -88,7 +90,7 @@ def shared_params(done: Sequence, min_trials: int) -> tuple[list[str], int] | No
         candidates |= frontier
     counts = {names: sum(names <= set(t.params) for t in done) for names in candidates}
     ranked = sorted(((len(names), n, sorted(names)) for names, n in counts.items() if n >= min_trials and names),
-                    key=lambda x: (-x[0], -x[1], x[2]))
+                    key=lambda x: (x[0] < 2, -x[1], -x[0], x[2]))
     return (ranked[0][2], ranked[0][1]) if ranked else None
 
 
@@ -130,8 +132,10 @@ def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS, noun: str = "fin
         return None, f"could not be computed: {exc}"
     if not found:
         return None, "no parameter varied"
-    if n == len(done):
+    if n == len(done) and set(names) == {k for t in done for k in t.params}:
         return dict(found), f"fANOVA on {n} {noun}"
+    if n == len(done):
+        return dict(found), f"fANOVA on {n} {noun}, over the parameters all of them sample: {', '.join(names)}"
     return dict(found), f"fANOVA on the {n} of {len(done)} {noun} that sample {', '.join(names)}"
 
 

@@ -135,6 +135,21 @@ def test_trials_that_share_only_mode_give_no_importances_and_say_why(tmp_path):
     assert note == "fANOVA on 6 finished trials" and next(iter(found)) == "r"
 
 
+def test_importances_prefer_the_parameters_the_most_trials_share(tmp_path):
+    """5 NetAug trials and 4 NetAug+RKD trials: fANOVA runs on the parameters all 9 share, not on the 4 that
+    also sample lambda_kd (more trials: the firmer answer)."""
+    path = tmp_path / "optuna.journal"
+    dists = {**DISTS, "lambda_kd": optuna.distributions.FloatDistribution(0.25, 4.0, log=True),
+             "mode": optuna.distributions.CategoricalDistribution(["netaug", "netaug_rkd"])}
+    trials = [TrialRecord(r.tune_trial_id, {**r.params, "mode": "netaug_rkd" if i < 4 else "netaug",
+                                            **({"lambda_kd": 0.5 + i} if i < 4 else {})}, r.value, r.intermediate,
+                          r.state) for i, r in enumerate(records(9))]
+    write_study(path, trials, dists, "maximize")
+    found, note = importances(load_study(path))
+    assert note == "fANOVA on 9 finished trials, over the parameters all of them sample: aug_loss_weight, mode, r, s"
+    assert set(found) == {"aug_loss_weight", "mode", "r", "s"}
+
+
 def test_a_study_rebuilt_from_trials_parquet_keeps_each_trials_own_parameters(tmp_path):
     """analysis/report.py rebuilds a study from trials.parquet (a metric other than the sweep's, or a run
     without a study file); a plain trial of a conditional space has no r: it is kept, holding only its mode."""
