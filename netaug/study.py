@@ -6,7 +6,7 @@ journal that Tune never recorded (asked after Tune's last experiment checkpoint)
 finished, `write_study` rewrites the file from Tune's own records, one Optuna trial per Tune trial,
 to a temporary name and then renames it. Trials the scheduler stopped early become PRUNED, with
 their per-epoch values, so importances compare trials that ran the same schedule. Importances use
-Optuna's own evaluator (fANOVA), on the trials that share the most parameters (the space is conditional on
+Optuna's own evaluator (fANOVA), on the parameters that the most trials share (the space is conditional on
 mode).
 """
 
@@ -108,7 +108,7 @@ def _as_read(trial):
 def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS, noun: str = "finished trials"
                 ) -> tuple[dict[str, float] | None, str]:
     """(parameter -> importance, most important first, or None; a note saying on what, or why not).
-    fANOVA runs on the largest parameter set that `min_trials` finished trials share, on those trials."""
+    fANOVA runs on the parameter set that the most finished trials share (shared_params), on those trials."""
     import optuna
     from optuna.trial import TrialState
 
