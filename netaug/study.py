@@ -121,7 +121,7 @@ def importances(study, min_trials: int = MIN_IMPORTANCE_TRIALS, noun: str = "fin
         return None, f"no parameter is sampled by {min_trials} or more of the {len(done)} {noun}"
     names, n = shared
     if len(names) == 1:
-        return None, (f"the {n} {noun} that share the most parameters share only {names[0]}: "
+        return None, (f"of the {len(done)} {noun}, {min_trials} or more share only {names[0]}: "
                       "fANOVA has nothing to rank it against")
     try:
         read = optuna.create_study(direction=study.direction)  # the finished trials, each with what it read

@@ -127,8 +127,8 @@ def test_trials_that_share_only_mode_give_no_importances_and_say_why(tmp_path):
               for r in records(3)]
     write_study(path, netaug + [TrialRecord("k", {"mode": "reparam", "reparam_k": 1}, 0.8, {1: 0.8}, "COMPLETE")],
                 dists, "maximize")
-    assert importances(load_study(path)) == (None, "the 4 finished trials that share the most parameters share "
-                                                   "only mode: fANOVA has nothing to rank it against")
+    assert importances(load_study(path)) == (None, "of the 4 finished trials, 4 or more share only mode: fANOVA "
+                                                   "has nothing to rank it against")
     write_study(path, netaug + [TrialRecord(r.tune_trial_id + "n", {**r.params, "mode": "netaug"}, r.value,
                                             r.intermediate, r.state) for r in records(3, seed=5)], dists, "maximize")
     found, note = importances(load_study(path))
