@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from netaug.config import SWEPT_PARAMS, read_params
+from netaug.config import SWEPT_PARAMS, params_of_mode
 from netaug.errors import UserError
 from netaug.records import (
     EPOCH_METRICS,
@@ -98,10 +98,9 @@ def _from_result_logs(run_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
         config = last.get("config", {})
         tid = last.get("trial_id", log.parent.name)
         row = {k: last.get(k) for k in TRIALS_SCHEMA.names}
-        mode = config.get("mode") or last.get("mode")
-        row.update(read_params({k: config.get(k) for k in SWEPT_PARAMS}, mode), trial_id=tid, error=None,
+        row.update({k: config.get(k) for k in SWEPT_PARAMS}, trial_id=tid, error=None,
                    status="TERMINATED" if last.get("done") or last.get("test_top1") is not None else "RUNNING",
-                   mode=mode, arch=None if last.get("arch") == "null" else
+                   mode=config.get("mode") or last.get("mode"), arch=None if last.get("arch") == "null" else
                    last.get("arch"), epochs_run=last["epoch"], wall_s=last.get("time_total_s"),
                    started_at=_first_start(reports))
         trials.append(row)
@@ -135,13 +134,13 @@ def _final_from_result_logs(run_dir: Path) -> pd.DataFrame:
 
 
 def _as_read(trials: pd.DataFrame) -> pd.DataFrame:
-    """trials with each row's swept parameters that its mode did not read blanked (netaug.config.read_params):
-    a sweep run before the space was conditional on mode recorded every parameter for every mode."""
+    """trials with each row's swept parameters that its mode did not read blanked (as netaug.config.read_params
+    does): a sweep run before the space was conditional on mode recorded every parameter for every mode."""
     if trials.empty or "mode" not in trials:
         return trials
     trials = trials.copy()
     for col in (c for c in SWEPT_PARAMS if c != "mode" and c in trials):
-        unread = [isinstance(m, str) and read_params({col: 0}, m)[col] is None for m in trials["mode"]]
+        unread = [isinstance(m, str) and col not in params_of_mode(m) for m in trials["mode"]]
         if any(unread):
             trials[col] = trials[col].astype(object).where(~pd.Series(unread, index=trials.index), None)
     return trials
