@@ -162,7 +162,9 @@ def first_rung_of(space: dict) -> tuple[str, float, str] | None:
     epochs = space.get("compute", {}).get("unit", "epochs") == "epochs"
     limit = sweep.get("epochs") if epochs else sweep.get("budget")
     rung = min(float(sweep.get("grace_period", 1)), float(limit) if limit else float("inf"))
-    return ("epoch", rung, f"epoch {rung:g}") if epochs else ("compute", rung, f"{rung:g} plain epochs of compute")
+    if epochs:
+        return "epoch", rung, f"epoch {rung:g}"
+    return "compute", rung, f"{rung:g} plain epoch{'' if rung == 1 else 's'} of compute"
 
 
 def rung_values(epochs: Iterable[dict], key: str, rung: float, metric: str) -> dict[str, float]:
