@@ -34,6 +34,15 @@ class LineReporter(Callback):
         self.waiting_since: float | None = None
         self.last_notice = 0.0
 
+    def __setstate__(self, state: dict) -> None:
+        """Tune unpickles its callbacks on a resume: the clocks restart in this process (its perf_counter has
+        another origin, so the old start would print negative times and a false rate); counted compute stays."""
+        self.__dict__.update(state)
+        self.start = time.perf_counter()
+        self.first = None
+        self.waiting_since = None
+        self.last_notice = 0.0
+
     def on_step_end(self, iteration, trials, **info) -> None:
         for trial in trials:  # after a resume, the trials that finished before count as done work
             if trial.status in ("TERMINATED", "ERROR"):

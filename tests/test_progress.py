@@ -3,6 +3,7 @@ resume, the trials that finished before count as done work, each once."""
 
 from __future__ import annotations
 
+import pickle
 import re
 
 import pytest
@@ -81,3 +82,26 @@ def test_compute_the_scheduler_saves_shortens_what_is_left_but_is_not_a_rate(clo
     reporter.on_trial_result(3, [a, b], b, {"epoch": 1, "compute": 1.0, "epochs_planned": 10})
     # spent 3 at (3 - 1) / 20 s = 0.1/s; left 40 - 3 - 8 = 29 -> 290 s
     assert re.search(r"\| stage 11/40 plain ep, ETA 4m50s$", capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_a_reporter_unpickled_on_resume_restarts_its_clocks_and_keeps_its_counts(clock, capsys):
+    """Tune pickles its callbacks with the experiment and unpickles them on a resume, in a process whose
+    perf_counter starts afresh: the elapsed time and the rate restart there, the compute counted stays."""
+    reporter = progress.LineReporter("sweep", ("val_top1",), budget=10.0, work=40.0)
+    a = _trial(Trial.RUNNING)
+    clock.now = 5000.0
+    reporter.on_trial_result(0, [a], a, {"epoch": 1, "compute": 1.0, "epochs_planned": 10})
+    clock.now = 5100.0
+    reporter.on_trial_result(1, [a], a, {"epoch": 2, "compute": 2.0, "epochs_planned": 10})
+    capsys.readouterr()
+    clock.now = 30.0  # the resumed process
+    resumed = pickle.loads(pickle.dumps(reporter))
+    assert resumed.spent == {a.trial_id: 2.0}
+    clock.now = 42.0
+    resumed.on_trial_result(2, [a], a, {"epoch": 3, "compute": 3.0, "epochs_planned": 10})
+    first = capsys.readouterr().out.strip()
+    assert first.startswith("[sweep    12.0s] ") and "ETA" not in first  # no rate from one report
+    clock.now = 52.0
+    resumed.on_trial_result(3, [a], a, {"epoch": 4, "compute": 4.0, "epochs_planned": 10})
+    # rate (4 - 3) / 10 s = 0.1 plain epochs/s from the resumed reports only; left 40 - 4 = 36 -> 360 s
+    assert re.search(r"^\[sweep    22.0s\] .*\| stage 4/40 plain ep, ETA 6m00s$", capsys.readouterr().out.strip())
