@@ -65,7 +65,7 @@ def check_quote(final: pd.DataFrame, lines: list[str], confidence: float = 0.95)
                     errors.append(f"{m['arm']} and {m['ref']} trained different epochs: {title}")
             elif m["ref"] != "baseline_equal":
                 errors.append(f"at equal compute against {m['ref']}, not baseline_equal")
-            p = float(scipy.stats.ttest_rel(a[seeds], b[seeds]).pvalue) if len(d) > 1 and d.std() > 0 else math.nan
+            p = float(scipy.stats.ttest_rel(a[seeds], b[seeds]).pvalue) if len(d) > 1 and np.ptp(d) > 1e-9 else math.nan
             recomputed.append((m, d, p))
         ps = [p for _, _, p in recomputed if not math.isnan(p)]
         order = sorted(ps)
