@@ -288,6 +288,10 @@ class SupernetConfig(TrialPlacement):
                  ge=1, le=32)
     epochs: int = opt(10, "supernet training epochs (batch size, lr and schedule come from training)", ge=1)
     train_base: bool = opt(True, "each step also trains the base path (the prefix every path contains)")
+    eval_every: int = opt(
+        1, "score the base and the largest path on val (each after BatchNorm recalibration) after every this many "
+        "epochs and after the last one; a checkpoint is still written every epoch, and a larger value saves wall "
+        "time only (on a large training split, a long evaluation is a large share of each epoch)", ge=1, le=100000)
     max_failures: int = opt(2, "Ray Tune retries of a failed supernet trial, each from its last checkpoint", ge=0)
 
 

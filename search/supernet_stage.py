@@ -76,7 +76,8 @@ def supernet_body(config: dict, session: Session) -> None:
 
     with open(log_path, "a", buffering=1) as log:
         trainer.arch_log = lambda entry: log.write(json.dumps(entry) + "\n")
-        trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("val_max", "val", "max")))
+        trainer.run_epochs(on_epoch, evals=(("val", "val", "min"), ("val_max", "val", "max")),
+                           eval_every=cfg.supernet.eval_every)
     writer.close()
 
 

@@ -51,7 +51,7 @@ def _kill_after_first_checkpoint(run_dir: Path, killed: list[int]) -> None:
 
 
 def test_supernet_trial_killed_mid_training_resumes_from_its_checkpoint(ray_local, tmp_path):
-    cfg = load_space(None, FAST + ["supernet.epochs=3", "supernet.max_failures=2"])
+    cfg = load_space(None, FAST + ["supernet.epochs=3", "supernet.max_failures=2", "supernet.eval_every=2"])
     killed: list[int] = []
     watcher = threading.Thread(target=_kill_after_first_checkpoint, args=(tmp_path, killed), daemon=True)
     watcher.start()
@@ -64,6 +64,11 @@ def test_supernet_trial_killed_mid_training_resumes_from_its_checkpoint(ray_loca
     assert restarted and reports[0]["pid"] == killed[0]
     assert all(r["start_epoch"] >= 1 for r in restarted)  # resumed from a checkpoint, not from scratch
     assert [r["epoch"] for r in restarted] == list(range(restarted[0]["start_epoch"] + 1, 4))
+    # supernet.eval_every=2: val of the base and the largest path after epoch 2 and the last, none after epoch 1
+    for r in reports:
+        scored = r["epoch"] in (2, 3)
+        assert (r.get("val_top1") is not None, r.get("val_max_top1") is not None) == (scored, scored), r
+        assert r["train_loss"] > 0
     state = load_trainer_state(checkpoint)
     assert state["epoch"] == 3
     # every step's sampled path is logged once, also across the kill
