@@ -35,6 +35,16 @@ SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "swee
                               "sweep.macs_limit={low: 2.0, high: 4.0}"]  # each trial's a* under its own limit
 
 
+def winner_row(**values) -> dict:
+    """A sweep's one finished trial (NetAug, r=2, s=1) as trials.parquet holds it: `--stage final` on its own."""
+    from netaug.records import TRIALS_SCHEMA
+
+    row = {name: None for name in TRIALS_SCHEMA.names}
+    row.update(trial_id="t0", status="TERMINATED", r=2.0, s=1, aug_loss_weight=1.0, mode="netaug", val_top1=0.5,
+               **values)
+    return row
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _two_threads():
     torch.set_num_threads(2)

@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
-from conftest import ROOT, SPACE
+from conftest import ROOT, SPACE, winner_row
 
 from netaug.records import TRIALS_SCHEMA
 from netaug.train.calibrate import spent
@@ -22,13 +22,6 @@ FINAL = ["data.resolution=8", "training.batch_size=128", "training.bn_calib_batc
          "final.train_eval_size=100", "deploy.int8=false", "compute.calibration_steps=3"]
 MODELS = {"module": "model.module=spaces/models/resnet8.py:resnet8",
           "spec": "model.spec=spaces/models/tiny-se.yaml"}
-
-
-def winner_row(**values) -> dict:
-    row = {name: None for name in TRIALS_SCHEMA.names}
-    row.update(trial_id="t0", status="TERMINATED", r=2.0, s=1, aug_loss_weight=1.0, mode="netaug", val_top1=0.5,
-               **values)
-    return row
 
 
 @pytest.mark.parametrize("model", list(MODELS))

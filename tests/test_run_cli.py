@@ -14,10 +14,13 @@ import urllib.request
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 import yaml
-from conftest import TINY_PIPELINE
+from conftest import TINY_PIPELINE, winner_row
 
+from netaug.records import TRIALS_SCHEMA
 from netaug.study import STUDY_FILE, load_study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,7 +238,7 @@ def _run_until(out: Path, marker: str, sig: int, *extra: str, sigint_ignored: bo
 # The sweep and final cases skip supernet and search (sweep.largest: fixed): they run before the stage
 # that is interrupted and would only make the test longer.
 SKIP_SEARCH = ("--set", "sweep.largest=fixed")
-LATER_STAGES = (*SKIP_SEARCH, "--set", "sweep.trials=1")  # one sweep trial is enough to reach the final stage
+FINAL_ONLY = (*SKIP_SEARCH, "--stage", "final")  # the final stage on a trials.parquet the test writes
 BASELINE_ONLY = ("--stage", "final", "--set", "final.arms=[baseline]")  # a final stage that needs no sweep
 # (stage, the line that shows it is running, what must not exist after the interruption, extra args)
 INTERRUPTS = [
@@ -267,11 +270,13 @@ def test_ctrl_c_in_any_stage_stops_the_run_with_one_line_and_exit_130(tmp_path, 
 
 def test_a_killed_final_stage_resumes_with_every_arm_and_seed_once(tmp_path):
     out = tmp_path / "run"
+    out.mkdir()  # `--stage final` on a sweep's one trial (no sweep run: this test is about the final stage)
+    pa.parquet.write_table(pa.Table.from_pylist([winner_row()], schema=TRIALS_SCHEMA), out / "trials.parquet")
     # three final trials (final.seeds=1), two at once: killed with two running and one waiting
-    _run_until(out, "epoch 1/2 arm", signal.SIGKILL, *LATER_STAGES)
+    _run_until(out, "epoch 1/2 arm", signal.SIGKILL, *FINAL_ONLY)
     subprocess.run(["ray", "stop", "--force"], capture_output=True, timeout=120)
-    assert not (out / "final.parquet").exists() and (out / "trials.parquet").exists()
-    proc = _start(out, "--resume", "--no-dashboard", *LATER_STAGES)
+    assert not (out / "final.parquet").exists()
+    proc = _start(out, "--resume", "--no-dashboard", *FINAL_ONLY)
     text, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, text
     final = pd.read_parquet(out / "final.parquet")
