@@ -40,8 +40,8 @@ def winner_row(**values) -> dict:
     from netaug.records import TRIALS_SCHEMA
 
     row = {name: None for name in TRIALS_SCHEMA.names}
-    row.update(trial_id="t0", status="TERMINATED", r=2.0, s=1, aug_loss_weight=1.0, mode="netaug", val_top1=0.5,
-               **values)
+    row.update({"trial_id": "t0", "status": "TERMINATED", "r": 2.0, "s": 1, "aug_loss_weight": 1.0, "mode": "netaug",
+                "val_top1": 0.5, **values})
     return row
 
 
