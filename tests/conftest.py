@@ -11,6 +11,7 @@ import torch
 
 from netaug.config import load_space
 from netaug.data import load_data
+from netaug.records import TRIALS_SCHEMA
 
 # The whole pipeline at the smallest budget that still exercises every stage (8 px digits, one supernet
 # epoch, tiny searches); tests append their own overrides (later ones win).
@@ -37,8 +38,6 @@ SHARED_RUN = TINY_PIPELINE + ["search.num_paths=3", "sweep.concurrency=2", "swee
 
 def winner_row(**values) -> dict:
     """A sweep's one finished trial (NetAug, r=2, s=1) as trials.parquet holds it: `--stage final` on its own."""
-    from netaug.records import TRIALS_SCHEMA
-
     row = {name: None for name in TRIALS_SCHEMA.names}
     row.update({"trial_id": "t0", "status": "TERMINATED", "r": 2.0, "s": 1, "aug_loss_weight": 1.0, "mode": "netaug",
                 "val_top1": 0.5, **values})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import subprocess
@@ -50,8 +51,6 @@ def test_two_netaug_epochs_lower_the_training_loss_and_beat_chance(digits16, fas
 
 def _first(data, n: int = 320):
     """The data with only the first n training images: enough steps for what a test checks, in less time."""
-    import dataclasses
-
     return dataclasses.replace(data, train=data.train.take(np.arange(n)))
 
 
@@ -101,10 +100,8 @@ def test_foreach_sgd_gives_bitwise_the_same_weights_as_the_per_parameter_loop(di
 def test_channels_are_sorted_only_in_width_augmented_epochs(digits16, fast_cfg):
     """As the official code: sorting at the start of each "random" epoch, none in the min_w epochs,
     and the logged sub-networks of min_w epochs keep every width at the base's."""
-    import dataclasses
-
     fast_cfg.training.epochs, fast_cfg.netaug.min_w_fraction, fast_cfg.training.warmup_epochs = 4, 0.5, 0
-    small = dataclasses.replace(digits16, train=digits16.train.take(np.arange(128)))
+    small = _first(digits16, 128)
     logged: list[dict] = []
     trainer = Trainer(fast_cfg, small, mode="netaug", arch_log=logged.append)
     sorted_in: list[int] = []
