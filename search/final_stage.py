@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 from ray import tune
 
 from netaug.config import SpaceConfig, from_dict
-from netaug.errors import StageIncomplete, UserError
+from netaug.errors import StageIncomplete
 from netaug.io import atomic_path, write_parquet
 from netaug.records import (
     EPOCHS_SCHEMA,
@@ -57,6 +57,7 @@ from search.checkpoints import load_trainer_state
 from search.data_parallel import run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
 from search.progress import LineReporter
+from search.restore import restored_tuner
 
 EXPERIMENT = "final"
 FINAL_FILE = "final.parquet"
@@ -224,11 +225,9 @@ def run_final(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tuple[tu
     """Run (or continue) the final trials; returns Tune's ResultGrid and the arms."""
     path = run_dir / EXPERIMENT
     trainable = tune.with_resources(final_trial, trial_resources(cfg.final.workers, cfg.final.resources))
-    if tune.Tuner.can_restore(str(path)):
-        if not resume:
-            raise UserError(f"--out: {run_dir} already holds a final stage; pass --resume to continue it")
+    if (tuner := restored_tuner(path, run_dir, "final", resume, trainable, resume_unfinished=True,
+                                resume_errored=True)) is not None:
         arms = [Arm(**a) for a in json.loads((path / ARMS_FILE).read_text())]
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=True)
         return tuner.fit(), arms
     if cfg.deploy.int8:  # before any trial trains: a calibration set larger than the training split is bad input
         from netaug.train.int8 import calibration_set

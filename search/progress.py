@@ -28,6 +28,7 @@ class LineReporter(Callback):
         self.start = time.perf_counter()
         self.last_epoch: dict[str, int] = {}
         self.spent: dict[str, float] = {}  # compute each trial has reported so far
+        self.progress = 0.0  # compute trained in this process: the sum of each report's increment
         self.forgone = 0.0  # compute the scheduler saved by stopping trials early
         self.settled: set[str] = set()  # finished trials whose compute is counted
         self.first: tuple[float, float] | None = None  # (time, compute done) at the first report
@@ -38,6 +39,7 @@ class LineReporter(Callback):
         """Tune unpickles its callbacks on a resume: the clocks restart in this process (its perf_counter has
         another origin, so the old start would print negative times and a false rate); counted compute stays."""
         self.__dict__.update(state)
+        self.__dict__.setdefault("progress", 0.0)  # a reporter pickled before this field existed
         self.start = time.perf_counter()
         self.first = None
         self.waiting_since = None
@@ -76,10 +78,24 @@ class LineReporter(Callback):
                  for k in self.keys if k in result]
         compute = result.get("compute")
         if isinstance(compute, (int, float)):
+            self.progress += max(0.0, float(compute) - self._before(trial))
             self.spent[trial.trial_id] = float(compute)
             budget = result.get("compute_planned") or self.budget
             parts.append(f"compute {compute:.1f}" + (f"/{budget:.1f}" if budget else "") + " plain ep")
         self._print(f"{trial.trial_id} epoch {epoch}{total} " + " ".join(parts) + self._eta())
+
+    @staticmethod
+    def _last_compute(trial) -> float:
+        result = getattr(trial, "last_result", None) or {}
+        compute = result.get("compute")
+        return float(compute) if isinstance(compute, (int, float)) else 0.0
+
+    def _before(self, trial) -> float:
+        """The compute a trial had reported before this result: a trial restored by a resume reports here first
+        at its next epoch, and Tune still holds its last result from before (callbacks run before it updates)."""
+        if trial.trial_id in self.spent:
+            return self.spent[trial.trial_id]
+        return self._last_compute(trial)
 
     def _eta(self) -> str:
         """The stage's remaining time: the compute left (the stage's whole compute, less what trials spent and
@@ -88,10 +104,11 @@ class LineReporter(Callback):
         done = spent + self.forgone
         now = time.perf_counter()
         if self.first is None:  # the rate is measured from the first report on: start-up is not training
-            self.first = (now, spent)
-        if not self.work or now - self.first[0] < 5.0 or spent <= self.first[1]:
+            self.first = (now, self.progress)
+        if not self.work or now - self.first[0] < 5.0 or self.progress <= self.first[1]:
             return ""
-        rate = (spent - self.first[1]) / (now - self.first[0])  # saved compute is not work done per second
+        # compute trained here per second: neither what restored trials did before a resume, nor saved compute
+        rate = (self.progress - self.first[1]) / (now - self.first[0])
         left = max(0.0, self.work - done)
         eta = _duration(left / rate)
         return f" | stage {done:.0f}/{self.work:.0f} plain ep, ETA {eta}"

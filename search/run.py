@@ -220,7 +220,8 @@ def run_stages(args: argparse.Namespace, cfg: SpaceConfig, run_dir: Path, stages
             raise StageIncomplete(f"sweep: {finished} of {cfg.sweep.trials} trials finished")
         late = finalize_stopped(grid, cfg)
         if late:
-            print(f"evaluated {len(late)} trial(s) stopped early on test, from their last checkpoints", flush=True)
+            print(f"{len(late)} trial(s) stopped early: scored on test from their last checkpoints "
+                  f"({run_dir / 'sweep' / 'late'})", flush=True)
         paths, trials = write_results(grid, run_dir, cfg.sweep.epochs, cfg.sweep.modes()[0], late)
         record_study(grid, cfg, run_dir)
         print("\n" + "\n".join(summary_lines(trials, cfg.sweep.metric)))

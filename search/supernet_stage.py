@@ -21,6 +21,7 @@ from netaug.records import log_epoch
 from search.checkpoints import load_trainer_state
 from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
 from search.progress import LineReporter
+from search.restore import restored_tuner
 
 EXPERIMENT = "supernet"
 ARCH_LOG = "sampled_archs.jsonl"
@@ -90,11 +91,8 @@ def run_supernet(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.
     path = experiment_path(run_dir)
     reporter = LineReporter("supernet", ("train_loss", "val_top1", "val_max_top1", "epoch_s"),
                             cfg.supernet.epochs)
-    if tune.Tuner.can_restore(str(path)):
-        if not resume:
-            raise UserError(f"--out: {run_dir} already holds a supernet run; pass --resume to continue it "
-                            "or choose a new --out")
-        tuner = tune.Tuner.restore(str(path), trainable=_trainable(cfg), resume_errored=True)
+    tuner = restored_tuner(path, run_dir, "supernet", resume, _trainable(cfg), resume_errored=True)
+    if tuner is not None:
         results = tuner.fit()
     else:
         trainable = _trainable(cfg)

@@ -28,6 +28,7 @@ from search.cluster import resources_for
 from search.data_parallel import Session, checkpoint_of, run_trial, trial_resources
 from search.evaluation import cached_data, final_evaluation
 from search.progress import LineReporter
+from search.restore import restored_tuner
 
 COMPUTE_KEY = "compute"  # reported each epoch: plain-training epochs spent so far, by compute.unit (ASHA's time)
 
@@ -283,8 +284,22 @@ def predictions_fragment(run_dir: Path, trial_id: str) -> Path:
     return run_dir / EXPERIMENT / "predictions" / f"{trial_id}.parquet"
 
 
+def late_path(run_dir: Path, trial_id: str) -> Path:
+    """The test metrics of a trial that the scheduler stopped early, written once evaluated from its last
+    checkpoint: a resumed run does not evaluate it again."""
+    return run_dir / EXPERIMENT / "late" / f"{trial_id}.json"
+
+
+def read_late(run_dir: Path, trial_id: str) -> dict | None:
+    """A stopped trial's evaluation from before, if both its metrics and its predictions are on disk."""
+    path = late_path(run_dir, trial_id)
+    if not (path.is_file() and predictions_fragment(run_dir, trial_id).is_file()):
+        return None
+    return json.loads(path.read_text())
+
+
 def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) -> dict:
-    """The final evaluation of a trial that ASHA stopped early, from its last checkpoint."""
+    """The final evaluation of a trial that ASHA stopped early, from its last checkpoint (kept in `late_path`)."""
     from netaug.data import load_data
     from netaug.train.calibrate import with_epochs
     from netaug.train.runtime import configure_threads
@@ -298,25 +313,37 @@ def evaluate_stopped_trial(config: dict, trial_id: str, checkpoint_path: str) ->
         cfg = with_epochs(cfg, state["plan"]["epochs_planned"])
     trainer = Trainer(cfg, load_data(cfg.data), largest=state.get("largest"))
     trainer.load_state_dict(state["trainer"])
-    return final_evaluation(trainer, predictions_fragment(Path(config["run_dir"]), trial_id), trial_id)
+    run_dir = Path(config["run_dir"])
+    out = final_evaluation(trainer, predictions_fragment(run_dir, trial_id), trial_id)
+    path = late_path(run_dir, trial_id)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(out, default=_plain_number))
+    return out
 
 
 def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
-    """Test metrics and predictions for trials stopped early (in parallel Ray tasks), by trial id."""
+    """Test metrics and predictions for trials stopped early, by trial id: those evaluated before are read back,
+    the others are evaluated from their last checkpoints in parallel Ray tasks."""
     import ray
 
     from search.trials import trial_id_of
 
     res = resources_for(cfg.sweep.resources)
     task = ray.remote(evaluate_stopped_trial).options(num_cpus=res["cpu"], num_gpus=res["gpu"])
-    pending = {}
+    done, pending = {}, {}
     for result in grid:
         m = result.metrics or {}
         checkpoint = checkpoint_of(result)
         if result.error is None and checkpoint is not None and m.get("test_top1") is None:
             tid = trial_id_of(result)
-            pending[tid] = task.remote(result.config, tid, checkpoint.path)
-    return dict(zip(pending, ray.get(list(pending.values())))) if pending else {}
+            if (known := read_late(Path(result.config["run_dir"]), tid)) is not None:
+                done[tid] = known
+            else:
+                pending[tid] = task.remote(result.config, tid, checkpoint.path)
+    if pending:
+        done.update(zip(pending, ray.get(list(pending.values()))))
+    return done
 
 
 # ---------------------------------------------------------------------------- driver side
@@ -462,14 +489,10 @@ def metric_mode(cfg: SpaceConfig) -> tuple[str, str]:
 
 def run_sweep(cfg: SpaceConfig, run_dir: Path, resume: bool = False) -> tune.ResultGrid:
     """Run (or continue) the sweep; returns Tune's ResultGrid."""
-    from netaug.errors import UserError
-
     path = run_dir / EXPERIMENT
     trainable = tune.with_resources(sweep_trial, trial_resources(cfg.sweep.workers, cfg.sweep.resources))
-    if tune.Tuner.can_restore(str(path)):
-        if not resume:
-            raise UserError(f"--out: {run_dir} already holds a sweep; pass --resume to continue it")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_unfinished=True, resume_errored=False)
+    if (tuner := restored_tuner(path, run_dir, "sweep", resume, trainable, resume_unfinished=True,
+                                resume_errored=False)) is not None:
         return tuner.fit()
     checkpoint = None
     if cfg.sweep.searches_largest():

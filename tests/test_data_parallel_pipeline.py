@@ -83,6 +83,25 @@ def test_two_worker_sweep_trials_report_to_tune_and_asha(dp_run):
     assert set(epochs[epochs["stage"] == "sweep"]["trial_id"]) == set(trials["trial_id"])
 
 
+def test_a_stopped_trial_is_scored_once_and_read_back_on_a_resume(dp_run):
+    """finalize_stopped again (as a resumed run calls it): the stopped trial's metrics come
+    back from sweep/late/<trial>.json, equal to its row in trials.parquet, and nothing is evaluated or written
+    again (without Ray running: an evaluation would need it)."""
+    from search.sweep_stage import late_path, predictions_fragment
+
+    cfg, run_dir, grid, _ = dp_run
+    trials = pd.read_parquet(run_dir / "trials.parquet").set_index("trial_id")
+    stopped = trials.index[trials["status"] == "STOPPED"].tolist()
+    assert stopped and not ray.is_initialized()
+    files = [f(run_dir, tid) for tid in stopped for f in (late_path, predictions_fragment)]
+    before = [f.stat().st_mtime_ns for f in files]
+    again = finalize_stopped(grid, cfg)
+    assert sorted(again) == sorted(stopped) and [f.stat().st_mtime_ns for f in files] == before
+    for tid, metrics in again.items():
+        for key in ("test_top1", "test_f1_at_1", "test_precision_at_3", "aug_test_top1"):
+            assert metrics[key] == trials.loc[tid, key], (tid, key)
+
+
 def test_two_worker_final_trials_deliver_the_model(dp_run):
     cfg, run_dir, _, lines = dp_run
     final = pd.read_parquet(run_dir / "final.parquet")

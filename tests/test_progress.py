@@ -105,3 +105,29 @@ def test_a_reporter_unpickled_on_resume_restarts_its_clocks_and_keeps_its_counts
     resumed.on_trial_result(3, [a], a, {"epoch": 4, "compute": 4.0, "epochs_planned": 10})
     # rate (4 - 3) / 10 s = 0.1 plain epochs/s from the resumed reports only; left 40 - 4 = 36 -> 360 s
     assert re.search(r"^\[sweep    22.0s\] .*\| stage 4/40 plain ep, ETA 6m00s$", capsys.readouterr().out.strip())
+
+
+def test_trials_restored_mid_training_add_only_their_new_epochs_to_the_rate(clock, capsys):
+    """After a resume, a trial that was training reports first at its next epoch, with all its compute so far;
+    only that epoch was trained in this process (as cell A's resumed final stage showed: an ETA of 26 min for
+    hours of work, before this). Tune still holds its last result from before when callbacks see the new one."""
+    reporter = progress.LineReporter("final", ("val_top1",), work=1000.0)  # as unpickled: nothing counted yet
+    a = _trial(Trial.RUNNING, epoch=18, epochs_planned=80, compute=18.0)
+    b = _trial(Trial.RUNNING, epoch=11, epochs_planned=52, compute=17.0)
+    clock.now = 0.0
+    reporter.on_trial_result(0, [a, b], a, {"epoch": 19, "compute": 19.0, "epochs_planned": 80})
+    clock.now = 10.0
+    reporter.on_trial_result(1, [a, b], b, {"epoch": 12, "compute": 19.0, "epochs_planned": 52})
+    # done 19 + 19 = 38 of 1000; rate: b's one epoch, 2 plain epochs in 10 s; left 962 -> 4810 s
+    assert re.search(r"\| stage 38/1000 plain ep, ETA 80m10s$", capsys.readouterr().out.strip().splitlines()[-1])
+    assert reporter.progress == 3.0  # a's epoch 19 and b's epoch 12: 1 + 2
+
+
+def test_a_reporter_pickled_before_progress_was_counted_resumes(clock):
+    """A run started by an earlier version holds a pickled reporter without the `progress` field."""
+    reporter = progress.LineReporter("final", ("val_top1",), work=10.0)
+    state = dict(reporter.__dict__)
+    del state["progress"]
+    old = progress.LineReporter.__new__(progress.LineReporter)
+    old.__setstate__(state)
+    assert old.progress == 0.0
