@@ -329,9 +329,7 @@ def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
 
     from search.trials import trial_id_of
 
-    res = resources_for(cfg.sweep.resources)
-    task = ray.remote(evaluate_stopped_trial).options(num_cpus=res["cpu"], num_gpus=res["gpu"])
-    done, pending = {}, {}
+    done, todo = {}, {}
     for result in grid:
         m = result.metrics or {}
         checkpoint = checkpoint_of(result)
@@ -340,8 +338,11 @@ def finalize_stopped(grid, cfg: SpaceConfig) -> dict[str, dict]:
             if (known := read_late(Path(result.config["run_dir"]), tid)) is not None:
                 done[tid] = known
             else:
-                pending[tid] = task.remote(result.config, tid, checkpoint.path)
-    if pending:
+                todo[tid] = (result.config, tid, checkpoint.path)
+    if todo:
+        res = resources_for(cfg.sweep.resources)
+        task = ray.remote(evaluate_stopped_trial).options(num_cpus=res["cpu"], num_gpus=res["gpu"])
+        pending = {tid: task.remote(*args) for tid, args in todo.items()}
         done.update(zip(pending, ray.get(list(pending.values()))))
     return done
 
