@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import json
 import types
 import typing
 from dataclasses import dataclass, field
@@ -732,6 +733,46 @@ def load_space(path: str | Path | None, overrides: list[str] | None = None) -> S
         raw["model"].pop("name", None)  # --set model.module=... replaces the space file's model.name
     raw = apply_overrides(raw, overrides or [])
     return from_dict(SpaceConfig, raw)
+
+
+# What says where and how a run executes, not what it trains: a resumed run may change these.
+EXECUTION_KEYS = ("data.root", "data.workers", "training.device")
+EXECUTION_LEAVES = ("resources", "workers", "max_failures")  # of supernet, search, sweep and final
+
+
+def is_execution_key(key: str) -> bool:
+    parts = key.split(".")
+    return key in EXECUTION_KEYS or (len(parts) > 1 and parts[0] in ("supernet", "search", "sweep", "final")
+                                     and parts[1] in EXECUTION_LEAVES)
+
+
+def changed_keys(before: dict, after: dict, prefix: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted key, before, after) of every leaf that differs between two plain space mappings, in schema order."""
+    out = []
+    for name in [*after, *(k for k in before if k not in after)]:
+        old, new = before.get(name), after.get(name)
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += changed_keys(old, new, f"{prefix}{name}.")
+        elif old != new:
+            out.append((f"{prefix}{name}", old, new))
+    return out
+
+
+def _as_today(stored: Any, defaults: Any) -> Any:
+    """`stored` in today's schema (`defaults`, a plain space mapping): keys it dropped left out, keys it added
+    at their defaults."""
+    if not (isinstance(stored, dict) and isinstance(defaults, dict)):
+        return stored
+    return {k: _as_today(stored[k], v) if k in stored else v for k, v in defaults.items()}
+
+
+def resume_conflicts(stored: dict, cfg: SpaceConfig) -> list[tuple[str, Any, Any]]:
+    """What resuming with `cfg` would change in what a run trains, against the space it ran with (`stored`, its
+    space.json); where it executes may change. Keys the schema gained since the run take their defaults; keys it
+    dropped are not compared (no value can be given for them)."""
+    before = _as_today(stored, json.loads(json.dumps(SpaceConfig().to_dict())))
+    after = json.loads(json.dumps(cfg.to_dict()))
+    return [c for c in changed_keys(before, after) if not is_execution_key(c[0])]
 
 
 def describe_schema(cls: type = SpaceConfig, prefix: str = "") -> list[tuple[str, str, Any, str]]:

@@ -99,7 +99,25 @@ def prepare(args: argparse.Namespace) -> tuple[SpaceConfig, Path, tuple[str, ...
         if stage in stages and (run_dir / stage).exists() and not args.resume:
             raise UserError(f"--out: {run_dir} already holds a {stage} run; pass --resume to continue it "
                             "or choose a new --out")
+    if args.resume:
+        check_same_space(run_dir, cfg)
     return cfg, run_dir, stages
+
+
+def check_same_space(run_dir: Path, cfg: SpaceConfig) -> None:
+    """A resume trains what the run began with: a space that differs (but for where it executes: resources,
+    workers, data.root, ...) is one line naming the keys, before space.json is rewritten."""
+    from netaug.config import resume_conflicts
+
+    stored = run_dir / "space.json"
+    if not stored.is_file():
+        return
+    changes = resume_conflicts(json.loads(stored.read_text()), cfg)
+    if changes:
+        shown = ", ".join(f"{key} {json.dumps(old)} (now {json.dumps(new)})" for key, old, new in changes[:4])
+        more = f" and {len(changes) - 4} more" if len(changes) > 4 else ""
+        raise UserError(f"--resume: {stored} ran with {shown}{more}; resume with the same space file and --set "
+                        "values, or choose a new --out")
 
 
 def check_data_and_model(cfg: SpaceConfig) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from netaug.config import SpaceConfig, describe_schema, load_space
+from netaug.config import SpaceConfig, describe_schema, load_space, resume_conflicts
 from netaug.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -132,3 +132,27 @@ def test_shipped_space_files_load(tmp_path):
     imagenet = load_space(ROOT / "spaces" / "mbv2-tiny-imagenet.yaml", [f"data.root={tmp_path}"])
     assert (imagenet.data.loader, imagenet.data.resolution, imagenet.model.name) == ("stream", 144, "mobilenetv2_tiny")
     assert imagenet.final.workers * imagenet.training.batch_size == 2048  # the official global batch
+
+
+def test_a_resume_may_change_where_a_run_executes_but_not_what_it_trains():
+    """resume_conflicts against a run's space.json: resources, workers, retries, the data folder and the device
+    may change; anything else is named with both values. Keys the schema gained since are not a change."""
+    import json
+
+    space = ROOT / "spaces" / "mbv2.yaml"
+    ran = json.loads(json.dumps(load_space(space).to_dict()))
+    same = ["sweep.resources.cpu=2", "final.workers=2", "supernet.max_failures=5", "data.root=/elsewhere",
+            "data.workers=4", "training.device=cpu", "search.resources.cpu=0.5"]
+    assert resume_conflicts(ran, load_space(space, same)) == []
+    changed = load_space(space, ["training.lr=0.5", "sweep.trials=99", "sweep.aug_every={choices: [1, 2]}"])
+    conflicts = resume_conflicts(ran, changed)
+    assert conflicts[:2] == [("training.lr", ran["training"]["lr"], 0.5), ("sweep.trials", ran["sweep"]["trials"], 99)]
+    (key, old, new), = conflicts[2:]  # a section that was null is one change, not one per leaf
+    assert (key, old, new["choices"]) == ("sweep.aug_every", None, [1, 2]) and ran["sweep"]["aug_every"] is None
+    older = json.loads(json.dumps(ran))
+    del older["supernet"]["eval_every"]  # written before the schema had the key: its default on both sides
+    assert resume_conflicts(older, load_space(space)) == []
+    older["supernet"]["gone"] = 1  # a key the schema dropped since: no value could be given for it
+    assert resume_conflicts(older, load_space(space)) == []
+    older["training"]["batch_size"] = 7
+    assert resume_conflicts(older, load_space(space)) == [("training.batch_size", 7, ran["training"]["batch_size"])]

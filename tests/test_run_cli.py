@@ -18,8 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet  # noqa: F401 - pa.parquet
 import pytest
 import yaml
-from conftest import TINY_PIPELINE, winner_row
+from conftest import SPACE, TINY_PIPELINE, winner_row
 
+from netaug.config import load_space
 from netaug.records import TRIALS_SCHEMA
 from netaug.study import STUDY_FILE, load_study
 
@@ -110,6 +111,24 @@ def test_cli_process_exits_2_without_traceback(tmp_path):
                            str(tmp_path / "run")], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("error: sweep.r.low")
     assert "Traceback" not in proc.stderr and "ray" not in proc.stdout.lower()
+
+
+def test_a_resume_with_another_space_exits_2_naming_the_keys_and_keeps_space_json(tmp_path):
+    """What a run trained is fixed once it ran: --resume with another value is refused before Ray starts, and the
+    run's space.json stays as it was."""
+    out = tmp_path / "run"
+    out.mkdir()
+    ran = json.dumps(load_space(SPACE, TINY).to_dict(), indent=2) + "\n"
+    (out / "space.json").write_text(ran)
+    proc = subprocess.run([sys.executable, str(ROOT / "search" / "run.py"), "--space", str(SPACE), "--out", str(out),
+                           "--resume", "--no-dashboard", *[a for s in TINY + ["sweep.trials=7", "training.lr=0.5"]
+                                                           for a in ("--set", s)]],
+                          capture_output=True, text=True, timeout=120)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert lines[0].startswith(f"error: --resume: {out / 'space.json'} ran with training.lr ")
+    assert "(now 0.5)" in lines[0] and "sweep.trials 3 (now 7)" in lines[0]
+    assert "ray" not in proc.stdout.lower() and (out / "space.json").read_text() == ran
 
 
 @pytest.mark.parametrize("text", ["", "\n", "# only a comment\n"])
