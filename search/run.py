@@ -45,7 +45,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="override a space key, e.g. --set sweep.trials=4 (repeatable)")
     p.add_argument("--resume", action="store_true",
                    help="continue an interrupted run in --out (finished stages and finished trials are kept; "
-                        "the sweep's searcher state is restored)")
+                        "the sweep's searcher state is restored) with the space it ran with: only where it runs "
+                        "(resources, workers, max_failures, data.root, data.workers, training.device) may change")
     p.add_argument("--address", default=None, help="join a Ray cluster: auto or ray://host:port (default: local)")
     p.add_argument("--no-dashboard", action="store_true", help="do not start the Ray dashboard")
     return p.parse_args(argv)
