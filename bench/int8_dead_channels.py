@@ -2,6 +2,7 @@
 
     python bench/int8_dead_channels.py studies/equal-compute/cell-a                  # every final model
     python bench/int8_dead_channels.py studies/equal-compute/cell-a --models reparam_s1 --detail
+    python bench/int8_dead_channels.py studies/equal-compute/cell-a --models reparam_s1 --qat-epochs 1
 
 A channel that is exactly 0 after its activation on every calibration image (a "dead" channel) gives the
 weights that read it no gradient, and a BatchNorm that normalises it (a reparam branch's, say) ends with a
@@ -13,7 +14,9 @@ For each fp32 ONNX model of a run's final stage (`final/models/<arm>_s<seed>.onn
 channels of every Conv and Gemm on the run's own calibration images (`deploy.calib_images`, as the final stage
 quantizes), zeroes the weights that read them, and scores the model and its int8 model (the product's own
 post-training quantization) before and after, on val and test. Zeroing changes nothing where the channels are
-dead, which the fp32 scores check on val and test.
+dead, which the fp32 scores check on val and test. `--qat-epochs N` adds the product's own remedy for a lossy
+int8 model, N epochs of QAT (`deploy.qat_epochs`, at `deploy.qat_lr` or the training rate / 100) from the
+saved model (`final/models/<stem>.pt`), without the zeroing.
 """
 
 from __future__ import annotations
@@ -126,6 +129,24 @@ def top1(path: Path, split: tuple[list[np.ndarray], np.ndarray]) -> float:
     return float((onnx_logits(path, split[0]).argmax(1) == split[1]).mean())
 
 
+def qat_scores(path: Path, cfg: SpaceConfig, data, epochs: int, calibration, val, test, tmp: Path) -> list[float]:
+    """int8 val and test top-1 after `epochs` of the product's QAT from the saved model at `path`.pt."""
+    import dataclasses
+
+    from netaug.train.deploy import export_onnx
+    from netaug.train.export import load_exported
+    from netaug.train.qat import qat_finetune
+    from netaug.train.quantize import quantize_int8
+
+    model = load_exported(path.with_suffix(".pt"))[0]
+    tuned_cfg = dataclasses.replace(cfg, sharing=dataclasses.replace(cfg.sharing, enabled=False))  # as deploy does
+    tuned = qat_finetune(model, tuned_cfg, data, epochs, cfg.deploy.qat_lr or cfg.training.lr / 100)
+    shape = (data.in_channels, data.resolution, data.resolution)
+    fp32 = export_onnx(tuned, tmp / f"{path.stem}.qat.onnx", shape)
+    int8 = quantize_int8(fp32, tmp / f"{path.stem}.qat.int8.onnx", calibration)
+    return [top1(int8, val), top1(int8, test)]
+
+
 def arrays(batcher, split, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
     xs, ys = zip(*[(x.float().contiguous().numpy(), y.numpy()) for x, y in batcher.batches(split, batch_size)])
     return list(xs), np.concatenate(ys)
@@ -137,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("run", type=Path, help="a run directory whose final stage exported its models")
     parser.add_argument("--models", nargs="+", metavar="STEM", help="e.g. reparam_s1 (default: every fp32 model)")
     parser.add_argument("--detail", action="store_true", help="list each layer's dead inputs and weights")
+    parser.add_argument("--qat-epochs", type=int, default=0, metavar="N",
+                        help="also score int8 after N epochs of the product's QAT (default 0: not run)")
     args = parser.parse_args(argv)
     try:
         space = args.run / "space.json"
@@ -144,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
             raise UserError(f"run: {space} is missing; pass the directory of a main job's run")
         cfg = from_dict(SpaceConfig, json.loads(space.read_text()))
         models = fp32_models(args.run, args.models)
+        if args.qat_epochs < 0:
+            raise UserError(f"--qat-epochs: {args.qat_epochs} is negative")
+        missing = [p.with_suffix(".pt") for p in models if args.qat_epochs and not p.with_suffix(".pt").is_file()]
+        if missing:
+            raise UserError(f"--qat-epochs: {missing[0]} is missing (QAT starts from the saved model)")
     except UserError as exc:
         print(exc, file=sys.stderr)
         return 2
@@ -158,8 +186,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"dead: 0 after the activation on all {cfg.deploy.calib_images} calibration images; top-1 on val "
           f"{len(val[1])} / test {len(test[1])}, int8 by the product's post-training quantization")
     print("| model | layers with dead inputs | dead inputs | largest weight on a dead input | on a live one "
-          "| fp32 val | fp32 test | int8 val | int8 test | zeroed: fp32 val | fp32 test | int8 val | int8 test |")
-    print("| --- " * 13 + "|")
+          "| fp32 val | fp32 test | int8 val | int8 test | zeroed: fp32 val | fp32 test | int8 val | int8 test |"
+          + (f" QAT {args.qat_epochs} ep: int8 val | int8 test |" if args.qat_epochs else ""))
+    print("| --- " * (15 if args.qat_epochs else 13) + "|")
     with tempfile.TemporaryDirectory() as tmp:
         for path in models:
             zeroed = Path(tmp) / f"{path.stem}.zeroed.onnx"
@@ -168,6 +197,8 @@ def main(argv: list[str] | None = None) -> int:
             for fp32 in (path, zeroed):
                 int8 = quantize_int8(fp32, Path(tmp) / f"{fp32.stem}.int8.onnx", calibration)
                 scores += [top1(fp32, val), top1(fp32, test), top1(int8, val), top1(int8, test)]
+            if args.qat_epochs:
+                scores += qat_scores(path, cfg, data, args.qat_epochs, calibration, val, test, Path(tmp))
             dead_w = max((f.largest_dead for f in found), default=0.0)
             live_w = max((f.largest_live for f in found), default=0.0)
             print(f"| {path.stem} | {len(found)} | {sum(len(f.channels) for f in found)} | {dead_w:.3g} | "
