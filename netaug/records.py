@@ -65,14 +65,15 @@ FINAL_SCHEMA = pa.schema(
        ("share_fraction", pa.float64()), ("val_loss", pa.float64()), ("init_digest", pa.string()),
        ("batch_digest", pa.string()), ("model_file", pa.string()),
        # the int8 model of this arm x seed (deploy.int8; netaug/train/int8.py): kept one, then each attempt
-       ("int8_method", pa.string()), ("calib_images", pa.int64()), ("fp32_onnx_test_top1", pa.float64()),
+       ("int8_method", pa.string()), ("calib_images", pa.int64()), ("int8_dead_inputs", pa.int64()),
+       ("fp32_onnx_test_top1", pa.float64()),
        ("int8_val_top1", pa.float64()), ("int8_test_top1", pa.float64()), ("int8_test_delta", pa.float64()),
        ("int8_test_agreement", pa.float64()), ("ptq_val_top1", pa.float64()), ("ptq_test_top1", pa.float64()),
        ("qat_val_top1", pa.float64()), ("qat_test_top1", pa.float64()), ("int8_file", pa.string())]
     + COST_COLUMNS)
-INT8_COLUMNS = ("int8_method", "calib_images", "fp32_onnx_test_top1", "int8_val_top1", "int8_test_top1",
-                "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1", "qat_val_top1",
-                "qat_test_top1", "int8_file")
+INT8_COLUMNS = ("int8_method", "calib_images", "int8_dead_inputs", "fp32_onnx_test_top1", "int8_val_top1",
+                "int8_test_top1", "int8_test_delta", "int8_test_agreement", "ptq_val_top1", "ptq_test_top1",
+                "qat_val_top1", "qat_test_top1", "int8_file")
 
 
 def best_trial(rows: Iterable[dict], metric: str) -> dict | None:

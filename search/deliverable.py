@@ -124,14 +124,15 @@ def why_line(arm: str, row: dict, means: dict[str, float], methods: list[str]) -
 def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, batcher, shape) -> tuple[dict, dict]:
     """final/model.int8.onnx (the chosen trial's int8 model, already scored on val and test) and, with
     deploy.tflite, final/model.int8.tflite scored on test; returns model.json's "int8" and "memory"."""
-    from netaug.train.int8 import calibration_set, memory_facts
+    from netaug.train.int8 import calibration_set, memory_facts, quantizable
 
     out = run_dir / "final"
     with atomic_path(out / MODEL_INT8) as tmp:
         shutil.copyfile(run_dir / row["int8_file"], tmp)
     int8 = {"file": f"final/{MODEL_INT8}", "runtime": "onnxruntime QDQ: per-channel symmetric int8 weights, "
             "per-tensor int8 activations (min-max calibration)", "method": row["int8_method"],
-            "calibration_images": row["calib_images"], "val_top1": row["int8_val_top1"],
+            "calibration_images": row["calib_images"], "dead_inputs_zeroed": row.get("int8_dead_inputs"),
+            "val_top1": row["int8_val_top1"],
             "test_top1": row["int8_test_top1"], "fp32_test_top1": row["fp32_onnx_test_top1"],
             "delta_test_top1": row["int8_test_delta"], "test_top1_agreement_with_fp32": row["int8_test_agreement"],
             "ptq": {"val_top1": row["ptq_val_top1"], "test_top1": row["ptq_test_top1"]},
@@ -144,7 +145,7 @@ def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, ba
 
         calibration = [x.numpy() for x, _ in batcher.batches(
             calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed), 64)]
-        path = export_tflite_int8(model, out / MODEL_TFLITE, shape, calibration)
+        path = export_tflite_int8(quantizable(model, cfg, calibration)[0], out / MODEL_TFLITE, shape, calibration)
         xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(data.test, 512)])
         labels, pred = np.concatenate(ys), tflite_logits(path, xs).argmax(1)
         with torch.no_grad():

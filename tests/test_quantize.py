@@ -3,6 +3,7 @@ true peak memory of a graph against a hand-computed residual block."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
@@ -173,3 +174,71 @@ def test_tflite_int8_matches_its_own_scores(trained, digits16, tmp_path):
     assert (pred == fp32).mean() >= 0.9
     fp32_bytes = 4 * sum(p.numel() for p in model.parameters())
     assert path.stat().st_size < fp32_bytes / 2  # int8 weights, not float
+
+
+def test_zero_dead_inputs_zeroes_exactly_the_weights_that_read_a_dead_channel():
+    """By hand: stem channel 2 and point channel 1 are 0 after their ReLU on every image in [0, 1]; the point conv's
+    column 2 and the depthwise conv's channel 1 are what read them, and zeroing them leaves the logits as they were."""
+    from netaug.train.dead_inputs import without_dead_inputs
+
+    class Net(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem, self.point = nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 4, 1)
+            self.depth, self.head = nn.Conv2d(4, 4, 3, padding=1, groups=4), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = torch.relu(self.point(torch.relu(self.stem(x))))
+            return self.head(torch.relu(self.depth(x)).mean((2, 3)))
+
+    torch.manual_seed(0)
+    net = Net().eval()
+    with torch.no_grad():
+        for p in net.parameters():  # positive weights and biases keep every other channel alive
+            p.uniform_(0.1, 0.5)
+        net.stem.bias[2] = net.point.bias[1] = -100.0
+        net.point.weight[:, 2] = 300.0
+    batches = [torch.rand(16, 1, 8, 8) for _ in range(3)]
+    zeroed, found = without_dead_inputs(net, batches)
+    assert [(f.layer, f.channels) for f in found] == [("point", [2]), ("depth", [1])]
+    live = float(torch.cat([net.point.weight[:, :2], net.point.weight[:, 3:]], 1).detach().abs().max())
+    assert found[0].largest_dead == 300.0 and found[0].largest_live == live
+    before, after = dict(net.named_parameters()), dict(zeroed.named_parameters())
+    expect = before["point.weight"].clone()
+    expect[:, 2] = 0
+    assert torch.equal(after["point.weight"], expect)
+    expect = before["depth.weight"].clone()
+    expect[1] = 0
+    assert torch.equal(after["depth.weight"], expect)
+    assert all(torch.equal(before[k], after[k]) for k in before if k not in ("point.weight", "depth.weight"))
+    x = torch.rand(8, 1, 8, 8)
+    with torch.no_grad():
+        assert torch.allclose(zeroed(x), net(x), rtol=0, atol=1e-6)
+    assert net.point.weight[0, 2] == 300.0  # the model itself is untouched
+    alive = Net().eval()
+    with torch.no_grad():
+        for p in alive.parameters():
+            p.uniform_(0.1, 0.5)
+    assert without_dead_inputs(alive, batches) == (alive, [])
+
+
+def test_int8_model_quantizes_without_the_weights_on_a_dead_channel(trained, digits16, tmp_path):
+    """A dead stem channel and a dead depthwise channel whose readers carry huge weights (as a folded BatchNorm
+    on a dead channel leaves them): fp32 does not notice, PTQ collapses, and with deploy.zero_dead_inputs the int8
+    model agrees with fp32 again."""
+    cfg, model = trained
+    sick = copy.deepcopy(model)
+    with torch.no_grad():
+        sick.stem.bn.bias[0] = -100.0  # stem channel 0: 0 after its ReLU6 on every image
+        sick.blocks[0].depthwise.conv.weight[0] *= 1000.0
+        sick.blocks[0].depthwise.bn.bias[0] = -100.0  # and the depthwise channel that reads it
+        sick.blocks[0].project.conv.weight[:, 0] = 300.0
+    batcher = make_batcher(digits16, cfg.data)
+    got = {}
+    for zero in (True, False):
+        run = dataclasses.replace(cfg, deploy=dataclasses.replace(cfg.deploy, zero_dead_inputs=zero))
+        got[zero] = int8_model(sick, run, digits16, batcher, tmp_path / f"m{zero}")
+    assert got[True]["fp32_onnx_test_top1"] == got[False]["fp32_onnx_test_top1"]  # the fp32 model is untouched
+    assert got[False]["int8_dead_inputs"] == 0 and got[True]["int8_dead_inputs"] >= 2
+    assert got[False]["int8_test_agreement"] < 0.5 < 0.9 < got[True]["int8_test_agreement"]
+    assert not (tmp_path / "mTrue.zeroed.onnx").exists()

@@ -19,6 +19,7 @@ import torch.nn as nn
 from netaug.config import SpaceConfig
 from netaug.data import DataSplits
 from netaug.errors import UserError
+from netaug.train.dead_inputs import DeadInputs, without_dead_inputs
 from netaug.train.deploy import export_onnx
 from netaug.train.quantize import initializer_bytes, onnx_logits, quantize_int8, true_peak
 
@@ -60,16 +61,29 @@ def score(path: Path, val: tuple[list, np.ndarray], test: tuple[list, np.ndarray
     return OnnxScores(float((v == val[1]).mean()), float((t == test[1]).mean()), t)
 
 
+def quantizable(model: nn.Module, cfg: SpaceConfig, calibration: list[np.ndarray]
+                ) -> tuple[nn.Module, list[DeadInputs]]:
+    """The model to quantize: with `deploy.zero_dead_inputs`, a copy whose weights on a channel that is 0 on
+    every calibration image are 0 (netaug.train.dead_inputs), and what was zeroed; else `model` itself."""
+    if not cfg.deploy.zero_dead_inputs:
+        return model, []
+    return without_dead_inputs(model, calibration)
+
+
 def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, stem: Path) -> dict:
     """Write `<stem>.onnx` (fp32) and `<stem>.int8.onnx` for the trained base `model`; return the figures a
-    final.parquet row gets (int8_* of the kept int8 model, ptq_* and qat_* of each attempt)."""
+    final.parquet row gets (int8_* of the kept int8 model, ptq_* and qat_* of each attempt). The int8 model is
+    quantized from `quantizable(model)`: the fp32 model less the weights that read a dead channel."""
     d = cfg.deploy
     shape = (data.in_channels, data.resolution, data.resolution)
     calibration = _arrays(batcher, calibration_set(data, d.calib_images, cfg.data.split_seed), 64)[0]
     val, test = _arrays(batcher, data.val), _arrays(batcher, data.test)
     fp32_path = export_onnx(model, stem.with_suffix(".onnx"), shape)
     fp32 = score(fp32_path, val, test)
-    int8_path = quantize_int8(fp32_path, stem.with_suffix(".int8.onnx"), calibration)
+    quantized, dead = quantizable(model, cfg, calibration)
+    int8_path = quantize_int8(fp32_path if quantized is model else export_onnx(
+        quantized, stem.with_suffix(".zeroed.onnx"), shape), stem.with_suffix(".int8.onnx"), calibration)
+    stem.with_suffix(".zeroed.onnx").unlink(missing_ok=True)
     ptq = score(int8_path, val, test)
     kept, method, qat = ptq, "ptq", None
     if d.qat_epochs > 0 and (fp32.val_top1 - ptq.val_top1) * 100 > d.qat_threshold:
@@ -77,14 +91,14 @@ def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, st
 
         tuned_cfg = dataclasses.replace(cfg, sharing=dataclasses.replace(cfg.sharing, enabled=False))
         tuned = qat_finetune(model, tuned_cfg, data, d.qat_epochs, d.qat_lr or cfg.training.lr / 100)
-        qat_fp32 = export_onnx(tuned, stem.with_suffix(".qat.onnx"), shape)
+        qat_fp32 = export_onnx(quantizable(tuned, cfg, calibration)[0], stem.with_suffix(".qat.onnx"), shape)
         qat_path = quantize_int8(qat_fp32, stem.with_suffix(".qat.int8.onnx"), calibration)
         qat = score(qat_path, val, test)
         if qat.val_top1 > ptq.val_top1:  # QAT changes the weights: it must earn its place on val
             kept, method = qat, "qat"
             qat_path.replace(int8_path)
     return {
-        "int8_method": method, "calib_images": d.calib_images,
+        "int8_method": method, "calib_images": d.calib_images, "int8_dead_inputs": sum(len(f.channels) for f in dead),
         "fp32_onnx_val_top1": fp32.val_top1, "fp32_onnx_test_top1": fp32.test_top1,
         "int8_val_top1": kept.val_top1, "int8_test_top1": kept.test_top1,
         "int8_test_delta": kept.test_top1 - fp32.test_top1,
