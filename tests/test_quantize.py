@@ -239,6 +239,6 @@ def test_int8_model_quantizes_without_the_weights_on_a_dead_channel(trained, dig
         run = dataclasses.replace(cfg, deploy=dataclasses.replace(cfg.deploy, zero_dead_inputs=zero))
         got[zero] = int8_model(sick, run, digits16, batcher, tmp_path / f"m{zero}")
     assert got[True]["fp32_onnx_test_top1"] == got[False]["fp32_onnx_test_top1"]  # the fp32 model is untouched
-    assert got[False]["int8_dead_inputs"] == 0 and got[True]["int8_dead_inputs"] >= 2
+    assert got[False]["int8_dead_inputs"] is None and got[True]["int8_dead_inputs"] >= 2  # off: not looked for
     assert got[False]["int8_test_agreement"] < 0.5 < 0.9 < got[True]["int8_test_agreement"]
     assert not (tmp_path / "mTrue.zeroed.onnx").exists()

@@ -98,7 +98,8 @@ def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, st
             kept, method = qat, "qat"
             qat_path.replace(int8_path)
     return {
-        "int8_method": method, "calib_images": d.calib_images, "int8_dead_inputs": sum(len(f.channels) for f in dead),
+        "int8_method": method, "calib_images": d.calib_images,
+        "int8_dead_inputs": sum(len(f.channels) for f in dead) if d.zero_dead_inputs else None,  # off: not looked for
         "fp32_onnx_val_top1": fp32.val_top1, "fp32_onnx_test_top1": fp32.test_top1,
         "int8_val_top1": kept.val_top1, "int8_test_top1": kept.test_top1,
         "int8_test_delta": kept.test_top1 - fp32.test_top1,
