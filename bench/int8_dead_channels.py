@@ -71,11 +71,6 @@ def qat_scores(path: Path, cfg: SpaceConfig, data, epochs: int, calibration, val
     return [top1(int8, val), top1(int8, test)]
 
 
-def arrays(batcher, split, batch_size: int) -> tuple[list[np.ndarray], np.ndarray]:
-    xs, ys = zip(*[(x.float().contiguous().numpy(), y.numpy()) for x, y in batcher.batches(split, batch_size)])
-    return list(xs), np.concatenate(ys)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -100,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from netaug.train.dead_inputs import without_dead_inputs
     from netaug.train.deploy import export_onnx
     from netaug.train.export import load_exported
-    from netaug.train.int8 import calibration_set
+    from netaug.train.int8 import arrays, calibration_set
     from netaug.train.quantize import quantize_int8
 
     data = load_data(cfg.data)

@@ -38,7 +38,7 @@ def calibration_set(data: DataSplits, size: int, split_seed: int):
     return data.train.take(keep)
 
 
-def _arrays(batcher, split, batch_size: int = 512) -> tuple[list[np.ndarray], np.ndarray]:
+def arrays(batcher, split, batch_size: int = 512) -> tuple[list[np.ndarray], np.ndarray]:
     xs, ys = [], []
     for x, y in batcher.batches(split, batch_size):
         xs.append(x.detach().cpu().float().contiguous().numpy())
@@ -76,8 +76,8 @@ def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, st
     quantized from `quantizable(model)`: the fp32 model less the weights that read a dead channel."""
     d = cfg.deploy
     shape = (data.in_channels, data.resolution, data.resolution)
-    calibration = _arrays(batcher, calibration_set(data, d.calib_images, cfg.data.split_seed), 64)[0]
-    val, test = _arrays(batcher, data.val), _arrays(batcher, data.test)
+    calibration = arrays(batcher, calibration_set(data, d.calib_images, cfg.data.split_seed), 64)[0]
+    val, test = arrays(batcher, data.val), arrays(batcher, data.test)
     fp32_path = export_onnx(model, stem.with_suffix(".onnx"), shape)
     fp32 = score(fp32_path, val, test)
     quantized, dead = quantizable(model, cfg, calibration)
