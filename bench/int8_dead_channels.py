@@ -10,7 +10,7 @@ running variance near 0, so folding it multiplies those weights by up to 1/sqrt(
 0 and do no harm. At int8 they do: a conv's weights are quantized per output channel, so one huge weight on a
 dead input sets its output channel's scale, and that channel's other weights round to 0.
 
-The final stage quantizes without those weights with `deploy.zero_dead_inputs: true` (netaug/train/dead_inputs.py).
+The final stage quantizes without those weights (`deploy.zero_dead_inputs`, on by default; netaug/train/dead_inputs.py).
 For each saved model of a run's final stage (`final/models/<arm>_s<seed>.pt`) this scores, on val and test, the
 fp32 model and its int8 model (the product's post-training quantization, calibrated on the run's own
 `deploy.calib_images`) as they are and with the weights on dead channels zeroed: the fp32 scores check that

@@ -486,7 +486,7 @@ class DeployConfig:
                      "int8 weights, int8 activations) and score it on val and test")
     calib_images: int = opt(256, "un-augmented training images (drawn by data.split_seed) that calibrate the int8 "
                             "activation ranges; never val or test", ge=1)
-    zero_dead_inputs: bool = opt(False, "before quantizing, set to 0 the weights that read a channel which is 0 "
+    zero_dead_inputs: bool = opt(True, "before quantizing, set to 0 the weights that read a channel which is 0 "
                                  "on every calibration image (they multiply 0, but would set their output channel's "
                                  "int8 scale; docs/deploy.md)")
     qat_epochs: int = opt(0, "quantization-aware fine-tuning epochs (torch.ao FX QAT) when PTQ loses more than "

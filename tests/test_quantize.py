@@ -11,7 +11,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from netaug.config import load_space
+from netaug.config import SpaceConfig, load_space
 from netaug.data import make_batcher
 from netaug.errors import UserError
 from netaug.train.deploy import export_onnx, peak_activation
@@ -241,4 +241,6 @@ def test_int8_model_quantizes_without_the_weights_on_a_dead_channel(trained, dig
     assert got[True]["fp32_onnx_test_top1"] == got[False]["fp32_onnx_test_top1"]  # the fp32 model is untouched
     assert got[False]["int8_dead_inputs"] is None and got[True]["int8_dead_inputs"] >= 2  # off: not looked for
     assert got[False]["int8_test_agreement"] < 0.5 < 0.9 < got[True]["int8_test_agreement"]
-    assert not (tmp_path / "mTrue.zeroed.onnx").exists()
+    assert sorted(f.name for f in tmp_path.iterdir()) == [  # the zeroed fp32 graph was only a step
+        "mFalse.int8.onnx", "mFalse.onnx", "mTrue.int8.onnx", "mTrue.onnx"]
+    assert SpaceConfig().deploy.zero_dead_inputs  # on by default since cell A (docs/deploy.md)

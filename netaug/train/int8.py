@@ -10,6 +10,7 @@ QAT one only when its int8 val top-1 beats PTQ's (test plays no part in any choi
 from __future__ import annotations
 
 import dataclasses
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -81,9 +82,9 @@ def int8_model(model: nn.Module, cfg: SpaceConfig, data: DataSplits, batcher, st
     fp32_path = export_onnx(model, stem.with_suffix(".onnx"), shape)
     fp32 = score(fp32_path, val, test)
     quantized, dead = quantizable(model, cfg, calibration)
-    int8_path = quantize_int8(fp32_path if quantized is model else export_onnx(
-        quantized, stem.with_suffix(".zeroed.onnx"), shape), stem.with_suffix(".int8.onnx"), calibration)
-    stem.with_suffix(".zeroed.onnx").unlink(missing_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:  # the zeroed fp32 graph is only a step towards the int8 one
+        source = fp32_path if quantized is model else export_onnx(quantized, Path(tmp) / "zeroed.onnx", shape)
+        int8_path = quantize_int8(source, stem.with_suffix(".int8.onnx"), calibration)
     ptq = score(int8_path, val, test)
     kept, method, qat = ptq, "ptq", None
     if d.qat_epochs > 0 and (fp32.val_top1 - ptq.val_top1) * 100 > d.qat_threshold:
