@@ -190,3 +190,49 @@ def test_the_quoted_importances_at_the_first_rung_are_the_committed_studys(cell)
         by_hand, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0), params=names)
     quoted = ", ".join(f"`{k}` {v:.3f}" for k, v in found.items())
     assert quoted in " ".join(PAGE.read_text().split()), quoted
+
+
+ZEROED = re.compile(r"<!-- int8 with dead inputs zeroed: (?P<path>\S+) -->\n```text\n(?P<body>.*?)\n```", re.S)
+BENCH = ("int8_val", "int8_test", "zeroed_fp32_val", "zeroed_fp32_test", "zeroed_int8_val", "zeroed_int8_test")
+
+
+def dead_channel_table(path) -> pd.DataFrame:
+    """bench/int8_dead_channels.py's Markdown table as one row per saved model (arm, seed and its scores)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("| ") or cells[0] in ("model", "---"):
+            continue
+        arm, seed = cells[0].rsplit("_s", 1)
+        scores = dict(zip(("fp32_val", "fp32_test", *BENCH), map(float, cells[5:13]), strict=True))
+        rows.append({"arm": arm, "seed": int(seed), "dead_inputs": int(cells[2]), **scores})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("cell", [c for c in CELLS if (STUDY / c / "int8_dead_channels.md").is_file()])
+def test_the_int8_answers_with_dead_inputs_zeroed_are_the_benchs(cell):
+    """The committed output of bench/int8_dead_channels.py scores every saved model as the final stage quantized it
+    (its int8 test top-1 is final.parquet's) and with the weights on dead inputs zeroed (fp32 unmoved). The page's
+    int8 answers with zeroing are the product's answer lines on final.parquet with those int8 figures."""
+    from netaug.stats import answer_lines
+
+    path = f"studies/equal-compute/{cell}/int8_dead_channels.md"
+    table = dead_channel_table(ROOT / path).set_index(["arm", "seed"])
+    final = pd.read_parquet(STUDY / cell / "final.parquet")
+    ok = final[final["status"] == "TERMINATED"].set_index(["arm", "seed"])
+    assert sorted(table.index) == sorted(ok.index)
+    test_size = 10_000  # 4 decimals are exact on the test split
+    assert (table["int8_test"] * test_size).round().tolist() == (ok.loc[table.index, "int8_test_top1"] * test_size
+                                                                ).round().tolist()
+    for split in ("val", "test"):  # zeroing weights that multiply 0 moves no fp32 score
+        assert (table[f"zeroed_fp32_{split}"] == table[f"fp32_{split}"]).all()
+    alive = table[table["dead_inputs"] == 0]  # nothing to zero: the same int8 model
+    assert (alive["zeroed_int8_test"] == alive["int8_test"]).all()
+    zeroed = ok.copy()
+    zeroed["int8_test_top1"] = table.loc[ok.index, "zeroed_int8_test"]
+    rows = zeroed.reset_index().to_dict("records")
+    blocks = {m["path"]: m["body"].splitlines() for m in ZEROED.finditer(PAGE.read_text())}
+    assert path in blocks, f"{PAGE} quotes no int8 answers of {path}"
+    ours = [line for line in answer_lines(rows, 0.95, "int8_test_top1", int8=True) if "To decide it" not in line]
+    assert [line for line in blocks[path] if line.strip()] == ours
+    assert check_quote(zeroed.reset_index(), blocks[path]) == []
