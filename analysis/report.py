@@ -350,6 +350,20 @@ def plot_final(run: Run, out: Path, confidence: float) -> str | None:
     return _save(fig, out / "final_arms.png")
 
 
+def in_short(answers: list[str]) -> list[str]:
+    """One bullet per question of the final stage's `answers` (netaug.stats.answer_lines): its one-sentence
+    answer, the question a user asks first (at equal compute, fp32) first, then equal epochs, then int8."""
+    found, title = [], None
+    for line in answers:
+        if line.startswith(("At equal", "Did ")):
+            title = line
+        elif line.startswith("Answer") and title is not None:
+            label = title.split(" (", 1)[0].split("?", 1)[0].strip()
+            found.append((("at int8?" in title, not title.startswith("At equal compute")),
+                          f"- {label}{', at int8' if 'at int8?' in title else ''}: {line.removeprefix('Answer: ')}"))
+    return [bullet for _, bullet in sorted(found, key=lambda item: item[0])]
+
+
 def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str] | None]:
     """The report's "Did NetAug help here?" section and its figure."""
     from netaug.stats import answer_lines
@@ -366,6 +380,8 @@ def final_section(run: Run, out: Path) -> tuple[list[str], tuple[str | None, str
     answers = answer_lines(rows, confidence) + [
         line for line in (answer_lines(rows, confidence, "int8_test_top1", int8=True) if int8 else [])
         if not line.startswith("no paired comparison")]
+    if short := in_short(answers):
+        lines += ["**In short** (each question's answer below, with its figures):", "", *short, ""]
     for line in answers:
         if line.startswith(("At equal", "Did ")):
             lines += ["", f"**{line}**", ""]

@@ -95,6 +95,7 @@ def test_report_makes_every_plot_and_names_the_best_trial(tiny_run, capsys):
     # the final stage's answer comes first, with its figure
     assert text.index("## Did NetAug help here?") < text.index("## Best trial")
     assert "winner (" in text and "vs baseline: test top-1" in text and "Answer:" in text
+    assert "**In short**" in text and text.index("**In short**") < text.index("Answer:")  # each answer, up front
     assert _png_ok(out / "final_arms.png") and "(final_arms.png)" in text
     assert "### The delivered model" in text
     # precision, recall and F1 at 1 and 3 per arm: the seeds' mean of final.parquet's columns
@@ -237,3 +238,20 @@ def test_bad_run_dir_exits_2_with_one_line(tmp_path, script):
         assert proc.returncode == 2, (script, target, proc.stderr)
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
+
+
+def test_in_short_puts_each_answer_first_equal_compute_leading():
+    """On cell A's committed final stage (studies/equal-compute): one bullet per question that netaug.stats
+    answers, its "Answer:" sentence verbatim, ordered equal compute, equal epochs, then the same two at int8."""
+    from analysis.report import in_short
+    from netaug.stats import answer_lines
+
+    final = pd.read_parquet(Path(__file__).parents[1] / "studies" / "equal-compute" / "cell-a" / "final.parquet")
+    rows = final[final["status"] == "TERMINATED"].to_dict("records")
+    answers = answer_lines(rows, 0.95) + answer_lines(rows, 0.95, "int8_test_top1", int8=True)
+    titles = [line for line in answers if line.startswith("At equal")]
+    sentences = [line.removeprefix("Answer: ") for line in answers if line.startswith("Answer:")]
+    assert [t.split(" (")[0] for t in titles] == ["At equal epochs", "At equal compute"] * 2  # netaug.stats' order
+    assert in_short(answers) == [f"- At equal compute: {sentences[1]}", f"- At equal epochs: {sentences[0]}",
+                                 f"- At equal compute, at int8: {sentences[3]}",
+                                 f"- At equal epochs, at int8: {sentences[2]}"]
