@@ -235,6 +235,8 @@ def plot_spos(run: Run, out: Path) -> str | None:
 
 
 def plot_topk_curves(run: Run, best: pd.Series, out: Path) -> tuple[str | None, pd.DataFrame]:
+    if run.predictions.empty:
+        return None, pd.DataFrame()
     preds = run.predictions[run.predictions["trial_id"] == best["trial_id"]]
     if preds.empty or "test" not in set(preds["split"]):
         return None, pd.DataFrame()
@@ -252,6 +254,8 @@ def plot_topk_curves(run: Run, best: pd.Series, out: Path) -> tuple[str | None, 
 
 
 def plot_per_class_recall(run: Run, best: pd.Series, out: Path) -> tuple[str | None, np.ndarray | None]:
+    if run.predictions.empty:
+        return None, None
     preds = run.predictions[(run.predictions["trial_id"] == best["trial_id"]) & (run.predictions["model"] == "base")]
     if preds.empty or "test" not in set(preds["split"]):
         return None, None
@@ -560,6 +564,10 @@ def write_report(run: Run) -> Path:
         lines += [f"Hyperparameter importance {note}.", ""]
     figures.append((plot_spos(run, out), "SPOS candidates: MACs against inherited val top-1 after BN "
                     "recalibration; stars are the a* each search chose."))
+    if best is not None and run.predictions.empty:
+        lines += ["Precision/recall@k and per-class recall of the best trial: this run folder holds no predictions "
+                  "(`predictions.parquet`, or `sweep/predictions/` while a run goes on); the final arms' scores at "
+                  "k = 1 and 3 above come from final.parquet.", ""]
     if best is not None:
         name, curves = plot_topk_curves(run, best, out)
         figures.append((name, "Macro precision@k and recall@k on test for k = 1..K, best trial's base and a*."))

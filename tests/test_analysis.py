@@ -255,3 +255,19 @@ def test_in_short_puts_each_answer_first_equal_compute_leading():
     assert in_short(answers) == [f"- At equal compute: {sentences[1]}", f"- At equal epochs: {sentences[0]}",
                                  f"- At equal compute, at int8: {sentences[3]}",
                                  f"- At equal epochs, at int8: {sentences[2]}"]
+
+
+def test_a_committed_run_without_its_predictions_still_gets_its_report(tmp_path):
+    """A study's committed run folder keeps its Parquet files but not the 24 MB predictions.parquet
+    (studies/equal-compute/cell-b): the report is written, says which plots need the predictions, and leads
+    with the final stage's answers."""
+    import shutil
+
+    run = tmp_path / "cell-b"
+    shutil.copytree(Path(__file__).parents[1] / "studies" / "equal-compute" / "cell-b", run)
+    assert not (run / "predictions.parquet").exists()
+    assert report_cli.main([str(run)]) == 0
+    text = (run / "report" / "report.md").read_text()
+    assert "this run folder holds no predictions" in text and "**In short**" in text
+    assert "- At equal compute: not shown. No arm differs significantly" in text
+    assert not (run / "report" / "per_class_recall.png").exists() and _png_ok(run / "report" / "compute.png")
