@@ -124,7 +124,7 @@ def why_line(arm: str, row: dict, means: dict[str, float], methods: list[str]) -
 def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, batcher, shape) -> tuple[dict, dict]:
     """final/model.int8.onnx (the chosen trial's int8 model, already scored on val and test) and, with
     deploy.tflite, final/model.int8.tflite scored on test; returns model.json's "int8" and "memory"."""
-    from netaug.train.int8 import calibration_set, memory_facts, quantizable
+    from netaug.train.int8 import arrays, calibration_set, memory_facts, quantizable
 
     out = run_dir / "final"
     with atomic_path(out / MODEL_INT8) as tmp:
@@ -143,11 +143,10 @@ def int8_deliverable(cfg: SpaceConfig, run_dir: Path, row: dict, model, data, ba
 
         from netaug.train.tflite import export_tflite_int8, tflite_logits
 
-        calibration = [x.numpy() for x, _ in batcher.batches(
-            calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed), 64)]
+        calibration = arrays(batcher, calibration_set(data, cfg.deploy.calib_images, cfg.data.split_seed), 64)[0]
         path = export_tflite_int8(quantizable(model, cfg, calibration)[0], out / MODEL_TFLITE, shape, calibration)
-        xs, ys = zip(*[(x.numpy(), y.numpy()) for x, y in batcher.batches(data.test, 512)])
-        labels, pred = np.concatenate(ys), tflite_logits(path, xs).argmax(1)
+        xs, labels = arrays(batcher, data.test)
+        pred = tflite_logits(path, xs).argmax(1)
         with torch.no_grad():
             fp32 = np.concatenate([model(torch.from_numpy(x)).numpy() for x in xs]).argmax(1)
         top1 = float((pred == labels).mean())
